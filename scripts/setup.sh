@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up everything in ./.venv, then run the main job (`mythos demo`). Pass --no-demo to only set up.
+# Safe to run again: it reuses the venv and only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+run_demo=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) run_demo=0 ;;
+    *) echo "usage: bash scripts/setup.sh [--no-demo]" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "mythos needs Python >= 3.11"'
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+
+# torch first and pinned: the CPU wheel 2.13.0. An unpinned torch would pull several GB of CUDA packages.
+"${pip[@]}" "torch==2.13.0"
+"${pip[@]}" -e ".[dev]"
+# The reference implementation, for parity tests and side-by-side benchmarks. --no-deps: it pins another torch.
+"${pip[@]}" --no-deps "open-mythos==0.5.0"
+
+echo "setup: done (.venv ready; run the tests with: bash scripts/test.sh)"
+if [ "$run_demo" = 1 ]; then
+  exec .venv/bin/mythos demo
+fi

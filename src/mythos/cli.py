@@ -1,0 +1,70 @@
+"""The ``mythos`` command line: a thin dispatcher that hands each command to its wing.
+
+Wings are imported only when their command runs, so ``mythos packet …`` starts without loading torch.
+Each entry names ``module:function``; the function takes the remaining argv and returns an exit status.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (target "module:function", one-line summary). Order is the order of `mythos --help`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("mythos.train.cli:demo_main", "train a small looped model on multi-hop tasks and plot depth vs accuracy"),
+    "train": ("mythos.train.cli:train_main", "train a Recurrent-Depth Transformer (single process or torchrun)"),
+    "eval": ("mythos.train.cli:eval_main", "print the accuracy grid (chain length x loops) for a checkpoint"),
+    "plot": ("mythos.train.cli:plot_main", "draw PNG charts from a training run's telemetry"),
+    "model": ("mythos.model.cli:model_main", "inspect model presets (`mythos model info PRESET`)"),
+    "doctor": ("mythos.model.doctor:doctor_main", "check a checkpoint or preset against the eight RDT invariants"),
+    "convert": ("mythos.model.cli:convert_main", "convert an open-mythos state dict + config into a mythos checkpoint"),
+    "generate": ("mythos.infer.cli:generate_main", "generate text from a checkpoint or preset"),
+    "serve": ("mythos.infer.cli:serve_main", "serve a checkpoint over an OpenAI-compatible HTTP API"),
+    "think": ("mythos.reason.cli:think_main", "reason about a question with Prelude -> lens rounds -> Coda over an LLM"),
+    "calibrate": ("mythos.reason.cli:calibrate_main", "run the calibration suite and score its structural checks"),
+    "packet": ("mythos.packets.cli:packet_main", "packet compiler: init, ingest, compile, gate, ready"),
+    "skill": ("mythos.skills.cli:skill_main", "install the mythos contract/command for an agent host (claude, codex)"),
+}
+
+
+def _usage() -> str:
+    from mythos import __version__
+
+    width = max(map(len, COMMANDS))
+    lines = [f"mythos {__version__} — recurrent-depth reasoning", "", "usage: mythos COMMAND [ARGS...]", ""]
+    lines += [f"  {name.ljust(width)}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run `mythos COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def resolve(command: str):
+    """Import and return the function that runs ``command``."""
+    target, _ = COMMANDS[command]
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from mythos import __version__
+
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"mythos: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        status = resolve(command)(rest)
+    except KeyboardInterrupt:
+        print("mythos: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
