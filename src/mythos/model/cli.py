@@ -1,0 +1,312 @@
+"""`mythos model info|list` and `mythos convert`: look at a model's size, and bring in a reference checkpoint.
+
+``info`` reads only a config (a preset, or a checkpoint's config.json plus its safetensors header), so the
+1T preset is described instantly; ``convert`` hands a saved open-mythos state dict to the model wing's
+converter and writes a mythos checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .params import (
+    cached_layers,
+    count_params,
+    human,
+    kv_cache_bytes_per_token,
+    kv_cache_elements_per_layer,
+)
+
+
+def _fail(message: str) -> int:
+    print(f"mythos: {message}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+
+
+def resolve_config(target: str) -> tuple[Any, str, Path | None]:
+    """A preset name or a checkpoint directory (or its config.json) -> (config, label, checkpoint dir)."""
+    from .config import MythosConfig
+    from .presets import PRESETS, get_preset
+
+    path = Path(target)
+    if path.exists():
+        config_path = path / "config.json" if path.is_dir() else path
+        if not config_path.is_file():
+            raise ValueError(f"{target}: a checkpoint directory must contain config.json")
+        data = json.loads(config_path.read_text())
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            data = data["config"]  # tolerate a wrapped {"config": {...}} layout
+        return MythosConfig.from_dict(data), str(path), config_path.parent
+    key = target.lower().removeprefix("mythos-").removeprefix("mythos_")
+    if key in PRESETS:
+        return get_preset(key), f"preset {key}", None
+    raise ValueError(
+        f"{target!r} is neither an existing checkpoint path nor a preset; presets: {', '.join(PRESETS)}"
+    )
+
+
+def checkpoint_tensor_params(checkpoint_dir: Path) -> int | None:
+    """Parameters stored in a checkpoint's safetensors files, read from their headers only (no weights)."""
+    files = sorted(checkpoint_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            header_len = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(header_len))
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for size in meta["shape"]:
+                count *= size
+            total += count
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- info
+
+
+def model_report(cfg: Any, n_loops: int | None = None) -> dict[str, Any]:
+    """Everything `model info` prints, as plain data (the --json form)."""
+    counts = count_params(cfg, n_loops)
+    loops = counts.n_loops
+    kv: dict[str, dict[str, int]] = {}
+    layouts: list[tuple[str, Any, bool]] = []
+    if cfg.attn_type == "mla":
+        layouts += [("mla", cfg, False), ("mla (reference layout)", cfg, True)]
+        gqa_cfg = _as_gqa(cfg)
+        if gqa_cfg is not None:
+            layouts.append(("gqa (same dims)", gqa_cfg, False))
+    else:
+        layouts.append(("gqa", cfg, False))
+    for label, layout_cfg, ref in layouts:
+        kv[label] = {
+            "elements_per_layer": kv_cache_elements_per_layer(layout_cfg, reference_layout=ref),
+            **{
+                f"bytes_{dtype}": kv_cache_bytes_per_token(layout_cfg, dtype, loops, reference_layout=ref)
+                for dtype in ("float32", "bfloat16")
+            },
+        }
+    return {
+        "config": {
+            key: getattr(cfg, key)
+            for key in (
+                "attn_type",
+                "vocab_size",
+                "dim",
+                "n_heads",
+                "n_kv_heads",
+                "max_seq_len",
+                "max_loop_iters",
+                "prelude_layers",
+                "coda_layers",
+                "n_experts",
+                "n_shared_experts",
+                "n_experts_per_tok",
+                "expert_dim",
+                "lora_rank",
+                "loop_dim",
+                "act",
+                "act_threshold",
+                "reference_compat",
+            )
+            if hasattr(cfg, key)
+        },
+        "n_loops": loops,
+        "components": counts.components,
+        "params": {
+            "total": counts.total,
+            "active_per_token": counts.active,
+            "touched_at_depth": counts.touched,
+            "applied_per_token_at_depth": counts.applied,
+        },
+        "kv_cache": {"cached_layers": cached_layers(cfg, loops), "per_token": kv},
+    }
+
+
+def _as_gqa(cfg: Any) -> Any | None:
+    try:
+        return cfg.replace(attn_type="gqa")
+    except (ValueError, AttributeError):
+        return None
+
+
+def format_report(label: str, report: dict[str, Any]) -> str:
+    cfg, params, loops = report["config"], report["params"], report["n_loops"]
+    lines = [
+        f"{label}: {cfg['attn_type'].upper()}, dim {cfg['dim']}, {cfg['n_heads']} heads, vocab {cfg['vocab_size']}, "
+        f"{cfg['prelude_layers']} prelude + 1 looped x{cfg['max_loop_iters']} + {cfg['coda_layers']} coda, "
+        f"MoE {cfg['n_experts']} experts top-{cfg['n_experts_per_tok']} + {cfg['n_shared_experts']} shared "
+        f"(expert_dim {cfg['expert_dim']}), loop_dim {cfg.get('loop_dim')}",
+        "",
+        f"{'component':<32}{'params':>16}{'':>10}",
+    ]
+    for name, count in report["components"].items():
+        lines.append(f"{name:<32}{count:>16,}{human(count):>10}")
+    lines += [
+        "",
+        f"{'total':<32}{params['total']:>16,}{human(params['total']):>10}",
+        f"{'active per token (1 loop)':<32}{params['active_per_token']:>16,}{human(params['active_per_token']):>10}",
+        f"{f'touched at depth {loops}':<32}{params['touched_at_depth']:>16,}{human(params['touched_at_depth']):>10}",
+        f"{f'applied per token at depth {loops}':<32}{params['applied_per_token_at_depth']:>16,}"
+        f"{human(params['applied_per_token_at_depth']):>10}",
+        "",
+        f"KV cache per token at depth {loops} ({report['kv_cache']['cached_layers']} cached layers):",
+        f"{'layout':<28}{'elems/layer':>12}{'fp32 bytes':>14}{'bf16 bytes':>14}",
+    ]
+    for layout, row in report["kv_cache"]["per_token"].items():
+        lines.append(
+            f"{layout:<28}{row['elements_per_layer']:>12,}{row['bytes_float32']:>14,}{row['bytes_bfloat16']:>14,}"
+        )
+    if "checkpoint_tensor_params" in report:
+        stored = report["checkpoint_tensor_params"]
+        verdict = "matches" if stored == params["total"] else "DIFFERS from"
+        lines += ["", f"checkpoint tensors: {stored:,} parameters ({verdict} the formula)"]
+    lines += [
+        "",
+        "active = all parameters but the routed experts a token is not sent to; touched = distinct parameters one",
+        "token can read over all loops (up to min(E, T*k) experts); applied = parameter uses per token (~FLOPs/2).",
+    ]
+    return "\n".join(lines)
+
+
+def _info(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mythos model info", description="parameter counts and KV-cache size"
+    )
+    parser.add_argument("target", help="preset name (see `mythos model list`) or checkpoint directory")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument(
+        "--loops", type=int, default=None, help="loop depth T (default: the config's max_loop_iters)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg, label, checkpoint_dir = resolve_config(args.target)
+        report = model_report(cfg, args.loops)
+    except (ValueError, OSError) as error:
+        return _fail(str(error))
+    if checkpoint_dir is not None:
+        stored = checkpoint_tensor_params(checkpoint_dir)
+        if stored is not None:
+            report["checkpoint_tensor_params"] = stored
+    if args.json:
+        print(json.dumps({"target": label, **report}, indent=2, sort_keys=True))
+    else:
+        print(format_report(label, report))
+    return 0
+
+
+def _list(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mythos model list", description="list the named presets")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from .presets import PRESETS
+
+    rows = []
+    for name, factory in PRESETS.items():
+        cfg = factory()
+        counts = count_params(cfg)
+        rows.append(
+            {
+                "name": name,
+                "attn_type": cfg.attn_type,
+                "dim": cfg.dim,
+                "loops": cfg.max_loop_iters,
+                "experts": cfg.n_experts,
+                "total": counts.total,
+                "active_per_token": counts.active,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    print(f"{'preset':<11}{'attn':<6}{'dim':>7}{'loops':>7}{'experts':>9}{'total':>10}{'active':>10}")
+    for row in rows:
+        print(
+            f"{row['name']:<11}{row['attn_type']:<6}{row['dim']:>7}{row['loops']:>7}{row['experts']:>9}"
+            f"{human(row['total']):>10}{human(row['active_per_token']):>10}"
+        )
+    return 0
+
+
+def model_main(argv: list[str]) -> int:
+    """`mythos model info|list`."""
+    usage = "usage: mythos model {info PRESET|CHECKPOINT [--json] [--loops N] | list [--json]}"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    sub, rest = argv[0], argv[1:]
+    if sub == "info":
+        return _info(rest)
+    if sub == "list":
+        return _list(rest)
+    return _fail(f"unknown model subcommand {sub!r}\n{usage}")
+
+
+# ---------------------------------------------------------------------------------------------- convert
+
+
+def load_state_dict_file(path: Path) -> dict[str, Any]:
+    """A reference state dict saved with torch.save (.pt/.pth/.bin) or safetensors."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a training checkpoint wrapping the weights
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")
+    return state
+
+
+def convert_main(argv: list[str]) -> int:
+    """`mythos convert STATE_DICT CONFIG_JSON OUT_DIR`: reference weights -> a mythos checkpoint."""
+    parser = argparse.ArgumentParser(
+        prog="mythos convert",
+        description="convert an open-mythos state dict and its config (JSON of reference MythosConfig fields) "
+        "into a mythos checkpoint (model.safetensors + config.json) with reference-compatible semantics",
+    )
+    parser.add_argument(
+        "state_dict", type=Path, help="reference state dict (.pt via torch.save, or .safetensors)"
+    )
+    parser.add_argument("config_json", type=Path, help="JSON object of the reference MythosConfig fields")
+    parser.add_argument("out_dir", type=Path, help="directory to write the mythos checkpoint into")
+    args = parser.parse_args(argv)
+    for name in ("state_dict", "config_json"):
+        if not getattr(args, name).is_file():
+            return _fail(f"{name} {getattr(args, name)} does not exist or is not a file")
+    try:
+        config = json.loads(args.config_json.read_text())
+    except json.JSONDecodeError as error:
+        return _fail(f"config_json {args.config_json} is not valid JSON: {error}")
+    if not isinstance(config, dict):
+        return _fail(f"config_json {args.config_json} must hold a JSON object of config fields")
+    try:
+        state = load_state_dict_file(args.state_dict)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's input problem
+        return _fail(f"state_dict {args.state_dict} could not be read: {error}")
+
+    from . import convert_open_mythos, save_checkpoint
+
+    try:
+        model = convert_open_mythos(state, config)
+    except (ValueError, KeyError, RuntimeError) as error:
+        return _fail(f"conversion failed: {error}")
+    save_checkpoint(model, args.out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"wrote {args.out_dir} ({n_params:,} parameters, attn_type={model.cfg.attn_type}, reference_compat=True)"
+    )
+    return 0
