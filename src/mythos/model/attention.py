@@ -1,0 +1,102 @@
+"""Causal self-attention: grouped-query (GQA) and multi-latent (MLA), both on ``scaled_dot_product_attention``.
+
+Causal masking is ``is_causal`` when a call starts at position 0 and a boolean mask only for chunked prefill
+(queries at positions start.., keys 0..start+T-1), so no additive float mask exists whose dtype could
+disagree with the activations (the reference's fp32 ``-inf`` mask breaks bf16).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import _Slot
+from .config import MythosConfig
+from .norm import RMSNorm
+from .rope import apply_rope
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+def _attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, dropout: float, gqa: bool = False
+) -> torch.Tensor:
+    """SDPA over (B, H, T, D) queries and (B, Hkv, S, D) keys where the queries sit at positions start.."""
+    t, s = q.shape[-2], k.shape[-2]
+    if t == 1:  # one new token sees every cached key
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, enable_gqa=gqa)
+    if start == 0 and s == t:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
+    query_pos = torch.arange(start, start + t, device=q.device)[:, None]
+    key_pos = torch.arange(s, device=q.device)[None, :]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_pos <= query_pos, dropout_p=dropout, enable_gqa=gqa)
+
+
+class GQAttention(nn.Module):
+    """Grouped-query attention: ``n_heads`` query heads share ``n_kv_heads`` key/value heads.
+
+    Q, K and V come from one fused projection ``wqkv`` (rows: q heads, then k heads, then v heads).
+    """
+
+    def __init__(self, cfg: MythosConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.dropout = cfg.dropout
+        self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
+        b, t, _ = x.shape
+        hd = self.head_dim
+        q, k, v = self.wqkv(x).split([self.n_heads * hd, self.n_kv_heads * hd, self.n_kv_heads * hd], dim=-1)
+        q = apply_rope(q.view(b, t, self.n_heads, hd), *rope).transpose(1, 2)
+        k = apply_rope(k.view(b, t, self.n_kv_heads, hd), *rope).transpose(1, 2)
+        v = v.view(b, t, self.n_kv_heads, hd).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(start, k, v)
+        out = _attend(q, k, v, start, self.dropout if self.training else 0.0, gqa=self.n_kv_heads != self.n_heads)
+        return self.wo(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLAttention(nn.Module):
+    """Multi-latent attention (DeepSeek-V2): keys and values are rebuilt from a small cached latent.
+
+    One fused down-projection ``w_down`` gives [q latent | kv latent | shared rope key]. The cache keeps the
+    kv latent and ONE rope key per token (all heads share it), not a per-head copy as the reference does.
+    ``q_up`` rows are [all heads' no-rope parts | all heads' rope parts].
+    """
+
+    def __init__(self, cfg: MythosConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.q_lora, self.kv_lora = cfg.q_lora_rank, cfg.kv_lora_rank
+        self.rope_dim, self.nope_dim, self.v_dim = cfg.qk_rope_head_dim, cfg.qk_nope_head_dim, cfg.v_head_dim
+        self.dropout = cfg.dropout
+        h = cfg.n_heads
+        self.w_down = nn.Linear(cfg.dim, self.q_lora + self.kv_lora + self.rope_dim, bias=False)
+        self.q_norm = RMSNorm(self.q_lora, cfg.norm_eps)
+        self.q_up = nn.Linear(self.q_lora, h * (self.nope_dim + self.rope_dim), bias=False)
+        self.kv_norm = RMSNorm(self.kv_lora, cfg.norm_eps)
+        self.kv_up = nn.Linear(self.kv_lora, h * (self.nope_dim + self.v_dim), bias=False)
+        self.wo = nn.Linear(h * self.v_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, nope, rd = self.n_heads, self.nope_dim, self.rope_dim
+        c_q, c_kv, k_rope = self.w_down(x).split([self.q_lora, self.kv_lora, rd], dim=-1)
+        q_nope, q_rope = self.q_up(self.q_norm(c_q)).split([h * nope, h * rd], dim=-1)
+        q_rope = apply_rope(q_rope.view(b, t, h, rd), *rope)
+        k_rope = apply_rope(k_rope.view(b, t, 1, rd), *rope).view(b, t, rd)
+        if cache is not None:
+            c_kv, k_rope = cache.update(start, c_kv, k_rope)
+        s = c_kv.shape[1]
+        k_nope, v = self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
+        q = torch.cat([q_nope.view(b, t, h, nope), q_rope], dim=-1).transpose(1, 2)
+        k = torch.cat([k_nope, k_rope[:, :, None, :].expand(b, s, h, rd)], dim=-1).transpose(1, 2)
+        out = _attend(q, k, v.transpose(1, 2), start, self.dropout if self.training else 0.0)
+        return self.wo(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def make_attention(cfg: MythosConfig) -> nn.Module:
+    return MLAttention(cfg) if cfg.attn_type == "mla" else GQAttention(cfg)

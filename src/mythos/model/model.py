@@ -1,0 +1,159 @@
+"""`Mythos`: embed -> prelude (dense blocks) -> recurrent block looped n_loops times -> coda -> norm -> tied head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .block import TransformerBlock
+from .cache import CacheFullError, KVCache
+from .config import MythosConfig
+from .norm import RMSNorm
+from .recurrent import RecurrentBlock
+from .rope import rope_tables
+
+
+@dataclass
+class LoopAux:
+    """Per-call diagnostics of the loop. Tensors stay on the device: reading them is the caller's sync."""
+
+    ponder_cost: torch.Tensor  # scalar, differentiable; 0 when ACT is off
+    expert_load: torch.Tensor  # (n_experts,) fraction of routed assignments per expert, averaged over loops
+    hidden_norms: torch.Tensor  # (n_loops,) mean L2 norm of the hidden state after each loop
+    depth: torch.Tensor  # scalar tensor: mean loops a position used before halting
+
+    @property
+    def mean_depth(self) -> float:
+        """Mean number of loops a token actually used (ACT); a host sync."""
+        return float(self.depth)
+
+
+@dataclass
+class MythosOutput:
+    logits: torch.Tensor  # (batch, time, vocab)
+    aux: LoopAux
+
+
+class Mythos(nn.Module):
+    """Recurrent-Depth Transformer language model (a public reconstruction of a hypothesis)."""
+
+    def __init__(self, cfg: MythosConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.prelude = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.prelude_layers)])
+        self.recurrent = RecurrentBlock(cfg)
+        self.coda = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.coda_layers)])
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # weight tying
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """N(0, init_std) for every linear and embedding weight, as the reference does."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=self.cfg.init_std)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        n_loops: int | None = None,
+        cache: KVCache | None = None,
+        return_aux: bool = False,
+        grad_loops: int | None = None,
+        checkpoint_loops: bool = False,
+    ) -> torch.Tensor | MythosOutput:
+        """Logits (batch, time, vocab); ``MythosOutput(logits, aux)`` when ``return_aux``.
+
+        With ``cache`` the tokens continue the cached sequence at ``cache.pos`` (prefill, chunked prefill or
+        decode) and the cache advances by ``time``.
+        """
+        cfg = self.cfg
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
+        batch, length = input_ids.shape
+        if cache is not None:
+            if n_loops is not None and n_loops != cache.n_loops:
+                raise ValueError(
+                    f"n_loops={n_loops} but the cache was built for n_loops={cache.n_loops}: every loop depth "
+                    "needs its own cache slot; call model.new_cache(..., n_loops=...) with the depth you want"
+                )
+            if batch != cache.batch_size:
+                raise ValueError(f"input batch {batch} != cache batch_size {cache.batch_size}")
+            n_loops = cache.n_loops
+            cache.check_room(length)
+            start = cache.pos
+        else:
+            n_loops = n_loops if n_loops is not None else cfg.max_loop_iters
+            start = 0
+        if n_loops < 1:
+            raise ValueError(f"n_loops={n_loops} is invalid: must be >= 1")
+        if grad_loops is not None and not 1 <= grad_loops <= n_loops:
+            raise ValueError(f"grad_loops={grad_loops} is invalid: must be in [1, n_loops={n_loops}]")
+        if start + length > cfg.max_seq_len:
+            raise CacheFullError(
+                f"sequence position {start + length} exceeds max_seq_len={cfg.max_seq_len}; "
+                "use shorter inputs or a config with a larger max_seq_len"
+            )
+
+        x = self.embed(input_ids)
+        rope = rope_tables(cfg.rope_dim, start, length, cfg.rope_theta, x.device)
+        for i, layer in enumerate(self.prelude):
+            x = layer(x, rope, cache.prelude_slot(i) if cache is not None else None, start)
+        e = x
+        x, stats = self.recurrent(
+            x, e, rope, n_loops, cache=cache, start=start, grad_loops=grad_loops, checkpoint_loops=checkpoint_loops
+        )
+        for i, layer in enumerate(self.coda):
+            x = layer(x, rope, cache.coda_slot(i) if cache is not None else None, start)
+        logits = self.head(self.norm(x))
+        if cache is not None:
+            cache.pos += length
+        if not return_aux:
+            return logits
+        aux = LoopAux(stats.ponder_cost, stats.expert_load, stats.hidden_norms, stats.depth)
+        return MythosOutput(logits, aux)
+
+    # ------------------------------------------------------------------ helpers
+    def new_cache(
+        self,
+        batch_size: int = 1,
+        max_len: int | None = None,
+        n_loops: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """A preallocated KV cache sized for this model (defaults: max_seq_len, max_loop_iters, model dtype)."""
+        ref = self.embed.weight
+        return KVCache(
+            self.cfg,
+            batch_size,
+            max_len if max_len is not None else self.cfg.max_seq_len,
+            n_loops if n_loops is not None else self.cfg.max_loop_iters,
+            device=device if device is not None else ref.device,
+            dtype=dtype if dtype is not None else ref.dtype,
+        )
+
+    def update_router_bias(self, load: torch.Tensor, rate: float | None = None) -> torch.Tensor:
+        """Aux-loss-free balancing step from ``aux.expert_load``; call once per training step."""
+        return self.recurrent.block.ffn.update_router_bias(load, rate)
+
+    def num_parameters(self) -> int:
+        """Unique trainable parameters (the tied head counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, path: str) -> None:
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(self, path)
+
+    @classmethod
+    def from_pretrained(cls, path: str, map_location: str | torch.device = "cpu") -> Mythos:
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location=map_location)

@@ -1,0 +1,154 @@
+"""Feed-forward layers: the dense SwiGLU of prelude/coda blocks and the fine-grained MoE of the looped block.
+
+The MoE routes each token to ``top_k`` of ``n_experts`` small SwiGLU experts plus always-on shared experts
+(DeepSeekMoE). Dispatch is grouped, not looped: the (token, expert) assignments are sorted by expert, the
+tokens gathered into that order, and each projection is ONE grouped matmul over the stacked expert weights
+(``torch._grouped_mm`` with per-expert offsets), then scattered back with ``index_add_``. Nothing in the
+hot path loops over experts or tokens in Python, and nothing syncs with the host.
+
+Balancing is aux-loss-free (DeepSeek-V3): ``router.bias`` shifts which experts are *selected* but the gate
+weights come from the unbiased softmax, so the bias never enters the loss; ``update_router_bias`` nudges
+it toward uniform load from the per-call statistics in ``last_load``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MythosConfig
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)) with gate and up fused into one projection (rows: gate, then up)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.w_gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.w_down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.w_down(F.silu(gate) * up)
+
+
+class Router(nn.Module):
+    """Token -> expert logits; ``bias`` (a buffer, not a parameter) only affects top-k selection."""
+
+    def __init__(self, dim: int, n_experts: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_experts, dim))
+        self.register_buffer("bias", torch.zeros(n_experts))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # keep the bias in fp32 under model.to(bf16): its small update steps would round away in bf16
+        super()._apply(fn, recurse)
+        if self.bias.dtype != torch.float32:
+            self.bias = self.bias.float()
+        return self
+
+
+def _grouped_mm_works(device: torch.device, dtype: torch.dtype, _memo: dict = {}) -> bool:  # noqa: B006
+    """Whether ``torch._grouped_mm`` runs for this device/dtype (probed once; CUDA wants bf16 on sm90+)."""
+    key = (device.type, dtype)
+    if key not in _memo:
+        try:
+            x = torch.zeros(16, 16, device=device, dtype=dtype)
+            w = torch.zeros(2, 16, 16, device=device, dtype=dtype)
+            torch._grouped_mm(x, w, offs=torch.tensor([8, 16], device=device, dtype=torch.int32))
+            _memo[key] = True
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _memo[key] = False
+    return _memo[key]
+
+
+def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Rows ``offsets[e-1]:offsets[e]`` of x times ``weight[e]`` (E, K, N), for every expert e at once.
+
+    Falls back to a per-expert loop (which needs the offsets on the host) only where the fused kernel is
+    unavailable for this device/dtype.
+    """
+    if _grouped_mm_works(x.device, x.dtype):
+        return torch._grouped_mm(x, weight, offs=offsets)
+    ends = offsets.tolist()
+    starts = [0, *ends[:-1]]
+    return torch.cat([x[s:e] @ weight[i] for i, (s, e) in enumerate(zip(starts, ends, strict=True))], dim=0)
+
+
+class GroupedExperts(nn.Module):
+    """``n_experts`` SwiGLU experts as stacked weights: ``w_gate_up`` (E, dim, 2*hidden), ``w_down`` (E, hidden, dim)."""
+
+    def __init__(self, n_experts: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.n_experts, self.dim, self.hidden = n_experts, dim, hidden
+        self.w_gate_up = nn.Parameter(torch.empty(n_experts, dim, 2 * hidden))
+        self.w_down = nn.Parameter(torch.empty(n_experts, hidden, dim))
+        nn.init.normal_(self.w_gate_up, std=0.02)
+        nn.init.normal_(self.w_down, std=0.02)
+
+    def forward(self, x_sorted: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """x_sorted: rows grouped by expert (expert e owns rows offsets[e-1]:offsets[e])."""
+        gate, up = grouped_matmul(x_sorted, self.w_gate_up, offsets).chunk(2, dim=-1)
+        return grouped_matmul(F.silu(gate) * up, self.w_down, offsets)
+
+
+class MoE(nn.Module):
+    """Routed top-k fine-grained experts plus shared experts, grouped dispatch, aux-loss-free balancing."""
+
+    def __init__(self, cfg: MythosConfig) -> None:
+        super().__init__()
+        self.n_experts, self.top_k = cfg.n_experts, cfg.n_experts_per_tok
+        self.bias_rate = cfg.router_bias_rate
+        self.router = Router(cfg.dim, cfg.n_experts)
+        self.experts = GroupedExperts(cfg.n_experts, cfg.dim, cfg.expert_dim)
+        # n_shared experts of width expert_dim*top_k, summed == one SwiGLU of the concatenated width
+        shared_hidden = cfg.n_shared_experts * cfg.expert_dim * cfg.n_experts_per_tok
+        self.shared = SwiGLU(cfg.dim, shared_hidden) if cfg.n_shared_experts else None
+        self.last_load: torch.Tensor | None = None  # fraction of assignments per expert, last forward
+
+    def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(expert ids, gate weights), each (N, top_k); selection uses the bias, weights do not."""
+        logits = self.router(flat)
+        scores = F.softmax(logits.float(), dim=-1)
+        selected = (logits.float() + self.router.bias.float()).topk(self.top_k, dim=-1).indices
+        gates = scores.gather(-1, selected)
+        gates = gates / gates.sum(dim=-1, keepdim=True)
+        return selected, gates.to(flat.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        n = flat.shape[0]
+        selected, gates = self.route(flat)
+        expert_of = selected.reshape(-1)  # (N*k,) assignment -> expert
+        order = torch.argsort(expert_of, stable=True)
+        token_of = order // self.top_k  # sorted assignment -> token row
+        counts = torch.bincount(expert_of, minlength=self.n_experts)
+        offsets = torch.cumsum(counts, dim=0).to(torch.int32)
+        routed = self.experts(flat.index_select(0, token_of), offsets)
+        routed = routed * gates.reshape(-1, 1).index_select(0, order)
+        out = torch.zeros_like(flat).index_add_(0, token_of, routed)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        self.last_load = (counts.float() / max(n * self.top_k, 1)).detach()
+        return out.view(shape)
+
+    @torch.no_grad()
+    def update_router_bias(self, load: torch.Tensor, rate: float | None = None) -> torch.Tensor:
+        """Raise the bias of under-loaded experts and lower it for over-loaded ones; returns the step taken.
+
+        ``load`` is any per-expert load (counts or fractions, e.g. ``aux.expert_load``); experts are compared
+        with the mean load, so the scale does not matter.
+        """
+        load = load.detach().to(self.router.bias.device, torch.float32).reshape(-1)
+        if load.numel() != self.n_experts:
+            raise ValueError(f"update_router_bias: load has {load.numel()} entries, expected n_experts={self.n_experts}")
+        step = (rate if rate is not None else self.bias_rate) * torch.sign(load.mean() - load)
+        self.router.bias.add_(step.to(self.router.bias.dtype))
+        return step

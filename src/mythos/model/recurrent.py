@@ -1,0 +1,195 @@
+"""The looped core: one MoE transformer block applied ``n_loops`` times with stable input injection.
+
+Each iteration t (h: hidden state, e: prelude output, frozen across loops):
+
+    combined = norm(loop_embedding(h, t) + e)
+    out      = block(combined) ;  out = out + lora(out, t)
+    h        = A * h + B * e + out                      (LTIInjection, every A in (0, 1))
+    p        = act(h)                                   (ACT halting probability)
+
+and the block's output is the ACT-weighted sum of the per-loop hidden states. The loop always runs all
+``n_loops`` iterations: halted positions get weight 0 afterwards, so stopping early would change nothing but
+cost a host sync — and with a KV cache every loop slot must be written on every call anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import Rope
+from .block import TransformerBlock
+from .cache import KVCache
+from .config import MythosConfig
+from .norm import RMSNorm
+
+A_MAX = 1.0 - 2.0**-8
+"""Largest A: the largest bfloat16 below 1 (exactly representable in fp16 and fp32 too), so A < 1 in every dtype."""
+LOG_RATE_MIN = math.log(-math.log(A_MAX))
+"""log(dt * rate) at which A reaches A_MAX; the reference's floor of -20 lets A round to exactly 1.0."""
+LOG_RATE_MAX = 20.0
+
+
+class LTIInjection(nn.Module):
+    """h' = A*h + B*e + out with diagonal A = exp(-exp(log_dt + log_A)): stable (rho(A) < 1) by construction."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.log_A = nn.Parameter(torch.zeros(dim))
+        self.log_dt = nn.Parameter(torch.zeros(1))
+        self.B = nn.Parameter(torch.full((dim,), 0.1))
+
+    def get_A(self) -> torch.Tensor:
+        """Diagonal of A in the parameters' dtype, computed in fp32; every entry in (0, A_MAX]."""
+        log_rate = (self.log_dt.float() + self.log_A.float()).clamp(LOG_RATE_MIN, LOG_RATE_MAX)
+        return torch.exp(-torch.exp(log_rate)).clamp(max=A_MAX).to(self.log_A.dtype)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return self.get_A() * h + self.B * e + out
+
+
+class LoopEmbedding(nn.Module):
+    """Adds a sinusoid of the loop index to the first ``loop_dim`` channels (sin half, then cos half)."""
+
+    def __init__(self, dim: int, loop_dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        self.dim, self.loop_dim, self.theta = dim, loop_dim, theta
+
+    def vector(self, t: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The (dim,) vector added at loop t, computed in fp32 then cast."""
+        freqs = 1.0 / (self.theta ** (torch.arange(0, self.loop_dim, 2, device=device, dtype=torch.float32) / self.loop_dim))
+        angles = t * freqs
+        emb = torch.zeros(self.dim, device=device, dtype=torch.float32)
+        emb[: self.loop_dim] = torch.cat([angles.sin(), angles.cos()])[: self.loop_dim]
+        return emb.to(dtype)
+
+    def forward(self, h: torch.Tensor, t: int) -> torch.Tensor:
+        if self.loop_dim == 0:
+            return h
+        return h + self.vector(t, h.device, h.dtype)
+
+
+class DepthLoRA(nn.Module):
+    """Per-loop low-rank delta: (down(x) * scale[t]) @ B; loops past the table reuse its last row."""
+
+    def __init__(self, dim: int, rank: int, max_loops: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, rank, bias=False)
+        self.B = nn.Parameter(torch.randn(rank, dim) * 0.02)
+        self.scale = nn.Embedding(max_loops, rank)
+
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
+        return (self.down(x) * s) @ self.B
+
+
+class ACTHalting(nn.Module):
+    """Per-position halting probability sigmoid(w . h + b) (Graves, 2016)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.halt = nn.Linear(dim, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.halt(h)).squeeze(-1)
+
+
+@dataclass
+class LoopStats:
+    """What the loop reports besides its output (see ``LoopAux``)."""
+
+    ponder_cost: torch.Tensor
+    expert_load: torch.Tensor
+    hidden_norms: torch.Tensor
+    depth: torch.Tensor
+
+
+class RecurrentBlock(nn.Module):
+    """One MoE TransformerBlock looped with LTI injection, loop embedding, depth LoRA and ACT halting."""
+
+    def __init__(self, cfg: MythosConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.block = TransformerBlock(cfg, use_moe=True)
+        self.injection = LTIInjection(cfg.dim)
+        self.loop_embedding = LoopEmbedding(cfg.dim, cfg.loop_dim, cfg.loop_theta)
+        self.lora = DepthLoRA(cfg.dim, cfg.lora_rank, cfg.max_loop_iters)
+        self.act = ACTHalting(cfg.dim)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def step(
+        self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
+    ) -> torch.Tensor:
+        """One loop iteration: the new hidden state."""
+        combined = self.norm(self.loop_embedding(h, t) + e)
+        out = self.block(combined, rope, cache.loop_slot(t) if cache is not None else None, start)
+        out = out + self.lora(out, t)
+        return self.injection(h, e, out)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        rope: Rope,
+        n_loops: int,
+        cache: KVCache | None = None,
+        start: int = 0,
+        grad_loops: int | None = None,
+        checkpoint_loops: bool = False,
+    ) -> tuple[torch.Tensor, LoopStats]:
+        cfg = self.cfg
+        lead = h.shape[:-1]
+        dev = h.device
+        cumulative = torch.zeros(lead, device=dev)  # fp32 whatever the model dtype
+        halted = torch.zeros(lead, device=dev, dtype=torch.bool)
+        used = torch.zeros(lead, device=dev)
+        remainder_paid = torch.zeros(lead, device=dev)
+        h_out = torch.zeros(h.shape, device=dev, dtype=torch.float32)
+        load = torch.zeros(cfg.n_experts, device=dev)
+        norms = []
+        no_grad_loops = n_loops - grad_loops if grad_loops is not None else 0
+        for t in range(n_loops):
+            truncated = t < no_grad_loops
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not truncated):
+                if t == no_grad_loops and no_grad_loops > 0:
+                    h = h.detach()
+                if checkpoint_loops and torch.is_grad_enabled() and cache is None:
+                    h = checkpoint(self.step, h, e, rope, t, None, start, use_reentrant=False)
+                else:
+                    h = self.step(h, e, rope, t, cache, start)
+                moe_load = self.block.ffn.last_load
+                if moe_load is not None:
+                    load = load + moe_load
+                norms.append(h.detach().float().norm(dim=-1).mean())
+                if not cfg.act:
+                    continue
+                running = (~halted).float()
+                p = self.act(h).float()
+                crossing = cumulative + p >= cfg.act_threshold
+                if not cfg.reference_compat and t == n_loops - 1:
+                    crossing = torch.ones_like(crossing)  # pay the remainder to whoever is still running
+                remainder = (1.0 - cumulative).clamp(min=0)
+                weight = torch.where(crossing, remainder, p) * running
+                h_out = h_out + weight.unsqueeze(-1) * h.float()
+                remainder_paid = remainder_paid + torch.where(crossing, remainder, torch.zeros_like(p)) * running
+                used = used + running
+                cumulative = cumulative + p * running
+                halted = halted | (cumulative >= cfg.act_threshold)
+        if cfg.act:
+            out = h_out.to(h.dtype)
+            ponder = (used + remainder_paid).mean()
+        else:
+            out = h
+            used = torch.full(lead, float(n_loops), device=dev)
+            ponder = torch.zeros((), device=dev)
+        stats = LoopStats(
+            ponder_cost=ponder,
+            expert_load=load / n_loops,
+            hidden_norms=torch.stack(norms),
+            depth=used.mean(),
+        )
+        return out, stats
