@@ -1,0 +1,469 @@
+"""Compile a run directory into state/next_pass_packet.json, state/snapshot.json and the decision log.
+
+Deterministic by construction: inputs are read in byte-sorted order, every list is in file order or explicitly
+sorted, no clock, locale or environment value reaches the output, and floats are laid out by our own formatter.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .contradictions import detect_contradictions
+from .errors import PacketError
+from .inputs import current_fingerprint, read_jsonl, walk_raw
+from .jsonfmt import F32, Stream, dumps_compact, write_pretty_object
+from .layout import (
+    DECISIONS,
+    EVIDENCE,
+    FINDINGS,
+    INPUTS,
+    PACKET,
+    SNAPSHOT,
+    STATE,
+    TASK,
+    atomic_write,
+    read_manifest,
+    require_run_dir,
+    run_lock,
+    source_root,
+)
+from .records import parse_evidence, parse_finding
+from .sources import DIRECT_PREFIXES, SourceFiles, parse_span
+
+SCHEMA_VERSION = "1.1.0"
+
+
+@dataclass
+class Integrity:
+    """A cited source whose current bytes no longer match what a record recorded (or that vanished)."""
+
+    source_id: str
+    path: str
+    current_hash: str | None
+    problem: str
+    records: list[str] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Compiled:
+    manifest: dict
+    objective: str
+    evidence: list[dict]
+    findings: list[dict]
+    raw_refs: list[dict]
+    sources: list[dict]
+    contradictions: list[dict]
+    integrity: list[Integrity]
+    fingerprint: dict[str, str]
+
+
+def _read_inputs(run_dir: Path) -> tuple[dict, str, list[dict], list[dict], list[dict], dict[str, str]]:
+    fingerprint: dict[str, str] = {}
+    with run_lock(run_dir, shared=True):
+        manifest_bytes = (run_dir / "manifest.json").read_bytes()
+        manifest = read_manifest(run_dir)
+        import hashlib
+
+        fingerprint["manifest.json"] = hashlib.sha256(manifest_bytes).hexdigest()
+        try:
+            task_bytes = (run_dir / TASK).read_bytes()
+        except FileNotFoundError:
+            raise PacketError(f"{run_dir / TASK} is missing", field="task.md",
+                              fix="write the objective into task.md") from None
+        fingerprint[TASK] = hashlib.sha256(task_bytes).hexdigest()
+        try:
+            objective = task_bytes.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise PacketError("task.md is not valid UTF-8", field="task.md", fix="re-encode task.md as UTF-8") from None
+        raw_refs = walk_raw(run_dir, manifest["created_at"], fingerprint)
+        evidence = read_jsonl(run_dir, EVIDENCE, parse_evidence, fingerprint)
+        findings = read_jsonl(run_dir, FINDINGS, parse_finding, fingerprint)
+    return manifest, objective, raw_refs, evidence, findings, dict(sorted(fingerprint.items()))
+
+
+def _check_unique_ids(records: list[dict], rel: str) -> None:
+    seen: dict[str, int] = {}
+    for position, record in enumerate(records):
+        first = seen.setdefault(record["id"], position)
+        if first != position:
+            raise PacketError(
+                f"{rel}: id {record['id']!r} is used by two records (records {first + 1} and {position + 1})",
+                field="id", value=record["id"], fix="give every record its own id (ingest rejects duplicates)",
+            )
+
+
+def _verify_file_refs(evidence: list[dict], findings: list[dict], files: SourceFiles) -> dict[str, Integrity]:
+    """Re-hash every file: ref now; drift (changed, vanished, span out of range) is reported, never hidden."""
+    issues: dict[str, Integrity] = {}
+    for record in (*evidence, *findings):
+        for ref in record.get("source_refs", ()):
+            if ref["kind"] != "file":
+                continue
+            where = f"record {record['id']!r} source_ref {ref['source_id']!r}"
+            if ref["span"] is not None and parse_span(ref["span"]) is None:
+                raise PacketError(f"{where}: span {ref['span']!r} is not a line range", field="span",
+                                  value=ref["span"], fix="write a line number N or a range A-B")
+            try:
+                facts = files.facts(ref["path"], field=f"{where} path")
+            except PacketError as exc:
+                if "outside the source root" in exc.message or "absolute" in exc.message or "backslash" in exc.message:
+                    raise PacketError(f"{where}: {exc.message}", field="path", value=ref["path"], fix=exc.fix) from None
+                issue = issues.setdefault(ref["source_id"], Integrity(ref["source_id"], ref["path"], None, exc.message))
+                issue.records.append(record["id"])
+                issue.recorded.append(ref["hash"])
+                continue
+            problem = None
+            if facts.hash != ref["hash"]:
+                problem = f"hash mismatch: recorded {ref['hash']}, file now hashes to {facts.hash}"
+            elif ref["span"] is not None:
+                start, end = parse_span(ref["span"])  # type: ignore[misc]
+                if not 1 <= start <= end <= facts.lines:
+                    problem = f"span {ref['span']} is outside the file's line range 1-{facts.lines}"
+            if problem:
+                issue = issues.setdefault(ref["source_id"], Integrity(ref["source_id"], ref["path"], facts.hash, problem))
+                issue.records.append(record["id"])
+                issue.recorded.append(ref["hash"])
+    return issues
+
+
+def _assemble_sources(raw_refs, evidence, findings, created_at, files: SourceFiles,
+                      issues: dict[str, Integrity]) -> list[dict]:
+    candidates: list[dict] = list(raw_refs)
+    declared_by: dict[int, str] = {}
+    for record in (*evidence, *findings):
+        for ref in record.get("source_refs", ()):
+            declared_by[len(candidates)] = record["id"]
+            candidates.append(ref)
+    from .hashing import fnv1a64_text
+
+    for record in evidence:
+        candidates.append({
+            "source_id": f"evidence:{record['id']}", "path": EVIDENCE, "kind": record["kind"],
+            "hash": fnv1a64_text(record["summary"]), "hash_alg": "fnv1a-64", "span": record["id"],
+            "observed_at": record["observed_at"],
+        })
+    for record in findings:
+        candidates.append({
+            "source_id": f"verifier:{record['id']}", "path": FINDINGS, "kind": "verifier",
+            "hash": fnv1a64_text(record["summary"]), "hash_alg": "fnv1a-64", "span": record["id"],
+            "observed_at": created_at,
+        })
+    order = sorted(range(len(candidates)), key=lambda i: candidates[i]["source_id"])
+    sources: list[dict] = []
+    current: dict | None = None
+    for position in order:
+        ref = candidates[position]
+        if current is None or ref["source_id"] != current["source_id"]:
+            current = ref
+            if ref["kind"] == "file" and ref["source_id"] in issues:
+                fresh = issues[ref["source_id"]].current_hash
+                if fresh is not None:
+                    current = {**ref, "hash": fresh}
+            sources.append(current)
+            continue
+        if ref["kind"] == "file" or current["kind"] == "file":
+            continue  # file refs were checked against the bytes on disk above
+        if ref["hash"] != current["hash"]:
+            issue = issues.setdefault(ref["source_id"], Integrity(
+                ref["source_id"], current["path"], current["hash"],
+                f"declared twice with divergent hash: {current['hash']} vs {ref['hash']}",
+            ))
+            issue.records.append(declared_by.get(position, ref["source_id"]))
+            issue.recorded.append(ref["hash"])
+    return sources
+
+
+def _integrity_contradictions(issues: dict[str, Integrity], registry: dict[str, dict]) -> list[dict]:
+    result = []
+    for source_id in sorted(issues):
+        issue = issues[source_id]
+        records = sorted(set(issue.records))
+        con = {
+            "id": f"con:integrity:{source_id}",
+            "summary": f"Source {source_id} ({issue.path}) no longer matches what was ingested: {issue.problem}. "
+                       f"Records citing it: {', '.join(records)}",
+            "conflicting_item_ids": records,
+            "severity": "high",
+            "source_ids": [source_id],
+        }
+        if source_id in registry:
+            con["source_refs"] = [registry[source_id]]
+        result.append(con)
+    return result
+
+
+def compile_inputs(run_dir: Path, root: str | Path | None = None) -> Compiled:
+    """Read and check a run; everything the packet and snapshot need, before anything is written."""
+    manifest, objective, raw_refs, evidence, findings, fingerprint = _read_inputs(run_dir)
+    _check_unique_ids(evidence, EVIDENCE)
+    _check_unique_ids(findings, FINDINGS)
+    files = SourceFiles(source_root(run_dir, root, manifest))
+    issues = _verify_file_refs(evidence, findings, files)
+    sources = _assemble_sources(raw_refs, evidence, findings, manifest["created_at"], files, issues)
+    registry = {ref["source_id"]: ref for ref in sources}
+    contradictions = detect_contradictions(evidence) + _integrity_contradictions(issues, registry)
+    contradictions.sort(key=lambda con: con["id"])
+    return Compiled(manifest, objective, evidence, findings, raw_refs, sources, contradictions,
+                    [issues[k] for k in sorted(issues)], fingerprint)
+
+
+def _fact(record: dict) -> dict:
+    confidence = record.get("confidence")
+    return {
+        "id": f"fact:{record['id']}", "statement": record["summary"],
+        "confidence": F32(confidence if confidence is not None else 0.7),
+        "objective_relevance": F32(0.8), "novelty_gain": F32(0.3), "needs_raw_drilldown": False,
+        "source_ids": record["source_ids"],
+    }
+
+
+def _distinct(ids: Iterator[str]) -> list[str]:
+    return list(dict.fromkeys(ids))
+
+
+def _derived(c: Compiled) -> dict:
+    created_at = c.manifest["created_at"]
+    failing = [f for f in c.findings if f["status"] != "passed"]
+    hypotheses = [{
+        "id": f"hypothesis:{f['id']}", "statement": f"Resolve verifier finding: {f['summary']}",
+        "confidence": F32(0.6), "verifier_score": f["verifier_score"], "source_ids": f["source_ids"],
+    } for f in failing]
+    actions = [{
+        "id": f"action:{f['id']}", "title": f"Fix {f['summary']}",
+        "rationale": "Verifier finding is not passing and needs a concrete next action.",
+        "actionability_score": F32(0.8), "decision_dependency_ids": [f["id"]], "source_ids": f["source_ids"],
+    } for f in failing]
+    questions = [f"What concrete change resolves `{f['summary']}`?" for f in failing]
+    groups: dict[str, list[dict]] = {}
+    for finding in failing:
+        groups.setdefault(finding["summary"], []).append(finding)
+    all_by_summary: dict[str, list[dict]] = {}
+    for finding in c.findings:
+        if finding["summary"] in groups:
+            all_by_summary.setdefault(finding["summary"], []).append(finding)
+    patterns = []
+    for summary in sorted(groups, key=lambda s: s.encode("utf-8")):
+        count = len(groups[summary])
+        if count < 2:
+            continue
+        patterns.append({
+            "id": f"failure:{_slug(summary)}", "summary": summary, "count": count, "last_seen_at": created_at,
+            "impact": "high" if count >= 3 else "medium",
+            "source_ids": _distinct(sid for f in all_by_summary[summary] for sid in f["source_ids"]),
+        })
+    if failing:
+        halt = {"id": f"halt:{created_at}:continue", "kind": "continue", "contribution": F32(1.0),
+                "rationale": f"{len(failing)} verifier finding(s) are still not passing.",
+                "source_ids": _distinct(sid for f in failing for sid in f["source_ids"])}
+    elif c.integrity:
+        halt = {"id": f"halt:{created_at}:continue", "kind": "continue", "contribution": F32(1.0),
+                "rationale": f"{len(c.integrity)} cited source(s) changed since ingest.",
+                "source_ids": [issue.source_id for issue in c.integrity]}
+    elif c.findings:
+        halt = {"id": f"halt:{created_at}:ready", "kind": "ready-to-halt", "contribution": F32(1.0),
+                "rationale": "All verifier findings are passing.",
+                "source_ids": _distinct(sid for f in c.findings for sid in f["source_ids"])}
+    else:
+        # The reference cannot compile a run without findings; we say why the run may not halt yet.
+        anchor = [f"evidence:{c.evidence[0]['id']}"] if c.evidence else [ref["source_id"] for ref in c.raw_refs[:1]]
+        if not anchor:
+            raise PacketError("the run has no evidence, no verifier findings and no raw artefacts", field="run_dir",
+                              fix="ingest subagent output before compiling")
+        halt = {"id": f"halt:{created_at}:continue", "kind": "continue", "contribution": F32(1.0),
+                "rationale": "No verifier findings have been recorded yet.", "source_ids": anchor}
+    return {"hypotheses": hypotheses, "actions": actions, "questions": questions, "patterns": patterns,
+            "halt": [halt]}
+
+
+def _slug(text: str) -> str:
+    out: list[str] = []
+    dash = False
+    for char in text:
+        if char.isascii() and char.isalnum():
+            out.append(char.lower())
+            dash = False
+        elif not dash:
+            out.append("-")
+            dash = True
+    return "".join(out).strip("-")
+
+
+def _validate_sources(c: Compiled, derived: dict) -> None:
+    """Every cited id must exist; direct ids need a ref on the same record (reference §5.7, same order)."""
+    registry = {ref["source_id"] for ref in c.sources}
+    registry.update(ref["source_id"] for ref in c.raw_refs)
+
+    def ids(kind: str, item_id: str, source_ids: list[str]) -> None:
+        if not source_ids:
+            raise PacketError(f"{kind} `{item_id}` must reference at least one source id", field="source_ids",
+                              value=item_id, fix="cite at least one source id")
+        for sid in source_ids:
+            if sid not in registry:
+                raise PacketError(f"{kind} `{item_id}` references unknown source id `{sid}`", field="source_ids",
+                                  value=sid, fix="cite a raw:, evidence:, verifier: id or declare a source_ref for it")
+
+    def local(kind: str, record: dict) -> None:
+        own = set(record["source_ids"])
+        declared = set()
+        for ref in record.get("source_refs", ()):
+            declared.add(ref["source_id"])
+            if ref["source_id"] not in own:
+                raise PacketError(f"{kind} `{record['id']}` declares source_ref `{ref['source_id']}` but does not "
+                                  "list it in source_ids", field="source_ids", value=ref["source_id"],
+                                  fix="add the ref's source_id to source_ids")
+        for sid in record["source_ids"]:
+            if sid.startswith(DIRECT_PREFIXES) and sid not in declared:
+                raise PacketError(f"{kind} `{record['id']}` uses direct source id `{sid}` without a matching local "
+                                  "source_ref", field="source_refs", value=sid,
+                                  fix="add a source_ref with that source_id (ingest synthesises one)")
+
+    for record in c.evidence:
+        local("evidence", record)
+        ids("evidence", record["id"], record["source_ids"])
+    for record in c.evidence:
+        ids("trusted_fact", f"fact:{record['id']}", record["source_ids"])
+    for item in derived["hypotheses"]:
+        ids("hypothesis", item["id"], item["source_ids"])
+    for item in c.contradictions:
+        ids("contradiction", item["id"], item["source_ids"])
+    for item in derived["patterns"]:
+        ids("recurring_failure_pattern", item["id"], item["source_ids"])
+    for item in derived["actions"]:
+        ids("candidate_action", item["id"], item["source_ids"])
+    for record in c.findings:
+        local("verifier_finding", record)
+        ids("verifier_finding", record["id"], record["source_ids"])
+    for item in derived["halt"]:
+        ids("halt_signal", item["id"], item["source_ids"])
+
+
+def _validate_snapshot(c: Compiled) -> None:
+    registry = {ref["source_id"] for ref in c.sources}
+    for record in c.evidence:
+        for sid in record["source_ids"]:
+            if sid not in registry:
+                raise PacketError(f"worker result `worker:{record['id']}` references unknown artifact `{sid}`",
+                                  field="source_ids", value=sid,
+                                  fix="cite a raw:, evidence:, verifier: id or declare a source_ref for it")
+
+
+def _snapshot_fields(c: Compiled):
+    m = c.manifest
+    inputs = ([{"id": "input:task", "kind": "task", "summary": c.objective, "ref_ids": [c.raw_refs[0]["source_id"]]}]
+              if c.raw_refs else [])
+    return [
+        ("schema_version", SCHEMA_VERSION), ("run_id", m["run_id"]), ("pass_id", m["pass_id"]),
+        ("branch_id", m["branch_id"]), ("created_at", m["created_at"]), ("inputs", inputs),
+        ("worker_results", Stream({"id": f"worker:{r['id']}", "worker": "local-evidence-ingest", "status": "ok",
+                                   "output_ids": r["source_ids"], "notes": r["summary"]} for r in c.evidence)),
+        ("state_delta", Stream({"id": f"delta:{r['id']}", "kind": "evidence-observed", "target_id": r["id"],
+                                "summary": r["summary"]} for r in c.evidence)),
+        ("artifact_refs", Stream(c.sources)),
+    ]
+
+
+def _packet_fields(c: Compiled, d: dict, *, lazy: bool):
+    m = c.manifest
+    facts = (_fact(r) for r in c.evidence)
+    return [
+        ("schema_version", SCHEMA_VERSION), ("objective_id", m["objective_id"]), ("run_id", m["run_id"]),
+        ("branch_id", m["branch_id"]), ("pass_id", m["pass_id"]), ("objective", c.objective),
+        ("evidence", Stream(c.evidence)),
+        ("trusted_facts", Stream(facts) if lazy else list(facts)),
+        ("active_hypotheses", d["hypotheses"]), ("contradictions", Stream(c.contradictions)),
+        ("recurring_failure_patterns", d["patterns"]), ("candidate_actions", d["actions"]),
+        ("verifier_findings", Stream(c.findings)), ("open_questions", d["questions"]),
+        ("raw_drilldown_refs", c.raw_refs), ("halt_signals", d["halt"]), ("sources", Stream(c.sources)),
+    ]
+
+
+def _write_streamed(path: Path, fields) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="\n",
+                                                           write_through=False) as out:
+            write_pretty_object(out, fields)
+            out.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _decision_line(c: Compiled, d: dict) -> str:
+    m = c.manifest
+    return dumps_compact({
+        "id": f"decision:{m['run_id']}:{m['pass_id']}", "run_id": m["run_id"], "pass_id": m["pass_id"],
+        "decision_kind": "compile-next-pass-packet",
+        "summary": "Compiled raw run artifacts into a source-backed next-pass packet.",
+        "source_ids": sorted(ref["source_id"] for ref in c.sources),
+        "selected_action_ids": [a["id"] for a in d["actions"]], "created_at": m["created_at"], "promotion": None,
+    })
+
+
+def _update_decision_log(run_dir: Path, line: str) -> None:
+    """One line per pass: a recompile of the same pass replaces its line, so the log depends on history only."""
+    path = run_dir / DECISIONS
+    decision_id = json.loads(line)["id"]
+    kept: list[str] = []
+    if path.exists():
+        for existing in path.read_text("utf-8").splitlines():
+            if not existing.strip():
+                continue
+            try:
+                same = json.loads(existing).get("id") == decision_id
+            except ValueError:
+                same = False
+            if not same:
+                kept.append(existing)
+    kept.append(line)
+    atomic_write(path, "\n".join(kept) + "\n")
+
+
+def compile_run(run_dir: str | Path, *, root: str | Path | None = None, record_synthesis: str | None = None,
+                return_packet: bool = True) -> dict:
+    """Compile ``run_dir`` and return the packet (see docs/packets.md)."""
+    run = require_run_dir(run_dir)
+    if record_synthesis is not None:
+        from .synthesis import record_synthesis_inputs
+
+        record_synthesis_inputs(run, record_synthesis)
+    compiled = compile_inputs(run, root)
+    derived = _derived(compiled)
+    _validate_snapshot(compiled)
+    _validate_sources(compiled, derived)
+    (run / STATE).mkdir(exist_ok=True)
+    _write_streamed(run / SNAPSHOT, _snapshot_fields(compiled))
+    _write_streamed(run / PACKET, _packet_fields(compiled, derived, lazy=True))
+    _update_decision_log(run, _decision_line(compiled, derived))
+    atomic_write(run / INPUTS, json.dumps({"inputs": compiled.fingerprint}, indent=2, sort_keys=True) + "\n")
+    if not return_packet:
+        return {"pass_id": compiled.manifest["pass_id"], "evidence": len(compiled.evidence),
+                "verifier_findings": len(compiled.findings), "contradictions": len(compiled.contradictions)}
+    return packet_dict(compiled, derived)
+
+
+def packet_dict(c: Compiled, d: dict) -> dict:
+    """The packet as plain Python data (the same content as the file; f32 fields are F32 floats)."""
+    packet: dict = {}
+    for key, value in _packet_fields(c, d, lazy=False):
+        packet[key] = list(value.items) if isinstance(value, Stream) else value
+    return packet
+
+
+def is_stale(run_dir: Path) -> bool:
+    try:
+        stored = json.loads((run_dir / INPUTS).read_text("utf-8"))["inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return stored != current_fingerprint(run_dir) or not (run_dir / PACKET).is_file()

@@ -1,0 +1,135 @@
+"""The run directory: where each file lives, the run lock, atomic writes, the manifest and the source root."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import PacketError
+
+MANIFEST = "manifest.json"
+TASK = "task.md"
+RAW = "raw"
+SUBAGENTS = "raw/subagents"
+EVIDENCE = "worker-results/evidence.jsonl"
+FINDINGS = "verifier-results/findings.jsonl"
+QUARANTINE = "quarantine/rejected.jsonl"
+STATE = "state"
+PACKET = "state/next_pass_packet.json"
+SNAPSHOT = "state/snapshot.json"
+DECISIONS = "state/decision_log.jsonl"
+INPUTS = "state/inputs.json"
+LOCK = ".mythos-run.lock"
+
+MANIFEST_FIELDS = ("objective_id", "run_id", "branch_id", "pass_id", "created_at")
+
+
+def require_run_dir(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise PacketError(
+            f"run directory {str(path)!r} does not exist or is not a directory",
+            field="run_dir", value=str(path), fix="create it with `mythos packet init RUN_DIR`",
+        )
+    if not (path / MANIFEST).is_file():
+        raise PacketError(
+            f"{path / MANIFEST} is missing: {str(path)!r} is not a mythos run",
+            field="run_dir", value=str(path), fix="create the run with `mythos packet init RUN_DIR`",
+        )
+    return path
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold the run's advisory lock: exclusive for writers (ingest, synthesis), shared for compile.
+
+    ``fcntl.flock`` is released by the kernel when a holder dies, so a crashed ingest never leaves a stale lock,
+    and waiters block instead of polling (the reference's O_EXCL lock file gave up after ~5 s and reaped by mtime).
+    """
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def atomic_write(path: Path, data: bytes | str, *, fsync: bool = True) -> None:
+    """Write via a temp file in the same directory and ``os.replace``: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = run_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PacketError(f"{path} is not valid UTF-8 JSON: {exc}", field="manifest", fix="restore manifest.json") from exc
+    if not isinstance(manifest, dict):
+        raise PacketError(f"{path} must hold a JSON object", field="manifest", fix="restore manifest.json")
+    for name in MANIFEST_FIELDS:
+        value = manifest.get(name)
+        if not isinstance(value, str):
+            raise PacketError(
+                f"manifest field {name!r} must be a string, got {value!r}",
+                field=f"manifest.{name}", value=value, fix=f"set {name!r} to a string in {path}",
+            )
+    return manifest
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    atomic_write(run_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def source_root(run_dir: Path, root: str | Path | None = None, manifest: dict | None = None) -> Path:
+    """The one directory relative ``file:`` refs resolve against.
+
+    Order: an explicit ``root`` (``--root``), else the manifest's ``source_root`` (relative to the run dir), else
+    the run directory itself. Never the install directory or the cwd (the reference's bug).
+    """
+    if root is not None:
+        chosen = Path(root)
+    else:
+        if manifest is None:
+            try:
+                manifest = json.loads((run_dir / MANIFEST).read_text("utf-8"))
+            except (OSError, ValueError):
+                manifest = {}
+        stored = manifest.get("source_root") if isinstance(manifest, dict) else None
+        chosen = (run_dir / stored) if isinstance(stored, str) and stored else run_dir
+    resolved = chosen.resolve()
+    if not resolved.is_dir():
+        raise PacketError(
+            f"source root {str(chosen)!r} is not a directory",
+            field="root", value=str(chosen), fix="pass --root DIR naming the project the run's file: refs cite",
+        )
+    return resolved

@@ -1,0 +1,37 @@
+"""Byte-for-byte compatibility with the reference compiler's own fixture output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mythos.packets import compile_run
+
+from .conftest import LOCAL_FIXTURE, STATE_FILES, copy_inputs, shared_fixture
+
+
+def test_local_fixture_copy_is_identical_to_shared():
+    shared = shared_fixture()
+    shared_files = sorted(p.relative_to(shared) for p in shared.rglob("*") if p.is_file())
+    local_files = sorted(p.relative_to(LOCAL_FIXTURE) for p in LOCAL_FIXTURE.rglob("*") if p.is_file())
+    assert shared_files == local_files
+    for rel in shared_files:
+        assert (shared / rel).read_bytes() == (LOCAL_FIXTURE / rel).read_bytes(), rel
+
+
+def test_compile_reproduces_reference_state_byte_for_byte(tmp_path: Path):
+    shared = shared_fixture()
+    run = copy_inputs(shared, tmp_path / "run")
+    packet = compile_run(run)
+    for name in STATE_FILES:
+        assert (run / "state" / name).read_bytes() == (shared / "state" / name).read_bytes(), name
+    assert packet["pass_id"] == "pass-0001"
+    assert [item["id"] for item in packet["candidate_actions"]] == ["action:vf-2"]
+
+
+def test_recompile_same_pass_keeps_one_decision_line(tmp_path: Path):
+    shared = shared_fixture()
+    run = copy_inputs(shared, tmp_path / "run")
+    compile_run(run)
+    compile_run(run)
+    for name in STATE_FILES:
+        assert (run / "state" / name).read_bytes() == (shared / "state" / name).read_bytes(), name
