@@ -1,0 +1,135 @@
+"""`TrainConfig`: everything a training run needs, validated up front and stored in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PARALLEL = ("auto", "none", "ddp", "fsdp")
+
+
+class TrainConfigError(ValueError):
+    """An invalid training option; the message names the field, the value and what would be valid."""
+
+    def __init__(self, name: str, value: Any, valid: str) -> None:
+        super().__init__(f"TrainConfig.{name}={value!r} is invalid: {valid}")
+        self.field = name
+
+
+def parse_loops(text: str | int) -> tuple[int, int]:
+    """``"8"`` -> (8, 8) fixed depth; ``"2:8"`` -> loop count sampled uniformly in 2..8 each step."""
+    raw = str(text)
+    try:
+        lo, _, hi = raw.partition(":")
+        low = int(lo)
+        high = int(hi) if hi else low
+    except ValueError:
+        raise TrainConfigError("loops", text, "must be N or MIN:MAX with integers, e.g. 8 or 2:12") from None
+    if low < 1 or high < low:
+        raise TrainConfigError("loops", text, "needs 1 <= MIN <= MAX")
+    return low, high
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Either ``task`` (synthetic reasoning) or ``data``/``shards`` (text) supplies batches."""
+
+    out: str = "runs/train"
+    # --- model ---
+    model: str = "tiny"  # preset name
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    # --- data: text ---
+    data: str | None = None  # file, folder, .jsonl, .parquet, or hf:NAME[:CONFIG[:SPLIT]]
+    shards: str | None = None  # token shard folder (built from `data` if missing)
+    tokenizer: str | None = None  # tokenizer.json to use; trained from `data` when absent
+    vocab_size: int = 4096  # for a freshly trained tokenizer
+    text_field: str = "text"
+    max_documents: int | None = None
+    seq_len: int = 128
+    # --- data: synthetic task ---
+    task: str | None = None  # binding | graph | carry
+    task_options: dict[str, Any] = field(default_factory=dict)
+    train_hops: int = 6  # deepest chain seen in training
+    # --- optimisation ---
+    batch_size: int = 8  # per process, per micro-step
+    grad_accum: int = 1
+    steps: int = 200
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    # --- recurrence ---
+    loops: str = "4"  # N or MIN:MAX (sampled per step, same on every rank)
+    grad_loops: int | None = None  # backprop through only the last k loops
+    checkpoint_loops: bool = False
+    ponder_weight: float = 0.0
+    balance_router: bool = True
+    # --- systems ---
+    precision: str = "auto"
+    parallel: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 3  # consecutive NaN/Inf steps tolerated (skipped) before the run stops
+    progress: bool = True
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ["seq_len", "batch_size", "grad_accum", "steps", "ckpt_every", "keep_checkpoints", "vocab_size"]
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TrainConfigError(name, value, "must be an integer >= 1")
+        for name in ("warmup", "max_bad_steps", "train_hops"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TrainConfigError(name, value, "must be an integer >= 0")
+        for name in ("lr", "weight_decay", "grad_clip", "ponder_weight", "min_lr_ratio"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise TrainConfigError(name, value, "must be a finite number >= 0")
+        if self.min_lr_ratio > 1:
+            raise TrainConfigError("min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise TrainConfigError(name, getattr(self, name), "must be in [0, 1)")
+        parse_loops(self.loops)
+        if self.grad_loops is not None and self.grad_loops < 1:
+            raise TrainConfigError("grad_loops", self.grad_loops, "must be >= 1 or None (full backprop)")
+        if self.precision not in PRECISIONS:
+            raise TrainConfigError("precision", self.precision, f"must be one of {PRECISIONS}")
+        if self.parallel not in PARALLEL:
+            raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
+        if self.task is None and self.data is None and self.shards is None:
+            raise TrainConfigError("data", None, "give a text source (--data), a shard folder (--shards) or --task")
+        if self.task is not None and (self.data is not None or self.shards is not None):
+            raise TrainConfigError("task", self.task, "use either --task or --data/--shards, not both")
+
+    @property
+    def loop_range(self) -> tuple[int, int]:
+        return parse_loops(self.loops)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainConfigError(unknown[0], data[unknown[0]], f"is not a TrainConfig field; valid: {sorted(names)}")
+        return cls(**data)

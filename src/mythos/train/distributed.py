@@ -1,0 +1,116 @@
+"""Scale-out applied from outside the model: process groups, DDP or FSDP2 wrapping, state gathering.
+
+The model stays a plain ``nn.Module``; this module decides how it is replicated or sharded. Loop counts are
+never data-dependent in training (the sampler is a pure function of seed and step), so every rank runs the
+same number of collective-bearing loop iterations and FSDP cannot deadlock on a rank that halted early.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def setup(device_pref: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes (WORLD_SIZE > 1), else run as a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "auto":
+        device_pref = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(f"cuda:{local_rank}" if device_pref == "cuda" else device_pref)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local_rank, device)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
+    """Return the module to train: the model itself, a DDP wrapper, or the model sharded in place by FSDP2."""
+    if mode == "auto":
+        mode = "ddp" if info.enabled else "none"
+    if mode == "none" or not info.enabled:
+        return model
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        # Truncated backprop leaves early-loop activations without grads but every parameter still gets one.
+        return DistributedDataParallel(model, device_ids=ids)
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in list(getattr(model, "prelude", [])) + list(getattr(model, "coda", [])):
+            fully_shard(block)
+        if hasattr(model, "recurrent"):
+            fully_shard(model.recurrent)
+        fully_shard(model)
+        return model
+    raise ValueError(f"parallel must be none, ddp or fsdp, got {mode!r}")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+
+
+def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= info.world
+    return tensor
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True if the flag is set on any rank: a NaN on one rank must make every rank skip the step together."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, info: DistInfo):
+    """(model state, optimizer state) as full, unsharded CPU tensors, whatever the wrapping."""
+    if not info.enabled:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(model, optimizer, options=opts)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, optim_state, info: DistInfo) -> None:
+    """Restore optimizer state saved by :func:`full_state` (model weights are loaded before wrapping)."""
+    if not info.enabled:
+        optimizer.load_state_dict(optim_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,77 @@
+"""Batch sources: each step's batch is a pure function of (seed, step, micro-step, rank).
+
+That makes the data position of a run just its step counter, so resuming continues the exact stream, and a
+global batch split over N ranks is the same set of samples as one process drawing the whole global batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import TokenShards, WindowSampler, iter_documents, load_tokenizer, train_tokenizer, write_shards
+from .tasks import IGNORE, make_task
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor
+    targets: torch.Tensor  # IGNORE where unsupervised
+
+
+class TaskSource:
+    """Synthetic reasoning programs; the global batch is drawn once and each rank takes its slice."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.task = make_task(cfg.task, **cfg.task_options)
+        self.seed, self.max_hops = cfg.seed, cfg.train_hops
+        self.vocab_size, self.seq_len = self.task.vocab_size, self.task.seq_len
+        self.tokens_per_sample = self.seq_len
+
+    def batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Batch:
+        rng = np.random.default_rng([self.seed, 1, step, micro])
+        full = self.task.sample(batch_size * world, rng, self.max_hops)
+        rows = slice(rank * batch_size, (rank + 1) * batch_size)
+        return Batch(torch.from_numpy(full.inputs[rows]), torch.from_numpy(full.targets[rows]))
+
+
+class TextSource:
+    """Next-token prediction over memory-mapped token shards; samples are indexed globally."""
+
+    def __init__(self, cfg: TrainConfig, log=print) -> None:
+        shard_dir = Path(cfg.shards) if cfg.shards else Path(cfg.out) / "shards"
+        if not (shard_dir / "index.json").exists():
+            if cfg.data is None:
+                raise FileNotFoundError(f"{shard_dir} holds no shards and no --data was given to build them")
+            tok_path = Path(cfg.tokenizer) if cfg.tokenizer else shard_dir / "tokenizer.json"
+            if tok_path.exists():
+                tokenizer = load_tokenizer(tok_path)
+            else:
+                log(f"training a {cfg.vocab_size}-token BPE tokenizer on {cfg.data}")
+                tokenizer = train_tokenizer(
+                    iter_documents(cfg.data, cfg.text_field, cfg.max_documents), cfg.vocab_size, tok_path
+                )
+            log(f"tokenizing {cfg.data} into {shard_dir}")
+            write_shards(iter_documents(cfg.data, cfg.text_field, cfg.max_documents), tokenizer, shard_dir)
+        self.shards = TokenShards.open(shard_dir)
+        self.vocab_size = int(self.shards.index["vocab_size"])
+        self.seq_len = cfg.seq_len
+        self.tokens_per_sample = cfg.seq_len
+        self.sampler = WindowSampler(self.shards, cfg.seq_len, cfg.seed)
+        self.grad_accum = cfg.grad_accum
+
+    def batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Batch:
+        first = ((step * self.grad_accum + micro) * world + rank) * batch_size
+        inputs, targets = self.sampler.batch(first, batch_size)
+        return Batch(torch.from_numpy(inputs), torch.from_numpy(targets))
+
+
+def make_source(cfg: TrainConfig, log=print) -> TaskSource | TextSource:
+    return TaskSource(cfg) if cfg.task else TextSource(cfg, log)
+
+
+__all__ = ["Batch", "TaskSource", "TextSource", "make_source", "IGNORE"]
