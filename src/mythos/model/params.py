@@ -3,8 +3,9 @@
 Three counts answer three different questions:
 
 - ``total``: every trainable parameter (the tied LM head is the embedding, counted once).
-- ``active``: parameters one token's forward multiplies with at one loop depth — everything except the
-  routed experts it is not sent to (top-k routed + all shared experts + attention + dense blocks + head).
+- ``active``: parameters one token's forward multiplies with at depth 1 — everything except the routed
+  experts it is not sent to and the other loops' LoRA scale rows (top-k routed + shared experts + attention +
+  dense blocks + head). ``active == touched(1) == applied(1)``.
 - ``touched(T)``: distinct parameters a single token's forward at depth ``T`` can read. Each loop may route
   to different experts, so up to ``min(n_experts, T * top_k)`` routed experts are touched; the per-loop LoRA
   scale table contributes ``min(T, max_loop_iters)`` rows.
@@ -138,15 +139,12 @@ def count_params(cfg: Any, n_loops: int | None = None) -> ParamCounts:
     total = sum(parts.values())
     per_expert = routed_expert_params(cfg)
     inactive_experts = cfg.n_experts - cfg.n_experts_per_tok
-    active = total - inactive_experts * per_expert
+    unused_scale_rows = (cfg.max_loop_iters - 1) * cfg.lora_rank  # one loop reads one LoRA scale row
+    active = total - inactive_experts * per_expert - unused_scale_rows
 
-    # one loop's recurrent parameters a token multiplies with (LoRA scale: one row per loop)
-    lora_scale_table = cfg.max_loop_iters * cfg.lora_rank
     recurrent_total = sum(v for k, v in parts.items() if k.startswith("recurrent."))
-    recurrent_active_one_loop = (
-        recurrent_total - inactive_experts * per_expert - lora_scale_table + cfg.lora_rank
-    )
-    outside_loop = active - (recurrent_total - inactive_experts * per_expert)
+    recurrent_active_one_loop = recurrent_total - inactive_experts * per_expert - unused_scale_rows
+    outside_loop = active - recurrent_active_one_loop
 
     touched_experts = min(cfg.n_experts, loops * cfg.n_experts_per_tok)
     touched_scale_rows = min(loops, cfg.max_loop_iters)

@@ -1,0 +1,135 @@
+"""Training-step throughput, ours vs the open-mythos reference, side by side in one process.
+
+One step = forward + cross-entropy + backward + AdamW update on a (batch x seq) batch of random tokens, at the
+issue's small configuration (MLA and GQA). Steps alternate between the two models so machine noise hits both
+alike; we report median seconds per step, tokens/s and the ratio ours / reference. Both models run every loop
+(the reference exits early only when every position has halted; we count the loops it actually ran).
+
+    .venv/bin/python benchmarks/model_train_step.py [--quick] [--steps N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+SMALL = dict(
+    vocab_size=4096, dim=256, n_heads=8, n_kv_heads=2, max_seq_len=1024, max_loop_iters=4, prelude_layers=1,
+    coda_layers=1, kv_lora_rank=64, q_lora_rank=128, qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32,
+    n_experts=8, n_shared_experts=1, n_experts_per_tok=2, expert_dim=128, lora_rank=8,
+)  # fmt: skip
+
+
+def build_pair(attn_type: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(ours with default semantics, reference) at the same config, same init seed."""
+    from open_mythos.main import MythosConfig as RefConfig
+    from open_mythos.main import OpenMythos
+
+    from mythos.model import Mythos, MythosConfig
+
+    torch.manual_seed(seed)
+    ours = Mythos(MythosConfig(**SMALL, attn_type=attn_type))
+    torch.manual_seed(seed)
+    reference = OpenMythos(RefConfig(**SMALL, attn_type=attn_type))
+    return ours, reference
+
+
+def make_step(model: torch.nn.Module, vocab: int) -> Any:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+
+    def step(tokens: torch.Tensor) -> float:
+        logits = model(tokens[:, :-1])
+        logits = logits.logits if hasattr(logits, "logits") else logits
+        loss = F.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def count_loops(model: torch.nn.Module) -> list[int]:
+    counter = [0]
+    model.recurrent.block.register_forward_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
+    return counter
+
+
+def bench(attn_type: str, batch: int, seq: int, steps: int, warmup: int) -> dict[str, float]:
+    ours, reference = build_pair(attn_type)
+    vocab = SMALL["vocab_size"]
+    runners = {"ours": make_step(ours, vocab), "reference": make_step(reference, vocab)}
+    loops = {"ours": count_loops(ours), "reference": count_loops(reference)}
+    gen = torch.Generator().manual_seed(1)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for i in range(warmup + steps):
+        tokens = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
+        order = list(runners) if i % 2 == 0 else list(reversed(runners))
+        for name in order:
+            start = time.perf_counter()
+            runners[name](tokens)
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                times[name].append(elapsed)
+    result: dict[str, float] = {}
+    for name in runners:
+        med = statistics.median(times[name])
+        result[f"{name}_s"] = med
+        result[f"{name}_tok_s"] = batch * seq / med
+        result[f"{name}_loops"] = loops[name][0] / (warmup + steps)
+    result["ratio"] = result["ours_tok_s"] / result["reference_tok_s"]
+    return result
+
+
+def profile_ours(attn_type: str, batch: int, seq: int) -> None:
+    """Where our training step spends its time (top operators by self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ours, _ = build_pair(attn_type)
+    step = make_step(ours, SMALL["vocab_size"])
+    tokens = torch.randint(0, SMALL["vocab_size"], (batch, seq + 1))
+    step(tokens)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(tokens)
+    print(f"\nprofile of our {attn_type.upper()} training step (top 15 ops by self CPU time):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few steps, finishes in well under a minute")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per model (default 10, quick 3)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table for ours")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = args.steps or (3 if args.quick else 10)
+    warmup = 1 if args.quick else 2
+    print(
+        f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq}, {steps} timed steps after {warmup} warm-up, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    header = f"{'attn':<5}{'ours s/step':>13}{'ref s/step':>12}{'ours tok/s':>12}{'ref tok/s':>11}{'loops o/r':>11}{'ratio':>8}"
+    print(header)
+    for attn_type in ("mla", "gqa"):
+        r = bench(attn_type, args.batch, args.seq, steps, warmup)
+        print(
+            f"{attn_type:<5}{r['ours_s']:>13.3f}{r['reference_s']:>12.3f}{r['ours_tok_s']:>12.0f}"
+            f"{r['reference_tok_s']:>11.0f}{r['ours_loops']:>6.1f}/{r['reference_loops']:<4.1f}{r['ratio']:>8.2f}x"
+        )
+    print("ratio = our tokens/s / reference tokens/s (target >= 1.25x on this CPU)")
+    if args.profile:
+        for attn_type in ("mla", "gqa"):
+            profile_ours(attn_type, args.batch, args.seq)
+
+
+if __name__ == "__main__":
+    main()
