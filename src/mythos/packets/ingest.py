@@ -267,6 +267,9 @@ def ingest_file(run_dir: str | Path, *, lane: str, agent_id: str, path: str | Pa
         if source.is_dir():
             raise PacketError(f"--from {str(source)!r} is a directory", field="from", value=str(source),
                               fix="pass the subagent's output file, not its directory")
+        if source.exists() and not source.is_file():
+            raise PacketError(f"--from {str(source)!r} is not a regular file (FIFO, socket or device)",
+                              field="from", value=str(source), fix="save the subagent output to a regular file")
         with open(source, "rb") as handle:
             data = handle.read(MAX_INPUT_BYTES + 1)
     except FileNotFoundError:
