@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .params import (
+    buffer_elements,
     cached_layers,
     count_params,
     human,
@@ -52,8 +53,8 @@ def resolve_config(target: str) -> tuple[Any, str, Path | None]:
     )
 
 
-def checkpoint_tensor_params(checkpoint_dir: Path) -> int | None:
-    """Parameters stored in a checkpoint's safetensors files, read from their headers only (no weights)."""
+def checkpoint_tensor_elements(checkpoint_dir: Path) -> int | None:
+    """Tensor elements stored in a checkpoint's safetensors files, read from their headers only (no weights)."""
     files = sorted(checkpoint_dir.glob("*.safetensors"))
     if not files:
         return None
@@ -129,6 +130,7 @@ def model_report(cfg: Any, n_loops: int | None = None) -> dict[str, Any]:
             "touched_at_depth": counts.touched,
             "applied_per_token_at_depth": counts.applied,
         },
+        "buffer_elements": buffer_elements(cfg),
         "kv_cache": {"cached_layers": cached_layers(cfg, loops), "per_token": kv},
     }
 
@@ -168,9 +170,10 @@ def format_report(label: str, report: dict[str, Any]) -> str:
             f"{layout:<28}{row['elements_per_layer']:>12,}{row['bytes_float32']:>14,}{row['bytes_bfloat16']:>14,}"
         )
     if "checkpoint_tensor_params" in report:
-        stored = report["checkpoint_tensor_params"]
-        verdict = "matches" if stored == params["total"] else "DIFFERS from"
-        lines += ["", f"checkpoint tensors: {stored:,} parameters ({verdict} the formula)"]
+        stored = report["checkpoint_tensor_elements"]
+        expected = params["total"] + report["buffer_elements"]
+        verdict = "matches" if stored == expected else "DIFFERS from"
+        lines += ["", f"checkpoint tensors: {stored:,} elements ({verdict} parameters + router-bias buffer)"]
     lines += [
         "",
         "active = all parameters but the routed experts a token is not sent to; touched = distinct parameters one",
@@ -195,9 +198,9 @@ def _info(argv: list[str]) -> int:
     except (ValueError, OSError) as error:
         return _fail(str(error))
     if checkpoint_dir is not None:
-        stored = checkpoint_tensor_params(checkpoint_dir)
+        stored = checkpoint_tensor_elements(checkpoint_dir)
         if stored is not None:
-            report["checkpoint_tensor_params"] = stored
+            report["checkpoint_tensor_elements"] = stored
     if args.json:
         print(json.dumps({"target": label, **report}, indent=2, sort_keys=True))
     else:
@@ -255,22 +258,6 @@ def model_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------- convert
 
 
-def load_state_dict_file(path: Path) -> dict[str, Any]:
-    """A reference state dict saved with torch.save (.pt/.pth/.bin) or safetensors."""
-    import torch
-
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a training checkpoint wrapping the weights
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (name -> tensor), found {type(state).__name__}")
-    return state
-
-
 def convert_main(argv: list[str]) -> int:
     """`mythos convert STATE_DICT CONFIG_JSON OUT_DIR`: reference weights -> a mythos checkpoint."""
     parser = argparse.ArgumentParser(
@@ -279,7 +266,7 @@ def convert_main(argv: list[str]) -> int:
         "into a mythos checkpoint (model.safetensors + config.json) with reference-compatible semantics",
     )
     parser.add_argument(
-        "state_dict", type=Path, help="reference state dict (.pt via torch.save, or .safetensors)"
+        "state_dict", type=Path, help="reference state dict (.pt/.pth via torch.save, or .safetensors)"
     )
     parser.add_argument("config_json", type=Path, help="JSON object of the reference MythosConfig fields")
     parser.add_argument("out_dir", type=Path, help="directory to write the mythos checkpoint into")
@@ -289,24 +276,21 @@ def convert_main(argv: list[str]) -> int:
             return _fail(f"{name} {getattr(args, name)} does not exist or is not a file")
     try:
         config = json.loads(args.config_json.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return _fail(f"config_json {args.config_json} is not valid JSON: {error}")
     if not isinstance(config, dict):
-        return _fail(f"config_json {args.config_json} must hold a JSON object of config fields")
-    try:
-        state = load_state_dict_file(args.state_dict)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's input problem
-        return _fail(f"state_dict {args.state_dict} could not be read: {error}")
+        return _fail(f"config_json {args.config_json} must hold a JSON object of reference config fields")
 
-    from . import convert_open_mythos, save_checkpoint
+    from .checkpoint import read_config
+    from .reference import convert_open_mythos
 
     try:
-        model = convert_open_mythos(state, config)
-    except (ValueError, KeyError, RuntimeError) as error:
-        return _fail(f"conversion failed: {error}")
-    save_checkpoint(model, args.out_dir)
-    n_params = sum(p.numel() for p in model.parameters())
+        out = convert_open_mythos(args.state_dict, args.config_json, args.out_dir)
+    except (ValueError, KeyError, RuntimeError, TypeError) as error:
+        return _fail(f"conversion failed: {type(error).__name__}: {error}")
+    cfg = read_config(out)
+    total = count_params(cfg).total
     print(
-        f"wrote {args.out_dir} ({n_params:,} parameters, attn_type={model.cfg.attn_type}, reference_compat=True)"
+        f"wrote {out}: {total:,} parameters ({human(total)}), attn_type={cfg.attn_type}, reference_compat=True"
     )
     return 0

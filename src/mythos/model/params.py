@@ -132,7 +132,7 @@ class ParamCounts:
 
 def count_params(cfg: Any, n_loops: int | None = None) -> ParamCounts:
     """All counts for ``cfg`` at depth ``n_loops`` (default: ``cfg.max_loop_iters``), without allocating."""
-    loops = int(n_loops or cfg.max_loop_iters)
+    loops = cfg.max_loop_iters if n_loops is None else int(n_loops)
     if loops < 1:
         raise ValueError(f"n_loops={loops} must be >= 1")
     parts = component_params(cfg)
@@ -159,6 +159,11 @@ def count_params(cfg: Any, n_loops: int | None = None) -> ParamCounts:
     )
 
 
+def buffer_elements(cfg: Any) -> int:
+    """Non-parameter tensors a checkpoint stores: the router's balancing bias (RoPE is recomputed)."""
+    return cfg.n_experts
+
+
 def kv_cache_elements_per_layer(cfg: Any, *, reference_layout: bool = False) -> int:
     """Cached elements per token for one attention layer.
 
@@ -175,7 +180,7 @@ def kv_cache_elements_per_layer(cfg: Any, *, reference_layout: bool = False) -> 
 
 def cached_layers(cfg: Any, n_loops: int | None = None) -> int:
     """Attention layers that keep a cache: each prelude/coda block once, the looped block once per loop."""
-    loops = int(n_loops or cfg.max_loop_iters)
+    loops = cfg.max_loop_iters if n_loops is None else int(n_loops)
     return cfg.prelude_layers + cfg.coda_layers + loops
 
 
