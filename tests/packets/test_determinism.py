@@ -40,7 +40,7 @@ def build_run(base: Path, seed: int) -> Path:
     from mythos.packets.hashing import fnv1a64
 
     rng = random.Random(seed)
-    project, run = base / "project", base / "run"
+    run = base / "run"
     files: dict[str, bytes] = {}
     for n in range(7):
         files[f"project/src/mod_{n}.py"] = "".join(f"line {k} of module {n}\n" for k in range(6)).encode()
