@@ -131,9 +131,9 @@ class AnthropicBackend:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [m for m in messages if m["role"] != "system"]
         try:
+            # this SDK generation takes no temperature argument; the server default applies
             response = await self.client.messages.create(
-                model=self.model, system=system, messages=turns, max_tokens=max_tokens,
-                temperature=temperature, timeout=timeout)
+                model=self.model, system=system, messages=turns, max_tokens=max_tokens, timeout=timeout)
         except anthropic.APITimeoutError as exc:
             raise BackendError("timeout", f"no response within {timeout:.1f}s") from exc
         except anthropic.APIConnectionError as exc:

@@ -132,6 +132,12 @@ class Caller:
                     continue
                 rec.status = "failed"
                 return None
+            except (asyncio.CancelledError, TimeoutError):
+                raise
+            except Exception as exc:  # a client bug or an unexpected SDK error: fail this call, not the run
+                rec.status, rec.error_kind = "failed", "client_error"
+                rec.error = f"{type(exc).__name__}: {exc}"
+                return None
             rec.tokens_in += completion.tokens_in
             rec.tokens_out += completion.tokens_out
             rec.estimated_tokens = rec.estimated_tokens or completion.estimated

@@ -50,7 +50,7 @@ class EngineConfig:
     max_subagents: int = 5
     allow_alternate_sequences: bool = True
     show_prelude_for_direct: bool = False
-    max_concurrency: int = 4
+    max_concurrency: int = 5  # >= max_subagents, so a full fan-out is in flight at once
     run_deadline_s: float = 300.0
     no_delta_similarity: float = 0.9  # Jaccard word overlap at which a new insight counts as a repeat [D-14]
     rephrase_similarity: float = 0.92  # finding vs question overlap at which a subagent just rephrased [D-20]

@@ -108,7 +108,7 @@ def footer(rec: RunRecord) -> str:
     elif mode == "trace":
         n = len(rec.rounds)
         discarded = sum(1 for r in rec.rounds if r.discarded)
-        depth = f"{n} rounds" + (f" ({discarded} discarded as negative-delta)" if discarded else "")
+        depth = f"{n} round{'s' if n != 1 else ''}" + (f" ({discarded} discarded as negative-delta)" if discarded else "")
         reason = halting.get("reason")
         at = halting.get("at_round")
         if reason == "negative_delta":

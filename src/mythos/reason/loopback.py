@@ -1,0 +1,197 @@
+"""A real OpenAI- and Anthropic-compatible HTTP server on 127.0.0.1, for tests and benchmarks.
+
+It answers ``POST /v1/chat/completions`` and ``POST /v1/messages`` with the canned, phase-aware replies of
+``canned.py``, and misbehaves on request: the *model name* picks the behaviour, so one server serves every
+fault at once.
+
+  ok (any other name)   a well-formed reply
+  delay/S               reply after S seconds
+  hang                  never reply (until the server stops)
+  empty                 HTTP 200, empty message content
+  garbage               HTTP 200, an HTML body
+  prose                 HTTP 200, a reply with no JSON and no labels (unparseable)
+  http500 / http429     that status, every time
+  flaky/K               HTTP 503 for the first K requests of each call tag, then well-formed
+  faulty/P/SEED         each request fails with probability P (500, 429, empty, garbage or prose — by a
+                        seeded RNG), otherwise well-formed
+
+``slots`` bounds how many requests are processed at once (like a server with N parallel slots) and
+``latency_s`` adds a fixed service time to each, which is what the parallel-speedup benchmark needs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from mythos.reason.canned import canned_reply, tag_of
+
+FAULTS = ("http500", "http429", "empty", "garbage", "prose")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args) -> None:  # keep test output clean
+        return
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): nothing to do
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/").endswith("/models"):
+            self._send(200, json.dumps({"object": "list", "data": [{"id": "ok", "object": "model"}]}).encode())
+        else:
+            self._send(404, b'{"error": {"message": "not found"}}')
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            payload = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError:
+            self._send(400, b'{"error": {"message": "bad json"}}')
+            return
+        anthropic = self.path.rstrip("/").endswith("/messages")
+        if not anthropic and not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send(404, b'{"error": {"message": "not found"}}')
+            return
+        messages = list(payload.get("messages") or [])
+        if anthropic and payload.get("system"):
+            messages = [{"role": "system", "content": payload["system"]}] + messages
+        messages = [{"role": m.get("role", "user"), "content": _text(m.get("content"))} for m in messages]
+        model = str(payload.get("model") or "ok")
+        srv = self.server
+        with srv.slots:
+            t_start = time.monotonic()
+            status, body, ctype = srv.behave(model, messages, anthropic)
+            if srv.latency_s:
+                time.sleep(srv.latency_s)
+            t_end = time.monotonic()
+        with srv.lock:
+            srv.log.append({"t_start": t_start, "t_end": t_end, "model": model, "tag": tag_of(messages),
+                            "status": status})
+        self._send(status, body, ctype)
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, latency_s: float, slots: int | None):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.latency_s = latency_s
+        self.slots = threading.BoundedSemaphore(slots) if slots else _NoLimit()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.log: list[dict] = []
+        self.counts: dict[tuple[str, str], int] = {}
+        self.rngs: dict[str, random.Random] = {}
+
+    def behave(self, model: str, messages: list[dict[str, str]], anthropic: bool) -> tuple[int, bytes, str]:
+        tag = tag_of(messages)
+        kind = model.split("/")[0]
+        with self.lock:
+            self.counts[(model, tag)] = self.counts.get((model, tag), 0) + 1
+            seen = self.counts[(model, tag)]
+        if kind == "delay":
+            time.sleep(float(model.split("/")[1]))
+        elif kind == "hang":
+            self.stopping.wait(120)
+            return 503, b'{"error": {"message": "server stopping"}}', "application/json"
+        elif kind == "flaky" and seen <= int(model.split("/")[1]):
+            return 503, b'{"error": {"message": "temporarily overloaded"}}', "application/json"
+        elif kind == "faulty":
+            _, p, seed = model.split("/")
+            with self.lock:
+                rng = self.rngs.setdefault(model, random.Random(int(seed)))
+                draw, fault = rng.random(), rng.choice(FAULTS)
+            if draw < float(p):
+                kind = fault
+        if kind == "http500":
+            return 500, b'{"error": {"message": "internal error", "type": "server_error"}}', "application/json"
+        if kind == "http429":
+            return 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', "application/json"
+        if kind == "garbage":
+            return 200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"
+        text = "" if kind == "empty" else canned_reply(tag, messages)
+        if kind == "prose":
+            text = "I think this is a really interesting question with many sides to it."
+        tokens_in = sum(len(m["content"].split()) for m in messages)
+        tokens_out = len(text.split())
+        if anthropic:
+            body = {"id": "msg_loopback", "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
+                    "stop_sequence": None, "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out}}
+        else:
+            body = {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+                    "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
+                              "total_tokens": tokens_in + tokens_out}}
+        return 200, json.dumps(body).encode(), "application/json"
+
+
+class _NoLimit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class LoopbackServer:
+    """``with LoopbackServer(latency_s=0.2, slots=4) as srv: OpenAIBackend(base_url=srv.base_url, …)``."""
+
+    def __init__(self, latency_s: float = 0.0, slots: int | None = None):
+        self._server = _Server(latency_s, slots)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="mythos-loopback", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def log(self) -> list[dict]:
+        with self._server.lock:
+            return list(self._server.log)
+
+    def start(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
