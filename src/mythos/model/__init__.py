@@ -3,6 +3,7 @@
 from .cache import CacheFullError, KVCache
 from .checkpoint import load_checkpoint, read_config, save_checkpoint
 from .config import ConfigError, MythosConfig
+from .generate import generate
 from .model import LoopAux, Mythos, MythosOutput
 from .presets import PRESETS, REFERENCE_PRESETS, get_preset
 from .reference import convert_open_mythos, from_open_mythos
@@ -19,6 +20,7 @@ __all__ = [
     "MythosOutput",
     "convert_open_mythos",
     "from_open_mythos",
+    "generate",
     "get_preset",
     "load_checkpoint",
     "read_config",

@@ -74,7 +74,8 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor)
     Falls back to a per-expert loop (which needs the offsets on the host) only where the fused kernel is
     unavailable for this device/dtype.
     """
-    if _grouped_mm_works(x.device, x.dtype):
+    aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (weight.shape[-1] * weight.element_size()) % 16 == 0
+    if aligned and _grouped_mm_works(x.device, x.dtype):  # the kernel wants 16-byte-aligned row strides
         return torch._grouped_mm(x, weight, offs=offsets)
     ends = offsets.tolist()
     starts = [0, *ends[:-1]]
