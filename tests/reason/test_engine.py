@@ -249,7 +249,7 @@ def test_hanging_backend_is_bounded_by_the_run_deadline():
                  attempt_timeout_s=5)
     assert rec.halting["reason"] == "run_deadline"
     assert all(c.status == "failed" for c in rec.calls) and rec.coda["fallback"]
-    assert "run deadline" in rec.rendered
+    assert "run deadline" in rec.rendered and "Mode: none (the run stopped before the Prelude finished)" in rec.rendered
 
 
 def test_token_budget_stops_the_run():

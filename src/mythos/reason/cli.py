@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mythos.reason.calls import CallPolicy
-from mythos.reason.config import NotConfigured, build_backend, load_config_file, resolve_settings, write_atomic
+from mythos.reason.config import (
+    NotConfigured,
+    build_backend,
+    load_config_file,
+    resolve_settings,
+    write_atomic,
+)
 from mythos.reason.engine import EngineConfig, think_sync
 from mythos.reason.routing import EmptyQuestion
 

@@ -99,6 +99,8 @@ def footer(rec: RunRecord) -> str:
     halting = rec.halting
     if mode == "direct":
         lines = ["*Depth: 0 rounds. Mode: direct.*"]
+    elif mode == "none":
+        lines = ["*Depth: 0 rounds. Mode: none (the run stopped before the Prelude finished).*"]
     elif mode == "silent":
         path = " → ".join(r.lens for r in rec.rounds) or " → ".join(
             item["lens"] for item in rec.budget for _ in range(item["count"]))
@@ -136,7 +138,7 @@ def footer(rec: RunRecord) -> str:
                      "silent single-pass).*"]
         else:
             lines = [f"*Depth: {n} parallel subagents merged. Mode: agent.*"]
-    if mode != "direct":
+    if mode not in ("direct", "none"):
         lines.append(f"*Load-bearing assumptions: {assumptions}*")
     if rec.fallbacks:
         lines.append("*Fallbacks: " + "; ".join(rec.fallbacks) + ".*")

@@ -1,0 +1,126 @@
+"""The HTTP path: the real openai / anthropic clients against a real server on 127.0.0.1 with fault modes."""
+
+import asyncio
+
+import pytest
+
+from mythos.reason import AnthropicBackend, Engine, OpenAIBackend
+from mythos.reason.backends import BackendError
+from mythos.reason.loopback import LoopbackServer
+
+from .helpers import Q_ETHICS, Q_GENERIC, fast_config
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LoopbackServer() as srv:
+        yield srv
+
+
+def think(server, model, invocation=f"trace {Q_GENERIC}", **config):
+    backend = OpenAIBackend(model=model, base_url=server.base_url)
+
+    async def go():
+        try:
+            return await Engine(backend, fast_config(**config)).run(invocation)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def one_call(server, model, timeout=1.0):
+    backend = OpenAIBackend(model=model, base_url=server.base_url)
+
+    async def go():
+        try:
+            return await backend.complete([{"role": "user", "content": "hi"}], max_tokens=10, temperature=0,
+                                          timeout=timeout, tag="coda")
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("model, kind", [("http500", "http_5xx"), ("http429", "http_429"), ("garbage", "garbage"),
+                                         ("hang", "timeout")])
+def test_backend_classifies_each_failure(server, model, kind):
+    with pytest.raises(BackendError) as info:
+        one_call(server, model, timeout=0.5)
+    assert info.value.kind == kind
+
+
+def test_backend_reads_usage_and_empty_content(server):
+    done = one_call(server, "ok")
+    assert done.tokens_in == 1 and done.tokens_out > 0 and not done.estimated
+    assert one_call(server, "empty").text == ""
+
+
+def test_full_trace_run_over_http(server):
+    rec = think(server, "ok")
+    assert rec.halting["reason"] == "self_consistent" and len(rec.rounds) == 4
+    assert rec.backend == {"name": "openai", "model": "ok"}
+    assert all(c.status == "ok" and c.tokens_in > 0 for c in rec.calls)
+    assert "*Depth: 4 rounds, converged at round 4. Mode: trace.*" in rec.rendered
+
+
+@pytest.mark.parametrize("model", ["empty", "garbage", "prose", "http500", "http429"])
+def test_every_call_failing_ends_cleanly_with_a_footer(server, model):
+    rec = think(server, model)
+    assert rec.coda["fallback"] and "*Fallbacks:" in rec.rendered
+    assert all(c.attempts <= 3 for c in rec.calls)  # bounded: 1 + 2 retries, or 1 + 1 repair
+    failed = [c for c in rec.calls if c.status == "failed"]
+    assert failed and all(c.error_kind for c in failed)
+
+
+def test_flaky_server_recovers_through_retries(server):
+    rec = think(server, "flaky/2")
+    assert rec.coda.get("fallback") is None and len(rec.rounds) == 4
+    assert all(c.retries == 2 and c.status == "ok" for c in rec.calls)
+
+
+def test_hanging_server_hits_the_call_deadline(server):
+    rec = think(server, "hang", call_deadline_s=0.6, attempt_timeout_s=0.3, max_retries=1)
+    assert rec.calls[0].status == "failed" and rec.calls[0].error_kind == "timeout"
+    assert rec.coda["final_answer"] and rec.footer
+
+
+def test_slow_replies_within_the_deadline_succeed(server):
+    rec = think(server, "delay/0.05")
+    assert len(rec.rounds) == 4 and not rec.fallbacks
+
+
+def test_agent_fan_out_overlaps_on_the_server(server):
+    rec = think(server, "delay/0.2", invocation=f"deep {Q_ETHICS}")
+    subs = [c for c in rec.calls if c.phase == "subagent"]
+    assert len(subs) == 5 and max(c.t_start for c in subs) < min(c.t_end for c in subs)
+    hits = [e for e in server.log if e["model"] == "delay/0.2" and e["tag"].startswith("sub:")]
+    assert len(hits) == 5 and max(e["t_start"] for e in hits) < min(e["t_end"] for e in hits)
+
+
+def test_server_slots_serialize_requests():
+    with LoopbackServer(latency_s=0.05, slots=1) as srv:
+        rec = think(srv, "ok", invocation=f"deep {Q_ETHICS}")
+        hits = sorted((e for e in srv.log if e["tag"].startswith("sub:")), key=lambda e: e["t_start"])
+    assert len(hits) == 5 and all(a["t_end"] <= b["t_start"] for a, b in zip(hits, hits[1:], strict=False))
+    assert rec.fallback_row == "none"
+
+
+def test_faulty_server_never_raises(server):
+    for seed in range(3):
+        rec = think(server, f"faulty/0.5/{seed}", invocation=f"deep {Q_ETHICS}")
+        assert rec.coda["final_answer"] and rec.footer.startswith("*Depth:")
+
+
+def test_anthropic_client_over_http(server):
+    backend = AnthropicBackend(model="ok", api_key="test", base_url=server.anthropic_url)
+
+    async def go():
+        try:
+            return await Engine(backend, fast_config()).run(f"trace {Q_GENERIC}")
+        finally:
+            await backend.aclose()
+
+    rec = asyncio.run(go())
+    assert len(rec.rounds) == 4 and rec.backend["name"] == "anthropic"
+    assert all(c.status == "ok" and c.tokens_out > 0 for c in rec.calls)
