@@ -1,0 +1,111 @@
+"""`mythos think` and `mythos calibrate` end to end: real processes, real files, the loopback server."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mythos.reason.calibrate import CASES, invocation_for
+from mythos.reason.cli import calibrate_main, think_main
+from mythos.reason.loopback import LoopbackServer
+
+from .helpers import Q_ETHICS, Q_GENERIC
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "MYTHOS_REASON_MODEL",
+                 "MYTHOS_REASON_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("MYTHOS_REASON_RECORDS", str(tmp_path / "records"))
+    return tmp_path
+
+
+def test_no_backend_says_how_to_configure_one(clean_env):
+    proc = subprocess.run([sys.executable, "-m", "mythos", "think", "Should we?"], capture_output=True, text=True,
+                          env={"HOME": str(clean_env), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert "no LLM backend is configured" in proc.stderr and "--base-url" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_scripted_json_record_and_file(clean_env, capsys):
+    assert think_main(["--provider", "scripted", "--json", "trace", Q_GENERIC]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["route"]["final_mode"] == "trace" and len(record["rounds"]) == 4
+    assert {"phase", "lens", "t_start", "t_end", "tokens_in", "tokens_out", "retries", "status"} <= set(record["calls"][1])
+    files = list((clean_env / "records").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["question"] == Q_GENERIC
+
+
+def test_empty_question_is_a_usage_error(clean_env, capsys):
+    assert think_main(["--provider", "scripted", "deep"]) == 2
+    assert "no question left" in capsys.readouterr().err
+
+
+def test_base_url_flag_talks_to_a_real_server(clean_env, capsys):
+    with LoopbackServer() as srv:
+        status = think_main(["--base-url", srv.base_url, "--model", "ok", "--record", str(clean_env / "r.json"),
+                             "deep", Q_ETHICS])
+        hits = len(srv.log)
+    out = capsys.readouterr().out
+    assert status == 0 and "*Depth: 5 parallel subagents merged. Mode: agent.*" in out and hits == 8
+    assert json.loads((clean_env / "r.json").read_text())["totals"]["calls"] == 8
+
+
+def test_env_and_config_file(clean_env, capsys, monkeypatch):
+    with LoopbackServer() as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        assert think_main([Q_GENERIC]) == 2  # a custom server needs a model name
+        assert "no model named" in capsys.readouterr().err
+        monkeypatch.setenv("MYTHOS_REASON_MODEL", "ok")
+        assert think_main(["--deadline", "30", Q_GENERIC]) == 0
+        monkeypatch.delenv("OPENAI_BASE_URL")
+        monkeypatch.delenv("MYTHOS_REASON_MODEL")
+        cfg = clean_env / "reason.toml"
+        cfg.write_text(f'provider = "openai"\nbase_url = "{srv.base_url}"\nmodel = "http500"\nmax_retries = 0\n')
+        assert think_main(["--config", str(cfg), Q_GENERIC]) == 3  # every call fails: engine-assembled answer
+    out = capsys.readouterr().out
+    assert "No answer could be produced" in out and "*Fallbacks:" in out
+
+
+def test_bad_config_values_name_the_field(clean_env, capsys):
+    assert think_main(["--provider", "scripted", "--concurrency", "0", "Q?"]) == 2
+    assert "max_concurrency=0" in capsys.readouterr().err
+    missing = clean_env / "nope.toml"
+    assert think_main(["--config", str(missing), "Q?"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_calibrate_scripted_is_100_percent_and_writes_a_report(clean_env, capsys):
+    assert calibrate_main(["--scripted", "--out", str(clean_env / "cal"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["runs"] == 12
+    assert summary["upstream_literal"] == {"checks": 38, "pass": 38, "fail": 0, "pass_rate": 100.0}
+    assert summary["structural"]["fail"] == 0 and summary["engine_extended"]["fail"] == 0
+    reports = list((clean_env / "cal").glob("calibration-report-*.md"))
+    assert len(reports) == 1 and "[FAIL] no visible rounds" in reports[0].read_text()  # the literal Q2/Q5 variants
+    assert json.loads(reports[0].with_suffix(".json").read_text())["summary"] == summary
+
+
+def test_calibrate_over_http_scores_structure(clean_env, capsys):
+    with LoopbackServer() as srv:
+        status = calibrate_main(["--base-url", srv.base_url, "--model", "ok", "--cases", "Q1,Q5",
+                                 "--out", str(clean_env / "cal"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert status == 0 and summary["runs"] == 5 and summary["structural"]["fail"] == 0
+
+
+def test_calibrate_fails_when_the_backend_is_broken(clean_env, capsys):
+    with LoopbackServer() as srv:
+        status = calibrate_main(["--base-url", srv.base_url, "--model", "http500", "--retries", "0",
+                                 "--cases", "Q1", "--out", str(clean_env / "cal"), "--json"])
+    assert status == 1 and json.loads(capsys.readouterr().out)["structural"]["fail"] > 0
+
+
+def test_calibration_invocations():
+    q2 = next(c for c in CASES if c.id == "Q2")
+    assert invocation_for(q2, "silent").startswith("quick ") and invocation_for(q2, "silent", literal=True) == q2.question
+    assert invocation_for(q2, "agent").startswith("deep ") and invocation_for(q2, "trace").startswith("trace ")
