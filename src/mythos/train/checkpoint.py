@@ -72,7 +72,7 @@ def write_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` (the number of completed steps) atomically; prune all but the newest ``keep``."""
-    from mythos.model import save_checkpoint
+    from mythos.model.checkpoint import save_checkpoint
 
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)

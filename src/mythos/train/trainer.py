@@ -117,9 +117,13 @@ def _max_A(model: torch.nn.Module) -> float:
         return float("nan")
 
 
-def train(cfg: TrainConfig, log=print) -> TrainResult:
-    """Run (or resume) the training run described by ``cfg`` in ``cfg.out``."""
-    from mythos.model import Mythos, load_checkpoint
+def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainResult:
+    """Run (or resume) the training run described by ``cfg`` in ``cfg.out``.
+
+    ``stop_after`` ends this call after that many steps (checkpointing there), e.g. to time-slice a long run.
+    """
+    from mythos.model import Mythos
+    from mythos.model.checkpoint import load_checkpoint
 
     info = D.setup(cfg.device)
     run_dir = Path(cfg.out)
@@ -187,8 +191,9 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
         }
         return write_checkpoint(run_dir, step_done, cpu_model, train_state, cfg.to_json(), cfg.keep_checkpoints)
 
+    end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
     try:
-        for step in range(start_step, cfg.steps):
+        for step in range(start_step, end_step):
             t0 = time.perf_counter()
             step_lr = optimizer.param_groups[0]["lr"]
             n_loops = loop_count(cfg, step)
@@ -273,7 +278,7 @@ def train(cfg: TrainConfig, log=print) -> TrainResult:
                 "tokens_per_s": tokens_per_step / dt if dt > 0 else 0.0,
                 "step_s": dt,
             })
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end_step:
                 path = save(step + 1)
                 if path is not None:
                     last_ckpt = path

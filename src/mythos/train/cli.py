@@ -1,0 +1,128 @@
+"""Command-line entry points of the training wing: ``mythos train``, ``demo``, ``eval`` and ``plot``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .config import TrainConfig, TrainConfigError
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``["dim=64", "act=false"]`` -> {"dim": 64, "act": False}; values are JSON where they parse as JSON."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise TrainConfigError(flag, pair, "must look like KEY=VALUE, e.g. dim=64")
+        try:
+            out[key] = json.loads(raw.lower() if raw.lower() in ("true", "false", "null") else raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def train_parser() -> argparse.ArgumentParser:
+    d = TrainConfig.__dataclass_fields__
+    p = argparse.ArgumentParser(prog="mythos train", description="Train a Recurrent-Depth Transformer. Under "
+                                "torchrun it runs data-parallel (DDP) or sharded (FSDP2). Re-running the same "
+                                "command resumes from the run folder's latest checkpoint.")
+    p.add_argument("--out", default=d["out"].default, help="run folder (checkpoints, telemetry.jsonl)")
+    p.add_argument("--model", default=d["model"].default, help="model preset (tiny, small, 1b, …)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a model field")
+    src = p.add_argument_group("data")
+    src.add_argument("--data", help="text file, folder, .jsonl, .parquet, or hf:NAME[:CONFIG[:SPLIT]]")
+    src.add_argument("--shards", help="token shard folder (built from --data when it has no index.json)")
+    src.add_argument("--tokenizer", help="tokenizer.json to use (default: train a BPE tokenizer on --data)")
+    src.add_argument("--vocab-size", type=int, default=d["vocab_size"].default)
+    src.add_argument("--text-field", default=d["text_field"].default)
+    src.add_argument("--max-documents", type=int)
+    src.add_argument("--seq-len", type=int, default=d["seq_len"].default)
+    src.add_argument("--task", help="synthetic task instead of text: binding, graph or carry")
+    src.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE")
+    src.add_argument("--train-hops", type=int, default=d["train_hops"].default)
+    opt = p.add_argument_group("optimisation")
+    for name in ("batch_size", "grad_accum", "steps", "warmup"):
+        opt.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default)
+    for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "ponder_weight"):
+        opt.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default)
+    rec = p.add_argument_group("recurrence")
+    rec.add_argument("--loops", default=d["loops"].default, help="N, or MIN:MAX sampled per step")
+    rec.add_argument("--grad-loops", type=int, help="backprop through only the last K loops")
+    rec.add_argument("--checkpoint-loops", action="store_true", help="activation checkpointing per loop")
+    rec.add_argument("--no-router-balance", action="store_true")
+    sysg = p.add_argument_group("systems")
+    sysg.add_argument("--precision", default=d["precision"].default, choices=["auto", "fp32", "bf16", "fp16"])
+    sysg.add_argument("--parallel", default=d["parallel"].default, choices=["auto", "none", "ddp", "fsdp"])
+    sysg.add_argument("--device", default=d["device"].default)
+    sysg.add_argument("--seed", type=int, default=d["seed"].default)
+    sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
+    sysg.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"].default)
+    sysg.add_argument("--max-bad-steps", type=int, default=d["max_bad_steps"].default)
+    sysg.add_argument("--stop-after", type=int, help="end this invocation after N steps (resume later)")
+    sysg.add_argument("--no-progress", action="store_true")
+    sysg.add_argument("--tensorboard", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        out=args.out, model=args.model, model_overrides=_key_values(args.set, "--set"),
+        data=args.data, shards=args.shards, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        text_field=args.text_field, max_documents=args.max_documents, seq_len=args.seq_len,
+        task=args.task, task_options=_key_values(args.task_option, "--task-option"), train_hops=args.train_hops,
+        batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, lr=args.lr,
+        min_lr_ratio=args.min_lr_ratio, warmup=args.warmup, weight_decay=args.weight_decay, beta1=args.beta1,
+        beta2=args.beta2, grad_clip=args.grad_clip, loops=args.loops, grad_loops=args.grad_loops,
+        checkpoint_loops=args.checkpoint_loops, ponder_weight=args.ponder_weight,
+        balance_router=not args.no_router_balance, precision=args.precision, parallel=args.parallel,
+        device=args.device, seed=args.seed, ckpt_every=args.ckpt_every, keep_checkpoints=args.keep_checkpoints,
+        max_bad_steps=args.max_bad_steps, progress=not args.no_progress, tensorboard=args.tensorboard,
+    )
+
+
+def train_main(argv: list[str]) -> int:
+    args = train_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except (TrainConfigError, ValueError) as exc:
+        print(f"mythos train: {exc}", file=sys.stderr)
+        return 2
+    from . import distributed as D
+    from .trainer import NonFiniteLoss, train
+
+    try:
+        result = train(cfg, stop_after=args.stop_after)
+    except NonFiniteLoss as exc:
+        print(f"mythos train: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        D.teardown()
+    if result.losses:
+        finite = [x for x in result.losses if x == x]
+        last = f"{finite[-1]:.4f}" if finite else "nan"
+        print(f"done: {result.steps_done} steps, last loss {last}, {result.wall_s:.1f}s; "
+              f"checkpoint {result.last_checkpoint}")
+    else:
+        print(f"nothing to do: run already at step {result.steps_done} (checkpoint {result.last_checkpoint})")
+    return 0
+
+
+def demo_main(argv: list[str]) -> int:
+    from .demo import demo_main as run
+
+    return run(argv)
+
+
+def eval_main(argv: list[str]) -> int:
+    from .evaluate import eval_main as run
+
+    return run(argv)
+
+
+def plot_main(argv: list[str]) -> int:
+    from .plot import plot_main as run
+
+    return run(argv)

@@ -1,0 +1,119 @@
+"""The accuracy grid: chain length × test-time loop count, for any checkpoint trained on a synthetic task.
+
+Each chain length L gets its own seeded batch with one chain of exactly L steps (plus distractors), and the
+cell is the accuracy at the positions of depth L. Rows are lengths, columns loop counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .tasks import make_task
+
+
+@dataclass
+class Grid:
+    lengths: list[int]
+    loops: list[int]
+    accuracy: np.ndarray  # (len(lengths), len(loops))
+    train_hops: int
+    train_loops: tuple[int, int]
+    task: str
+    chance: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "lengths": self.lengths, "loops": self.loops, "train_hops": self.train_hops,
+                "train_loops": list(self.train_loops), "chance": self.chance,
+                "accuracy": [[round(float(v), 4) for v in row] for row in self.accuracy]}
+
+    def format(self) -> str:
+        """A fixed-width table; lengths beyond training are marked with *."""
+        head = "chain\\loops " + " ".join(f"{n:>5d}" for n in self.loops)
+        lines = [head, "-" * len(head)]
+        for i, length in enumerate(self.lengths):
+            mark = "*" if length > self.train_hops else " "
+            cells = " ".join(f"{v * 100:5.0f}" if np.isfinite(v) else "    -" for v in self.accuracy[i])
+            lines.append(f"{length:>10d}{mark} {cells}")
+        lines.append(f"(% correct; * = longer than any chain seen in training (max {self.train_hops}); "
+                     f"trained with {self.train_loops[0]}..{self.train_loops[1]} loops)")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def accuracy_grid(model, task, lengths: list[int], loops: list[int], samples: int = 256, seed: int = 1234,
+                  distractor_hops: int = 3, batch_size: int = 256) -> np.ndarray:
+    """Accuracy at depth-L positions of batches holding one L-step chain, for each (L, loop count)."""
+    model.eval()
+    device = next(model.parameters()).device
+    grid = np.full((len(lengths), len(loops)), np.nan)
+    for i, length in enumerate(lengths):
+        batch = task.sample(samples, np.random.default_rng([seed, length]), min(distractor_hops, length),
+                            long_hops=length)
+        mask = batch.depth == length
+        for j, n in enumerate(loops):
+            preds = []
+            for lo in range(0, samples, batch_size):
+                x = torch.from_numpy(batch.inputs[lo : lo + batch_size]).to(device)
+                preds.append(model(x, n_loops=n).argmax(-1).cpu().numpy())
+            pred = np.concatenate(preds)
+            grid[i, j] = float((pred[mask] == batch.targets[mask]).mean())
+    return grid
+
+
+def _parse_list(text: str) -> list[int]:
+    """``"1:8"`` -> 1..8; ``"1,2,4"`` -> [1, 2, 4]."""
+    if ":" in text:
+        lo, hi = text.split(":")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(v) for v in text.split(",") if v]
+
+
+def grid_for_checkpoint(path: str | Path, lengths: list[int] | None = None, loops: list[int] | None = None,
+                        samples: int = 256, seed: int = 1234) -> Grid:
+    from mythos.model.checkpoint import load_checkpoint
+
+    from .checkpoint import resolve_checkpoint
+    from .config import TrainConfig
+
+    ckpt = resolve_checkpoint(path)
+    cfg_path = ckpt / "train_config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{ckpt} has no train_config.json: it was not trained by `mythos train --task`")
+    cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    if not cfg.task:
+        raise ValueError(f"{ckpt} was trained on text, not a synthetic task: there is no accuracy grid to compute")
+    task = make_task(cfg.task, **cfg.task_options)
+    model = load_checkpoint(ckpt)
+    lengths = lengths or list(range(1, min(task.max_depth, 2 * cfg.train_hops + 2) + 1))
+    loops = loops or sorted({1, 2, 4, *range(cfg.loop_range[1], 2 * cfg.loop_range[1] + 1, 2)})
+    acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=seed)
+    return Grid(lengths, loops, acc, cfg.train_hops, cfg.loop_range, cfg.task)
+
+
+def eval_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mythos eval", description="Print the accuracy grid (chain length x loop "
+                                "count) of a checkpoint trained on a synthetic task.")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (uses its latest checkpoint)")
+    p.add_argument("--lengths", help="chain lengths, e.g. 1:12 or 1,2,4,8")
+    p.add_argument("--loops", help="loop counts, e.g. 1:16 or 1,2,4,8,16")
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--json", help="also write the grid to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        grid = grid_for_checkpoint(args.checkpoint, _parse_list(args.lengths) if args.lengths else None,
+                                   _parse_list(args.loops) if args.loops else None, args.samples, args.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mythos eval: {exc}", file=sys.stderr)
+        return 2
+    print(grid.format())
+    if args.json:
+        Path(args.json).write_text(json.dumps(grid.to_dict(), indent=2, sort_keys=True))
+    return 0
