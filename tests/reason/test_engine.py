@@ -1,6 +1,7 @@
 """The engine on the scripted backend: every mode, every halting rule, the fallback table, budgets, deadlines."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -286,3 +287,30 @@ def test_config_validation_names_the_field():
         EngineConfig(max_rounds=2).validate()
     with pytest.raises(ValueError, match="silent_strategy"):
         EngineConfig(silent_strategy="loud").validate()
+
+
+def test_agent_findings_go_through_the_packet_compiler(tmp_path):
+    import json
+
+    rec, backend = run(f"deep {Q_ETHICS}", packets=True, packets_dir=str(tmp_path),
+                       faults={"sub:B:*": Fault("http_4xx")})
+    info = rec.packet
+    assert info["used"] and info["blocked"] == ["B"] and info["synthesis_pass_id"] == "pass-0002"
+    packet = json.loads(Path(info["packet"]).read_text())
+    summaries = {e["id"]: e["summary"] for e in packet["evidence"]}
+    assert info["evidence_ids"] == ["ev-sub-a", "ev-sub-c", "ev-sub-d", "ev-sub-e"]
+    merge_prompt = next(r for r in backend.requests if r.tag == "merge").messages[-1]["content"]
+    assert "from the compiled packet" in merge_prompt
+    for sub in rec.subagents:
+        if sub.status == "ok":
+            assert summaries[sub.packet_evidence_id] == sub.finding and sub.finding in merge_prompt
+            assert sub.reasoning not in merge_prompt  # the merge never sees a subagent's raw prose
+    assert any(e["kind"] == "blocker" and e.get("lane") == "B-Challenge" for e in packet["evidence"])
+    assert rec.merge["source"] == "packet"
+
+
+def test_packet_failure_falls_back_to_the_record(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    rec, _ = run(f"deep {Q_ETHICS}", packets=True, packets_dir=str(blocker))
+    assert rec.packet["used"] is False and rec.merge["source"] == "findings" and rec.coda["final_answer"]

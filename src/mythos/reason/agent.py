@@ -133,7 +133,8 @@ async def run_agent(engine: Engine, lenses: list[AgentLens]) -> None:
     reply, rec = await engine.caller.call(
         phase="merge", lens=None, tag="merge", reply_model=MergeReply,
         messages=prompts.merge_messages(engine.inv.question, record.prelude, findings, failure_notes,
-                                        _lone_tensions(usable), silent_merge=not ok_enough))
+                                        _lone_tensions(usable), silent_merge=not ok_enough,
+                                        from_packet=bool(packet.get("used"))))
     if reply is None:
         record.fallbacks.append(f"the merge failed ({rec.error_kind}); the Coda read the findings directly")
         record.merge = {"silent": True, "failed": True, "convergent_points": [], "tensions": [],
@@ -143,6 +144,10 @@ async def run_agent(engine: Engine, lenses: list[AgentLens]) -> None:
     merge["silent"] = not ok_enough
     merge["source"] = "packet" if packet.get("used") else "findings"
     record.merge = merge
+    if packet.get("used"):
+        from mythos.reason.packet_ingest import record_merge
+
+        packet["synthesis_pass_id"] = record_merge(packet["run_dir"], packet["root"], merge["synthesis"])
     engine.trajectory.append("Merge: " + merge["synthesis"])
     if merge["tensions"]:
         engine.trajectory.append("Tensions kept: " + "; ".join(t["claim"] for t in merge["tensions"]))

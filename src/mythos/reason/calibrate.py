@@ -267,6 +267,7 @@ def calibrate_cli(argv: list[str]) -> int:
         settings = resolve_settings(provider="scripted" if args.scripted else args.provider,
                                     base_url=args.base_url, model=args.model, file_cfg=file_cfg)
         cfg = engine_config(args, file_cfg).validate()
+        cfg.packets_dir = str(Path(args.out) / "packets")
         backend = build_backend(settings)
     except NotConfigured as exc:
         print(str(exc).replace("mythos think", "mythos calibrate").rstrip(), file=sys.stderr)

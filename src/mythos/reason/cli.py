@@ -100,6 +100,7 @@ def think_main(argv: list[str]) -> int:
         cfg.mode = args.mode or ("trace" if args.think_aloud else None)
         cfg.halting = not args.no_halting
         cfg.packets = not args.no_packets
+        cfg.packets_dir = str(_records_dir() / "packets")
         cfg.validate()
         backend = build_backend(settings)
     except NotConfigured as exc:

@@ -34,3 +34,5 @@ def compile_findings(engine: Engine, subs: list[SubagentRecord]) -> tuple[list[d
         return packet_ingest.through_packet(engine, subs)
     except packet_ingest.PacketUnavailable as exc:
         return _direct_findings(subs), {"used": False, "reason": str(exc)}
+    except Exception as exc:  # a bug in another wing must not cost the user the answer
+        return _direct_findings(subs), {"used": False, "reason": f"packet path crashed: {type(exc).__name__}: {exc}"}

@@ -125,7 +125,7 @@ def subagent_messages(question: str, prelude: dict[str, Any], lens_id: str, tota
 
 def merge_messages(question: str, prelude: dict[str, Any], packet_findings: list[dict[str, Any]],
                    failure_notes: list[str], lone_tensions: list[str], tag: str = "merge",
-                   silent_merge: bool = False) -> list[Message]:
+                   silent_merge: bool = False, from_packet: bool = False) -> list[Message]:
     lines = []
     for f in packet_findings:
         flag = " [LOW CONFIDENCE: contradicts the others without support]" if f.get("low_confidence") else ""
@@ -133,7 +133,8 @@ def merge_messages(question: str, prelude: dict[str, Any], packet_findings: list
         if f.get("tension_flag"):
             lines.append(f"   tension flagged: {f['tension_flag']}")
     body = [question_block(question), prelude_summary(prelude),
-            "FINDINGS (from the compiled packet, one per independent subagent):\n" + "\n".join(lines)]
+            f"FINDINGS ({'from the compiled packet, ' if from_packet else ''}one per independent subagent):\n"
+            + "\n".join(lines)]
     if failure_notes:
         body.append("FAILED SUBAGENTS:\n" + "\n".join(failure_notes))
     if lone_tensions:
