@@ -1,0 +1,346 @@
+"""The decode engine: prefill and decode a looped model over a static KV cache, with adaptive depth.
+
+One forward runs Prelude → recurrent loop → Coda for a block of slots ``[slot0, slot0 + B)`` and a padded
+chunk of tokens per slot. Each slot has its own position, so prompts of different lengths batch together,
+and slots can be refilled while others decode (continuous batching).
+
+Two ways to run the loop:
+
+- **fixed depth** (default): every token runs every loop up to its row's ``n_loops``; ACT only weights the
+  outputs. No host syncs, no value-dependent branches: ``torch.compile`` can capture the decode step.
+- **adaptive depth** (``adaptive=True``): once a token's ACT mass crosses the threshold it leaves the loop —
+  later loops gather only the tokens still running, so halted tokens cost nothing. Its output is exactly
+  what fixed depth gives (a halted token's ACT weight is zero from then on). Policy for later tokens, which
+  may still attend at deeper depths: **a halted token's last computed cache entry is copied into every
+  deeper depth** (with the ``shared`` cache policy it is already there). This costs one host sync per loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mythos.infer.cache import StaticKVCache
+from mythos.infer.kernels import StepContext, gqa_attend, mla_attend, moe
+from mythos.infer.view import BlockWeights, DecodeView, MLAWeights, rms_norm, view_from_model
+
+
+@dataclass
+class DepthStats:
+    """Compute accounting for the recurrent loop: token-loops run vs. what fixed depth would run."""
+
+    token_loops_run: int = 0
+    token_loops_full: int = 0
+    per_loop_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def saved_fraction(self) -> float:
+        return 0.0 if not self.token_loops_full else 1.0 - self.token_loops_run / self.token_loops_full
+
+    def add(self, other: DepthStats) -> None:
+        self.token_loops_run += other.token_loops_run
+        self.token_loops_full += other.token_loops_full
+
+
+def _bucket(n: int, step: int = 64) -> int:
+    """Round key lengths up so a compiled step sees few distinct shapes."""
+    return -(-n // step) * step
+
+
+class Engine:
+    """Runs a :class:`DecodeView` over a :class:`StaticKVCache`."""
+
+    def __init__(
+        self,
+        view: DecodeView,
+        slots: int = 1,
+        max_len: int | None = None,
+        n_loops: int | None = None,
+        cache_policy: str = "per-loop",
+        adaptive: bool = False,
+        prefill_chunk: int = 512,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.view = view
+        self.max_loops = n_loops or view.max_loop_iters
+        self.cache = StaticKVCache.allocate(
+            view, slots, max_len or view.max_seq_len, self.max_loops, cache_policy, device=device
+        )
+        self.adaptive = adaptive
+        self.prefill_chunk = prefill_chunk
+        self.device = torch.device(device)
+        self.stats = DepthStats()
+        self._cos = view.rope_cos.to(device)
+        self._sin = view.rope_sin.to(device)
+        self._loop_bias = [view.loop_bias(t).to(device) for t in range(self.max_loops)]
+        self._decode_fn = self._forward_fixed
+
+    @classmethod
+    def from_model(cls, model, **kwargs) -> Engine:
+        """An engine over a ``mythos.model.Mythos`` (weights borrowed; see :func:`view_from_model`)."""
+        return cls(view_from_model(model), device=model.embed.weight.device, **kwargs)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    def compile(self, **kwargs) -> None:
+        """Capture the fixed-depth step with ``torch.compile`` (used for decode; prompts stay eager)."""
+        self._decode_fn = torch.compile(self._forward_fixed, dynamic=False, **kwargs)
+
+    def reset(self, slot: int | None = None) -> None:
+        for s in range(self.cache.slots) if slot is None else [slot]:
+            self.cache.reset_slot(s)
+
+    @torch.inference_mode()
+    def prefill(self, slot0: int, prompts: list[list[int]], n_loops: list[int] | None = None,
+                all_logits: bool = False) -> Tensor:
+        """Append ``prompts`` (one per slot from ``slot0``) in chunks; returns last-token logits (B, V).
+
+        With ``all_logits`` returns (B, T_max, V) for every prompt position (padding rows are junk).
+        """
+        B = len(prompts)
+        outs = []
+        longest = max(len(p) for p in prompts)
+        for start in range(0, longest, self.prefill_chunk):
+            chunk = [p[start : start + self.prefill_chunk] for p in prompts]
+            lens = [len(c) for c in chunk]
+            width = max(lens)
+            tokens = torch.zeros(B, width, dtype=torch.long)
+            for i, c in enumerate(chunk):
+                tokens[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+            logits = self.step(slot0, tokens, lens, n_loops, all_logits=all_logits, use_compiled=False)
+            outs.append((logits, lens))
+        if all_logits:
+            return torch.cat([o for o, _ in outs], dim=1)
+        # the last chunk that holds a token of each prompt gives that prompt's last logits
+        last = torch.empty(B, self.view.vocab_size, dtype=outs[0][0].dtype)
+        for logits, lens in outs:
+            for i, n in enumerate(lens):
+                if n:
+                    last[i] = logits[i]
+        return last
+
+    @torch.inference_mode()
+    def decode(self, slot0: int, tokens: Tensor, n_loops: list[int] | None = None) -> Tensor:
+        """One new token per slot in ``[slot0, slot0 + B)``; returns next-token logits (B, V)."""
+        B = tokens.shape[0]
+        return self.step(slot0, tokens.view(B, 1), [1] * B, n_loops, use_compiled=True)
+
+    # ------------------------------------------------------------------ the forward
+
+    def step(self, slot0: int, tokens: Tensor, lens: list[int], n_loops: list[int] | None = None,
+             all_logits: bool = False, use_compiled: bool = False) -> Tensor:
+        """Run one padded chunk for slots ``[slot0, slot0+B)``; advances each slot by its ``lens`` entry."""
+        B, T = tokens.shape
+        cache = self.cache
+        host = cache.host_positions[slot0 : slot0 + B]
+        for i, (p, n) in enumerate(zip(host, lens, strict=True)):
+            if p + n > cache.max_len:
+                raise ValueError(
+                    f"slot {slot0 + i}: {p} cached + {n} new tokens exceeds max_len={cache.max_len}; "
+                    "start a new sequence or raise max_len"
+                )
+        loops = [self.max_loops] * B if n_loops is None else list(n_loops)
+        for n in loops:
+            if not 1 <= n <= self.max_loops:
+                raise ValueError(f"n_loops={n} is outside 1..{self.max_loops} (the engine's cache depth)")
+        kv_len = min(_bucket(max(p + n for p, n in zip(host, lens, strict=True))), cache.max_len + 1)
+        dev = self.device
+        tokens = tokens.to(dev)
+        lens_t = torch.tensor(lens, dtype=torch.long, device=dev)
+        loops_t = torch.tensor(loops, dtype=torch.long, device=dev)
+        fn = self._decode_fn if (use_compiled and not self.adaptive) else None
+        if self.adaptive:
+            hidden = self._forward_adaptive(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
+        elif fn is not None:
+            hidden = fn(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
+        else:
+            hidden = self._forward_fixed(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
+        cache.positions[slot0 : slot0 + B] += lens_t
+        for i, n in enumerate(lens):
+            cache.host_positions[slot0 + i] += n
+        if all_logits:
+            return self._logits(hidden)
+        last = (lens_t - 1).clamp(min=0)
+        return self._logits(hidden[torch.arange(B, device=dev), last])
+
+    def _logits(self, x: Tensor) -> Tensor:
+        return F.linear(rms_norm(x, self.view.final_norm), self.view.head).float()
+
+    def _context(self, slot0: int, B: int, T: int, lens: Tensor, kv_len: int) -> StepContext:
+        cache = self.cache
+        start = cache.positions[slot0 : slot0 + B]
+        offs = torch.arange(T, device=start.device)
+        positions = start.unsqueeze(1) + offs  # (B, T)
+        valid = offs.unsqueeze(0) < lens.unsqueeze(1)
+        write_pos = torch.where(valid, positions, torch.full_like(positions, cache.max_len))
+        keys = torch.arange(kv_len, device=start.device)
+        visible = (keys.view(1, 1, kv_len) <= positions.unsqueeze(-1)).unsqueeze(1)
+        rope_pos = positions.clamp(max=cache.max_len - 1)
+        return StepContext(
+            rows=torch.arange(B, device=start.device).unsqueeze(1),
+            write_pos=write_pos,
+            visible=visible,
+            cos=self._cos[rope_pos],
+            sin=self._sin[rope_pos],
+            kv_len=kv_len,
+            interleaved=self.view.rope_interleaved,
+        )
+
+    def _block(self, x: Tensor, bw: BlockWeights, cache: Tensor, ctx: StepContext) -> Tensor:
+        attend = mla_attend if isinstance(bw.attn, MLAWeights) else gqa_attend
+        x = x + attend(rms_norm(x, bw.attn_norm), bw.attn, cache, ctx)
+        y = rms_norm(x, bw.ffn_norm)
+        return x + (moe(y, bw.moe) if bw.moe is not None else bw.ffn(y))
+
+    def _outer(self, x: Tensor, slot0: int, B: int, ctx: StepContext, sites: list[int], layers) -> Tensor:
+        for site, bw in zip(sites, layers, strict=True):
+            x = self._block(x, bw, self.cache.buffers[site][slot0 : slot0 + B], ctx)
+        return x
+
+    def _recurrent_input(self, h: Tensor, e: Tensor, t: int) -> Tensor:
+        v = self.view
+        x = h + self._loop_bias[t].to(h.dtype) + e
+        return rms_norm(x, v.recurrent_norm) if v.recurrent_norm is not None else x
+
+    def _act_weight(self, p: Tensor, cum: Tensor, running: Tensor, final: Tensor) -> tuple[Tensor, Tensor]:
+        """ACT step: this loop's output weight and the new cumulative mass (remainder on crossing)."""
+        act = self.view.act
+        crossing = (cum + p) >= act.threshold
+        if act.remainder_at_final:
+            crossing = crossing | final
+        weight = torch.where(crossing, (1.0 - cum).clamp(min=0), p) * running
+        return weight, cum + p * running
+
+    def _forward_fixed(self, slot0: int, tokens: Tensor, lens: Tensor, loops: Tensor, kv_len: int,
+                       depth: int) -> Tensor:
+        """Every token runs ``depth`` loops; rows past their own ``n_loops`` stop contributing."""
+        v = self.view
+        B, T = tokens.shape
+        ctx = self._context(slot0, B, T, lens, kv_len)
+        x = F.embedding(tokens, v.embed)
+        x = self._outer(x, slot0, B, ctx, self.cache.prelude_sites, v.prelude)
+        e = h = x
+        A, Be = v.inject_A, v.inject_B * e  # B*e is the same in every loop: computed once
+        cum = torch.zeros(B, T, dtype=torch.float32, device=x.device)
+        halted = torch.zeros(B, T, dtype=torch.bool, device=x.device)
+        out = torch.zeros(h.shape, dtype=torch.float32, device=x.device)  # ACT sum in fp32, as the model
+        row_loops = loops.view(B, 1)
+        for t in range(depth):
+            block_out = self._block(
+                self._recurrent_input(h, e, t), v.recurrent,
+                self.cache.buffers[self.cache.loop_sites[t]][slot0 : slot0 + B], ctx,
+            )
+            h = A * h + Be + block_out + v.lora(block_out, t)
+            final = row_loops == t + 1
+            in_depth = row_loops > t
+            if v.act.enabled:
+                running = (~halted & in_depth).to(torch.float32)
+                p = v.halt_prob(h).float()
+                weight, cum = self._act_weight(p, cum, running, final)
+                out = out + weight.unsqueeze(-1) * h.float()
+                halted = halted | (cum >= v.act.threshold)
+                if v.act.remainder_at_final:
+                    halted = halted | final
+            else:
+                out = torch.where(final.unsqueeze(-1), h.float(), out)
+        return self._outer(out.to(h.dtype), slot0, B, ctx, self.cache.coda_sites, v.coda)
+
+    def _forward_adaptive(self, slot0: int, tokens: Tensor, lens: Tensor, loops: Tensor, kv_len: int,
+                          depth: int) -> Tensor:
+        """Halted tokens leave the loop; later loops run only on (row, token) pairs still running."""
+        v = self.view
+        B, T = tokens.shape
+        ctx = self._context(slot0, B, T, lens, kv_len)
+        x = F.embedding(tokens, v.embed)
+        x = self._outer(x, slot0, B, ctx, self.cache.prelude_sites, v.prelude)
+        e, h = x, x.clone()  # h is updated in place below; e must stay frozen
+        A, Be = v.inject_A, v.inject_B * e
+        dev = x.device
+        offs = torch.arange(T, device=dev)
+        valid = offs.unsqueeze(0) < lens.unsqueeze(1)
+        cum = torch.zeros(B, T, dtype=torch.float32, device=dev)
+        running = valid.clone()
+        out = torch.zeros(h.shape, dtype=torch.float32, device=dev)
+        row_loops = loops.view(B, 1)
+        stats = DepthStats(token_loops_full=int(lens.sum()) * depth)
+        # every (row, token) position's cache row in the full slot block, for copying halted entries
+        all_rows = torch.arange(B, device=dev).unsqueeze(1).expand(B, T)
+        for t in range(depth):
+            running = running & (row_loops > t)
+            buf = self.cache.buffers[self.cache.loop_sites[t]][slot0 : slot0 + B]
+            if t > 0 and self.cache.loop_sites[t] != self.cache.loop_sites[t - 1]:
+                prev = self.cache.buffers[self.cache.loop_sites[t - 1]][slot0 : slot0 + B]
+                idle = valid & ~running
+                rows_i, pos_i = all_rows[idle], ctx.write_pos[idle]
+                buf[rows_i, pos_i] = prev[rows_i, pos_i]  # halted tokens keep their last entry at depth t
+            counts = running.sum(1)
+            n_run = int(counts.sum())
+            stats.per_loop_tokens.append(n_run)
+            if n_run == 0:
+                continue
+            stats.token_loops_run += n_run
+            rows = torch.nonzero(counts > 0).squeeze(1)  # (B',)
+            width = int(counts.max())
+            order = torch.argsort((~running[rows]).to(torch.int8), dim=1, stable=True)[:, :width]  # (B', T')
+            col_ok = torch.arange(width, device=dev).unsqueeze(0) < counts[rows].unsqueeze(1)
+            sub = StepContext(
+                rows=torch.arange(len(rows), device=dev).unsqueeze(1),
+                write_pos=torch.where(col_ok, ctx.write_pos[rows.unsqueeze(1), order],
+                                      torch.full_like(order, self.cache.max_len)),
+                visible=ctx.visible[rows].squeeze(1)[torch.arange(len(rows), device=dev).unsqueeze(1), order]
+                .unsqueeze(1),
+                cos=ctx.cos[rows.unsqueeze(1), order],
+                sin=ctx.sin[rows.unsqueeze(1), order],
+                kv_len=kv_len,
+                interleaved=ctx.interleaved,
+            )
+            h_sub = h[rows.unsqueeze(1), order]
+            e_sub = e[rows.unsqueeze(1), order]
+            block_out = self._block(self._recurrent_input(h_sub, e_sub, t), v.recurrent, _RowView(buf, rows), sub)
+            h_new = A * h_sub + Be[rows.unsqueeze(1), order] + block_out + v.lora(block_out, t)
+            sel_rows = rows.unsqueeze(1).expand_as(order)[col_ok]
+            sel_cols = order[col_ok]
+            h_ok = h_new[col_ok]
+            h[sel_rows, sel_cols] = h_ok
+            final = (row_loops.expand(B, T)[sel_rows, sel_cols] == t + 1)
+            if v.act.enabled:
+                p = v.halt_prob(h_ok).float()
+                c = cum[sel_rows, sel_cols]
+                weight, c_new = self._act_weight(p, c, torch.ones_like(p), final)
+                out[sel_rows, sel_cols] += weight.unsqueeze(-1) * h_ok.float()
+                cum[sel_rows, sel_cols] = c_new
+                done = c_new >= v.act.threshold
+                if v.act.remainder_at_final:
+                    done = done | final
+                running[sel_rows[done], sel_cols[done]] = False
+            else:
+                out[sel_rows[final], sel_cols[final]] = h_ok[final].float()
+        self.stats.add(stats)
+        self.last_stats = stats
+        return self._outer(out.to(h.dtype), slot0, B, ctx, self.cache.coda_sites, v.coda)
+
+
+class _RowView:
+    """A cache block restricted to some rows: writes land in place, reads gather those rows.
+
+    Lets adaptive depth run attention for only the rows that still have running tokens.
+    """
+
+    def __init__(self, buf: Tensor, rows: Tensor) -> None:
+        self.buf, self.rows = buf, rows
+        self.dtype = buf.dtype
+        self._all = rows.numel() == buf.shape[0]
+
+    def index_put_(self, index: tuple[Tensor, Tensor], values: Tensor) -> None:
+        rows, pos = index
+        self.buf.index_put_((self.rows[rows], pos), values)
+
+    def __getitem__(self, item):
+        return self.buf[item] if self._all else self.buf[self.rows][item]

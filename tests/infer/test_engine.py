@@ -1,0 +1,150 @@
+"""The decode engine against the model's own forward (and the reference), fp32, tight tolerance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mythos.infer.cache import parse_policy
+from mythos.infer.engine import Engine
+from mythos.model import Mythos, get_preset
+
+TOL = 2e-5
+
+
+def make_model(preset: str, seed: int = 0, **overrides) -> Mythos:
+    torch.manual_seed(seed)
+    return Mythos(get_preset(preset, vocab_size=300, **overrides)).eval()
+
+
+@pytest.fixture(params=["tiny", "tiny-gqa"])
+def attn_preset(request) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_prefill_then_decode_matches_full_forward(attn_preset: str, compat: bool) -> None:
+    model = make_model(attn_preset, reference_compat=compat)
+    ids = torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        full = model(ids)
+    engine = Engine.from_model(model, slots=2, max_len=40)
+    assert torch.allclose(engine.prefill(0, ids.tolist(), all_logits=True), full, atol=TOL)
+    engine.reset()
+    logits = engine.prefill(0, ids[:, :10].tolist())
+    assert torch.allclose(logits, full[:, 9], atol=TOL)
+    for j in range(10, 24):
+        logits = engine.decode(0, ids[:, j])
+        assert torch.allclose(logits, full[:, j], atol=TOL), f"position {j}"
+
+
+def test_ragged_batch_matches_each_prompt_alone(attn_preset: str) -> None:
+    model = make_model(attn_preset)
+    prompts = [[5, 6, 7], list(range(20, 37)), [9] * 8]
+    engine = Engine.from_model(model, slots=3, max_len=48)
+    last = engine.prefill(0, prompts)
+    nxt = torch.tensor([11, 12, 13])
+    after = engine.decode(0, nxt)
+    for i, p in enumerate(prompts):
+        with torch.no_grad():
+            alone = model(torch.tensor([p + [int(nxt[i])]]))
+        assert torch.allclose(last[i], alone[0, -2], atol=TOL)
+        assert torch.allclose(after[i], alone[0, -1], atol=TOL)
+
+
+def test_chunked_prefill_matches_one_shot() -> None:
+    model = make_model("tiny")
+    ids = torch.randint(0, 300, (1, 30))
+    with torch.no_grad():
+        full = model(ids)
+    engine = Engine.from_model(model, max_len=32, prefill_chunk=7)
+    assert torch.allclose(engine.prefill(0, ids.tolist(), all_logits=True), full, atol=TOL)
+
+
+def test_per_row_loop_counts_match_model_at_that_depth() -> None:
+    model = make_model("tiny")  # max_loop_iters=3
+    ids = torch.randint(0, 300, (2, 9))
+    engine = Engine.from_model(model, slots=2, max_len=16)
+    logits = engine.prefill(0, ids.tolist(), n_loops=[1, 3], all_logits=True)
+    with torch.no_grad():
+        assert torch.allclose(logits[0], model(ids[:1], n_loops=1)[0], atol=TOL)
+        assert torch.allclose(logits[1], model(ids[1:], n_loops=3)[0], atol=TOL)
+
+
+def test_matches_reference_through_converter() -> None:
+    from open_mythos.main import MythosConfig as RefConfig
+    from open_mythos.main import OpenMythos
+
+    from mythos.model.reference import from_open_mythos
+
+    torch.manual_seed(1)
+    cfg = RefConfig(vocab_size=300, dim=64, n_heads=4, n_kv_heads=2, max_seq_len=64, max_loop_iters=3,
+                    prelude_layers=1, coda_layers=1, attn_type="mla", kv_lora_rank=16, q_lora_rank=32,
+                    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, n_experts=4, n_shared_experts=1,
+                    n_experts_per_tok=2, expert_dim=16, lora_rank=4)
+    ref = OpenMythos(cfg).eval()
+    ids = torch.randint(0, 300, (1, 12))
+    engine = Engine.from_model(from_open_mythos(ref).eval(), max_len=16)
+    with torch.no_grad():
+        want = ref(ids, n_loops=3)
+    assert torch.allclose(engine.prefill(0, ids.tolist(), all_logits=True), want, atol=1e-5)
+
+
+def test_adaptive_without_halting_equals_fixed_depth() -> None:
+    model = make_model("tiny")
+    with torch.no_grad():  # halting probability ~0: nobody halts before the last loop
+        model.recurrent.act.halt.bias.fill_(-10.0)
+    ids = torch.randint(0, 300, (2, 12))
+    fixed = Engine.from_model(model, slots=2, max_len=16).prefill(0, ids.tolist(), all_logits=True)
+    adaptive = Engine.from_model(model, slots=2, max_len=16, adaptive=True)
+    got = adaptive.prefill(0, ids.tolist(), all_logits=True)
+    assert torch.allclose(got, fixed, atol=TOL)
+    assert adaptive.last_stats.saved_fraction == 0.0
+
+
+def test_adaptive_skips_halted_tokens_and_keeps_their_outputs() -> None:
+    model = make_model("tiny", reference_compat=True)
+    with torch.no_grad():  # make the halting head say "done" right away for every token
+        model.recurrent.act.halt.bias.fill_(10.0)
+    ids = torch.randint(0, 300, (2, 12))
+    fixed = Engine.from_model(model, slots=2, max_len=16).prefill(0, ids.tolist(), all_logits=True)
+    adaptive = Engine.from_model(model, slots=2, max_len=16, adaptive=True)
+    got = adaptive.prefill(0, ids.tolist(), all_logits=True)
+    assert adaptive.last_stats.per_loop_tokens == [24, 0, 0]
+    assert adaptive.last_stats.saved_fraction == pytest.approx(2 / 3)
+    # every token halted at loop 0, so its output is final there: skipping loops 1-2 changes nothing
+    assert torch.allclose(got, fixed, atol=TOL)
+    # later tokens find keys at every depth: the halted token's loop-0 entry copied into deeper loops
+    cache = adaptive.cache
+    loop0, loop2 = cache.buffers[cache.loop_sites[0]], cache.buffers[cache.loop_sites[2]]
+    assert torch.equal(loop0[:, :12], loop2[:, :12])
+
+
+def test_shared_cache_prefill_is_exact_and_smaller() -> None:
+    model = make_model("tiny")
+    ids = torch.randint(0, 300, (1, 16))
+    with torch.no_grad():
+        full = model(ids)
+    per_loop = Engine.from_model(model, max_len=20)
+    shared = Engine.from_model(model, max_len=20, cache_policy="shared")
+    assert torch.allclose(shared.prefill(0, ids.tolist(), all_logits=True), full, atol=TOL)
+    n_sites = 1 + 3 + 1  # prelude, three loops, coda
+    assert shared.cache.bytes_per_token() * n_sites == per_loop.cache.bytes_per_token() * 3
+
+
+def test_policy_mapping() -> None:
+    assert parse_policy("per-loop", 4) == [0, 1, 2, 3]
+    assert parse_policy("shared", 4) == [0, 0, 0, 0]
+    assert parse_policy("last-1", 4) == [0, 0, 0, 1]
+    assert parse_policy("last-2", 4) == [0, 0, 1, 2]
+    with pytest.raises(ValueError, match="cache_policy='every'"):
+        parse_policy("every", 4)
+
+
+def test_overflowing_the_cache_is_a_clear_error() -> None:
+    engine = Engine.from_model(make_model("tiny"), max_len=8)
+    engine.prefill(0, [[1, 2, 3, 4, 5, 6, 7, 8]])
+    with pytest.raises(ValueError, match="exceeds max_len=8"):
+        engine.decode(0, torch.tensor([1]))
+    with pytest.raises(ValueError, match="n_loops=9"):
+        Engine.from_model(make_model("tiny"), max_len=8).prefill(0, [[1]], n_loops=[9])
