@@ -147,6 +147,22 @@ def test_fifo_ref_is_not_read(run: Path, project: Path):
     assert "not a regular file" in result.quarantined[0]["problem"]
 
 
+def test_reporting_a_finding_again_updates_it(run: Path):
+    def finding(status: str) -> str:
+        return fence({"id": "vf-x", "summary": "suite", "status": status, "verifier_score": 1.0,
+                      "source_ids": ["test:suite"]}, kind="verifier")
+
+    ingest_text(run, lane="v", agent_id="verifier", text=finding("failed"))
+    packet = compile_run(run)
+    assert [f["status"] for f in packet["verifier_findings"] if f["id"] == "vf-x"] == ["failed"]
+    assert "action:vf-x" in [a["id"] for a in packet["candidate_actions"]]
+    result = ingest_text(run, lane="v", agent_id="verifier", text=finding("passed") + finding("failed"))
+    assert result.finding_ids == ["vf-x"] and "in one output" in result.quarantined[0]["problem"]
+    packet = compile_run(run)
+    assert [f["status"] for f in packet["verifier_findings"] if f["id"] == "vf-x"] == ["passed"]
+    assert "action:vf-x" not in [a["id"] for a in packet["candidate_actions"]]
+
+
 def test_duplicate_ids_within_and_across_ingests(run: Path):
     first = ingest_text(run, lane="a", agent_id="x", text=fence(ev("ev-d"), ev("ev-d")))
     assert [q["problem"] for q in first.quarantined] == ["duplicate id 'ev-d'"]

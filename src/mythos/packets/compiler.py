@@ -99,6 +99,21 @@ def _check_unique_ids(records: list[dict], rel: str) -> None:
             )
 
 
+def latest_findings(findings: list[dict]) -> list[dict]:
+    """A verifier closes (or reopens) a finding by re-reporting its id: the latest report wins, listed at the
+    position of the first one, so the order stays stable across passes."""
+    position: dict[str, int] = {}
+    result: list[dict] = []
+    for finding in findings:
+        at = position.get(finding["id"])
+        if at is None:
+            position[finding["id"]] = len(result)
+            result.append(finding)
+        else:
+            result[at] = finding
+    return result
+
+
 def _verify_file_refs(evidence: list[dict], findings: list[dict], files: SourceFiles) -> dict[str, Integrity]:
     """Re-hash every file: ref now; drift (changed, vanished, span out of range) is reported, never hidden."""
     issues: dict[str, Integrity] = {}
@@ -203,7 +218,7 @@ def compile_inputs(run_dir: Path, root: str | Path | None = None) -> Compiled:
     """Read and check a run; everything the packet and snapshot need, before anything is written."""
     manifest, objective, raw_refs, evidence, findings, fingerprint = _read_inputs(run_dir)
     _check_unique_ids(evidence, EVIDENCE)
-    _check_unique_ids(findings, FINDINGS)
+    findings = latest_findings(findings)
     files = SourceFiles(source_root(run_dir, root, manifest))
     issues = _verify_file_refs(evidence, findings, files)
     sources = _assemble_sources(raw_refs, evidence, findings, manifest["created_at"], files, issues)

@@ -362,7 +362,6 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
     result = IngestResult(blocked=blocked)
     with run_lock(run):
         evidence_ids, sessions = scan_ids(run / EVIDENCE)
-        finding_ids, _ = scan_ids(run / FINDINGS)
         number = len(sessions) + 1
         if in_place is not None:
             raw_rel = in_place
@@ -411,11 +410,11 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
                                       "source_ids": [raw_id], "observed_at": observed_at, "agent_id": agent_id,
                                       "lane": lane})
         accepted_findings: list[dict] = []
-        taken_findings = set(finding_ids)
+        taken_findings: set[str] = set()  # an id reported in an earlier ingest is a status update, not a clash
         for record in findings:
             if record["id"] in taken_findings:
-                problems.append({"kind": "verifier", "problem": f"duplicate id {record['id']!r}", "field": "id",
-                                 "fix": "give every finding a run-unique id", "text": record["id"]})
+                problems.append({"kind": "verifier", "problem": f"duplicate id {record['id']!r} in one output",
+                                 "field": "id", "fix": "report each finding once per output", "text": record["id"]})
                 continue
             taken_findings.add(record["id"])
             if raw_id not in record["source_ids"]:

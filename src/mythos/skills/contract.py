@@ -57,7 +57,10 @@ Verifier lanes report checks in a second fence (`status`: passed, failed, pendin
 {{"id": "vf-<lane>-1", "summary": "what was checked", "status": "passed", "verifier_score": 1.0, "source_ids": ["test:tests/test_app.py::test_x"]}}
 ```
 
-Rules for lanes: every id is unique in the run; cite direct sources — `file:<path relative to the root>:<line>` or
+To close (or reopen) a finding, a verifier lane re-reports the same finding `id` with the new status; the latest
+report of an id wins.
+
+Rules for lanes: every evidence id is unique in the run; cite direct sources — `file:<path relative to the root>:<line>` or
 `file:<path>:<a>-<b>`, `command:<name>`, `test:<name>`, `log:<name>` (source_refs are filled in and hashed at ingest;
 you may also give explicit `source_refs` objects); never absolute paths. Kinds: observation, measurement, symptom,
 root-cause, code-change, test-change, proposal, risk, gap, plan. A lane that cannot proceed writes a line
