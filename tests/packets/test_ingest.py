@@ -108,6 +108,9 @@ BAD_RECORDS = [
     (json.dumps({**ev("ev-x"), "source_ids": ["file:src/app.py"]}), "has no line"),
     (json.dumps({**ev("ev-x"), "source_ids": ["file:src\\app.py:1"]}), "backslash"),
     (json.dumps({**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "shell"}]}), "has kind 'shell'"),
+    (json.dumps({**ev("ev-x"), "source_ids": ["evidence:ev-nowhere"]}), "cites unknown source id 'evidence:ev-nowhere'"),
+    (json.dumps({**ev("ev-x"), "source_ids": ["raw:../manifest.json"]}), "cites unknown source id"),
+    (json.dumps({**ev("ev-x"), "source_ids": ["packet:whatever"]}), "cites unknown source id"),
     (json.dumps({**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "command", "hash_alg": "md5"}]}),
      "hash_alg"),
     ("1e400", "must be a JSON object"),
@@ -145,6 +148,15 @@ def test_fifo_ref_is_not_read(run: Path, project: Path):
     os.mkfifo(project / "src" / "pipe")
     result = ingest_text(run, lane="a", agent_id="x", text=fence(ev("ev-p", source_ids=["file:src/pipe:1"])))
     assert "not a regular file" in result.quarantined[0]["problem"]
+
+
+def test_citations_of_existing_records_are_accepted(run: Path):
+    first = ingest_text(run, lane="a", agent_id="x", text=fence(ev("ev-base")))
+    record = {"id": "ev-cite", "kind": "observation", "summary": "builds on ev-base",
+              "source_ids": ["evidence:ev-base", "evidence:ev-same-output", "raw:objective.md", first.raw_source_id]}
+    result = ingest_text(run, lane="b", agent_id="y", text=fence(record, ev("ev-same-output")))
+    assert not result.quarantined and "ev-cite" in result.evidence_ids
+    compile_run(run)
 
 
 def test_reporting_a_finding_again_updates_it(run: Path):

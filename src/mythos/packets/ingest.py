@@ -332,6 +332,7 @@ def _ingest(run: Path, *, lane: str, agent_id: str, text: str, root, in_place: s
     evidence: list[dict] = []
     findings: list[dict] = []
     problems: list[dict] = []
+    origins: dict[int, dict] = {}
     for kind, block, body in blocks:
         line_no = 0
         for line in body.strip().splitlines():
@@ -349,16 +350,18 @@ def _ingest(run: Path, *, lane: str, agent_id: str, text: str, root, in_place: s
                 except (ValueError, RecursionError) as exc:
                     raise PacketError(f"{where}: not valid JSON ({exc})", field="line",
                                       fix="write exactly one complete JSON object per line") from None
-                (evidence if kind == "evidence" else findings).append(
-                    norm.evidence(obj, where) if kind == "evidence" else norm.finding(obj, where))
+                parsed = norm.evidence(obj, where) if kind == "evidence" else norm.finding(obj, where)
+                (evidence if kind == "evidence" else findings).append(parsed)
+                origins[id(parsed)] = {"block": block, "line": line_no}
             except PacketError as exc:
                 problems.append({"block": block, "kind": kind, "line": line_no, "problem": exc.message,
                                  "field": exc.field, "fix": exc.fix, "text": stripped[:2000]})
-    return _commit(run, lane, agent_id, text, observed_at, in_place, evidence, findings, problems, blocked)
+    return _commit(run, lane, agent_id, text, observed_at, in_place, evidence, findings, problems, blocked, origins)
 
 
 def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in_place: str | None,
-            evidence: list[dict], findings: list[dict], problems: list[dict], blocked: str | None) -> IngestResult:
+            evidence: list[dict], findings: list[dict], problems: list[dict], blocked: str | None,
+            origins: dict[int, dict]) -> IngestResult:
     result = IngestResult(blocked=blocked)
     with run_lock(run):
         evidence_ids, sessions = scan_ids(run / EVIDENCE)
@@ -397,7 +400,8 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
         taken = set(evidence_ids) | {session_id}
         for record in evidence:
             if record["id"] in taken:
-                problems.append({"kind": "evidence", "problem": f"duplicate id {record['id']!r}", "field": "id",
+                problems.append({"kind": "evidence", **origins.get(id(record), {}),
+                                 "problem": f"duplicate id {record['id']!r}", "field": "id",
                                  "fix": "give every record a run-unique id", "text": record["id"]})
                 continue
             taken.add(record["id"])
@@ -413,13 +417,17 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
         taken_findings: set[str] = set()  # an id reported in an earlier ingest is a status update, not a clash
         for record in findings:
             if record["id"] in taken_findings:
-                problems.append({"kind": "verifier", "problem": f"duplicate id {record['id']!r} in one output",
+                problems.append({"kind": "verifier", **origins.get(id(record), {}),
+                                 "problem": f"duplicate id {record['id']!r} in one output",
                                  "field": "id", "fix": "report each finding once per output", "text": record["id"]})
                 continue
             taken_findings.add(record["id"])
             if raw_id not in record["source_ids"]:
                 record["source_ids"].insert(0, raw_id)
             accepted_findings.append(record)
+        finding_ids, _ = scan_ids(run / FINDINGS)
+        accepted_evidence, accepted_findings = _drop_dangling_citations(
+            run, accepted_evidence, accepted_findings, evidence_ids, finding_ids, problems, origins)
         quarantine_lines = []
         for rel in (EVIDENCE, FINDINGS):
             torn = heal_torn_tail(run / rel)
@@ -438,3 +446,40 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
     result.raw_source_id = raw_id
     result.raw_path = f"raw/subagents/{raw_rel}"
     return result
+
+
+def _drop_dangling_citations(run: Path, evidence: list[dict], findings: list[dict], old_evidence: set[str],
+                             old_findings: set[str], problems: list[dict],
+                             origins: dict[int, dict]) -> tuple[list[dict], list[dict]]:
+    """Quarantine records citing ids that will not exist at compile time (the reference appended them and every
+    later compile failed). Repeats until stable, since dropping a record can orphan a citation of it."""
+    raw_root = (run / "raw").resolve()
+
+    def raw_exists(rest: str) -> bool:
+        target = (raw_root / rest).resolve()
+        return raw_root in target.parents and target.is_file()
+
+    while True:
+        known_evidence = old_evidence | {r["id"] for r in evidence}
+        known_findings = old_findings | {r["id"] for r in findings}
+        dropped = False
+        kept: list[list[dict]] = [[], []]
+        for slot, (records, kind) in enumerate(((evidence, "evidence"), (findings, "verifier"))):
+            for record in records:
+                declared = {ref["source_id"] for ref in record.get("source_refs", ())}
+                bad = next((sid for sid in record["source_ids"] if sid not in declared and not (
+                    (sid.startswith("raw:") and raw_exists(sid[4:]))
+                    or (sid.startswith("evidence:") and sid[9:] in known_evidence)
+                    or (sid.startswith("verifier:") and sid[9:] in known_findings))), None)
+                if bad is None:
+                    kept[slot].append(record)
+                    continue
+                dropped = True
+                problems.append({"kind": kind, **origins.get(id(record), {}),
+                                 "problem": f"record {record['id']!r} cites unknown source id {bad!r}",
+                                 "field": "source_ids", "text": record["id"],
+                                 "fix": "cite file:/command:/test:/log: ids, or raw:/evidence:/verifier: ids that "
+                                        "exist in the run"})
+        evidence, findings = kept
+        if not dropped:
+            return evidence, findings
