@@ -35,3 +35,24 @@ def test_recompile_same_pass_keeps_one_decision_line(tmp_path: Path):
     compile_run(run)
     for name in STATE_FILES:
         assert (run / "state" / name).read_bytes() == (shared / "state" / name).read_bytes(), name
+
+
+def test_fixture_packet_validates_and_validator_rejects_bad_packets():
+    import json
+
+    from mythos.packets.schema import validate
+
+    packet = json.loads((shared_fixture() / "state" / "next_pass_packet.json").read_text())
+    assert validate(packet) == []
+    bad = json.loads(json.dumps(packet))
+    bad["evidence"][0]["surprise"] = 1
+    bad["sources"][0]["hash"] = "NOTHEX"
+    del bad["halt_signals"][0]["rationale"]
+    bad["trusted_facts"][0]["source_ids"] = []
+    bad["schema_version"] = "1.0.0"
+    problems = validate(bad)
+    assert any("must be '1.1.0'" in p for p in problems)
+    assert any("unexpected field 'surprise'" in p for p in problems)
+    assert any("does not match" in p for p in problems)
+    assert any("missing required field 'rationale'" in p for p in problems)
+    assert any("at least 1 item" in p for p in problems)
