@@ -173,13 +173,14 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype, _memo: dict =
 
 def moe(x: Tensor, m: MoEWeights, decode_below: int = 64) -> Tensor:
     """Decode (few tokens): selected experts by grouped matmul (or all experts in three matmuls where the
-    grouped kernel is missing). Prompts: the model's own grouped-dispatch MoE module.
+    grouped kernel is missing or the step is being compiled). Prompts: the model's own grouped-dispatch MoE module.
 
     The choice depends only on the token count and dtype (static), so decode stays capture-friendly.
     """
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > decode_below:
         return m.module(x)
-    if grouped_mm_available(x.device, x.dtype):
+    # inductor has no fp32 CPU lowering of _grouped_mm: a compiled step runs every expert instead
+    if not torch.compiler.is_compiling() and grouped_mm_available(x.device, x.dtype):
         return moe_grouped(flat, m).view_as(x)
     return moe_dense(flat, m).view_as(x)

@@ -1,0 +1,172 @@
+"""`mythos generate` and `mythos serve`: load a checkpoint (or build a preset) and run the decode engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mythos.infer.engine import Engine
+from mythos.infer.sampling import SamplingParams, sample
+from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
+
+
+def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
+    """A checkpoint directory, or a preset name (random weights, for trying the machinery).
+
+    Returns (model, checkpoint directory or None).
+    """
+    from mythos.model import Mythos, get_preset
+
+    path = Path(source)
+    if path.is_dir():
+        from mythos.model.checkpoint import load_checkpoint
+
+        return load_checkpoint(path).eval(), path
+    try:
+        cfg = get_preset(source, **({"max_seq_len": max_seq_len} if max_seq_len else {}))
+    except ValueError as exc:
+        raise SystemExit(f"mythos: {source!r} is neither a checkpoint directory nor a preset ({exc})") from None
+    torch.manual_seed(seed)
+    print(f"mythos: {source!r} is a preset: random weights (seed {seed}); output is noise", file=sys.stderr)
+    return Mythos(cfg).eval(), None
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="CHECKPOINT_OR_PRESET", help="checkpoint directory or preset name (e.g. small)")
+    p.add_argument("--n-loops", type=int, default=None, help="recurrent depth (default: the model's max_loop_iters)")
+    p.add_argument("--max-len", type=int, default=None, help="context length to allocate (default: max_seq_len)")
+    p.add_argument("--cache-policy", default="per-loop", help="per-loop | shared | last-K (KV memory across loops)")
+    p.add_argument("--adaptive", action="store_true", help="tokens whose ACT halts skip the remaining loops")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def generate_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mythos generate", description="Generate text from a checkpoint or preset.")
+    _engine_args(p)
+    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for a batch)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated (one prompt)")
+    p.add_argument("--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.max_new_tokens < 1:
+        p.error(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
+    try:
+        params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.stream and len(args.prompt) > 1:
+        p.error("--stream prints one sequence: give a single --prompt")
+
+    model, ckpt = load_model(args.model, seed=args.seed)
+    tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
+    prompts = [tokenizer.encode(t) for t in args.prompt]
+    if any(not ids for ids in prompts):
+        p.error("--prompt must not be empty")
+    longest = max(map(len, prompts)) + args.max_new_tokens
+    max_len = args.max_len or min(model.cfg.max_seq_len, longest)
+    if longest > max_len:
+        p.error(f"prompt + --max-new-tokens = {longest} tokens exceeds the context ({max_len}); shorten them")
+    n_loops = args.n_loops or model.cfg.max_loop_iters
+    try:
+        engine = Engine.from_model(model, slots=len(prompts), max_len=max_len, n_loops=n_loops,
+                                   cache_policy=args.cache_policy, adaptive=args.adaptive)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.compile:
+        engine.compile()
+    B = len(prompts)
+    gens = [SamplingParams(args.temperature, args.top_k, args.top_p, args.seed + i).generator() for i in range(B)]
+    decoders = [StreamDecoder(tokenizer) for _ in range(B)]
+    done = [False] * B
+    t0 = time.perf_counter()
+    logits = engine.prefill(0, prompts)
+    t_prefill = time.perf_counter() - t0
+    steps = 0
+    t1 = time.perf_counter()
+    for step in range(args.max_new_tokens):
+        tokens = sample(logits, [params] * B, gens)
+        for i, tok in enumerate(tokens.tolist()):
+            if done[i]:
+                continue
+            if tokenizer.eos_id is not None and tok == tokenizer.eos_id:
+                done[i] = True
+                continue
+            delta = decoders[i].push(tok)
+            if args.stream:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+        if all(done) or step == args.max_new_tokens - 1:
+            break
+        logits = engine.decode(0, tokens)
+        steps += 1
+    t_decode = time.perf_counter() - t1
+    if args.stream:
+        sys.stdout.write(decoders[0].flush() + "\n")
+    else:
+        for i, d in enumerate(decoders):
+            d.flush()
+            print((f"[{i}] " if B > 1 else "") + args.prompt[i] + d.sent)
+    if args.stats:
+        tps = B * steps / t_decode if t_decode > 0 else float("nan")
+        print(f"prefill {t_prefill * 1e3:.1f} ms; decode {steps} steps x {B} rows: {tps:.1f} tokens/s; "
+              f"KV cache {engine.cache.bytes_per_token()} bytes/token ({engine.cache.policy})", file=sys.stderr)
+        if args.adaptive:
+            st = engine.stats
+            print(f"adaptive depth: {st.token_loops_run}/{st.token_loops_full} token-loops run "
+                  f"({100 * st.saved_fraction:.1f}% saved)", file=sys.stderr)
+    return 0
+
+
+def serve_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mythos serve", description="Serve a checkpoint over an OpenAI-compatible API.")
+    _engine_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--slots", type=int, default=16, help="sequences decoded together (continuous batching)")
+    p.add_argument("--name", default=None, help="model id reported by /v1/models (default: the argument)")
+    p.add_argument("--max-tokens", type=int, default=16, help="default max_tokens when a request omits it")
+    p.add_argument("--seed", type=int, default=0, help="weights seed for presets")
+    p.add_argument("--verbose", action="store_true", help="log every HTTP request")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.slots < 1:
+        p.error(f"--slots={args.slots} must be >= 1")
+    from mythos.infer.scheduler import Scheduler
+    from mythos.infer.server import ServeState, make_server
+
+    model, ckpt = load_model(args.model, seed=args.seed)
+    tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
+    try:
+        engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
+                                   cache_policy=args.cache_policy, adaptive=args.adaptive)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.compile:
+        engine.compile()
+    scheduler = Scheduler(engine).start()
+    name = args.name or (Path(args.model).name if ckpt else args.model)
+    state = ServeState(scheduler, tokenizer, name, default_max_tokens=args.max_tokens)
+    server = make_server(state, args.host, args.port, verbose=args.verbose)
+    host, port = server.server_address[:2]
+    print(f"mythos serve: {name} on http://{host}:{port}/v1 ({args.slots} slots, "
+          f"{engine.max_len} tokens context, tokenizer {tokenizer.name})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        scheduler.stop()
+    return 0
