@@ -114,7 +114,8 @@ from mythos.packets.compiler import compile_run
 t = time.perf_counter()
 summary = compile_run(sys.argv[1], return_packet=False)
 secs = time.perf_counter() - t
-print(json.dumps({**summary, "secs": secs, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({**summary, "secs": secs, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}))
 """
 
 
@@ -151,6 +152,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="*", help="evidence-record counts (lanes x per-lane)")
     parser.add_argument("--repeats", type=int, default=3, help="compiles per size below 100k (median reported)")
     parser.add_argument("--keep", type=Path, help="keep generated runs under this directory")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: compile runs already generated there")
     args = parser.parse_args()
     sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000])
     shapes = {1_000: (10, 100), 10_000: (20, 500), 100_000: (100, 1000), 1_000_000: (200, 5000)}
@@ -160,13 +162,17 @@ def main() -> int:
         for size in sizes:
             lanes, per_lane = shapes.get(size, (max(1, size // 1000), min(size, 1000)))
             out = base / f"n{size}"
-            shutil.rmtree(out, ignore_errors=True)
             t = time.perf_counter()
-            run = generate(out, lanes, per_lane)
+            if args.reuse and (out / "run" / "manifest.json").is_file():
+                run = out / "run"
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+                run = generate(out, lanes, per_lane)
             gen_secs = time.perf_counter() - t
             repeats = args.repeats if size < 100_000 else 1
             results = [compile_once(run) for _ in range(repeats)]
             secs = statistics.median(r["secs"] for r in results)
+            cpu = statistics.median(r["cpu"] for r in results)
             rss = max(r["rss_mb"] for r in results)
             packet_mb = (run / "state" / "next_pass_packet.json").stat().st_size / 1e6
             n_records = results[0]["evidence"]
@@ -174,8 +180,9 @@ def main() -> int:
             ref_note = (f"{REFERENCE[ref][0]:.2f}s ({REFERENCE[ref][0] / secs:.0f}x)"
                         if abs(ref - n_records) / n_records < 0.05 else "-")
             rows.append((n_records, results[0]["verifier_findings"], results[0]["contradictions"], gen_secs, secs,
-                         rss, packet_mb, ref_note, repeats))
-            print(f"n={n_records}: compile {secs:.2f}s, peak RSS {rss:.0f} MB", file=sys.stderr, flush=True)
+                         cpu, rss, packet_mb, ref_note, repeats))
+            print(f"n={n_records}: compile {secs:.2f}s wall, {cpu:.2f}s CPU, peak RSS {rss:.0f} MB", file=sys.stderr,
+                  flush=True)
             if size == sizes[0] and size <= 2_000:
                 linear, pairs, found = all_pairs_vs_linear(run)
                 print(f"contradiction detection on {n_records} records, same process: linear {linear * 1000:.1f} ms, "
@@ -186,13 +193,15 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print()
-    print("| evidence | findings | contradictions | generate | compile (median) | peak RSS | packet | reference §12 (ratio) | runs |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, vf, con, gen, secs, rss, mb, ref, reps in rows:
-        print(f"| {n:,} | {vf:,} | {con:,} | {gen:.1f} s | {secs:.2f} s | {rss:.0f} MB | {mb:.1f} MB | {ref} | {reps} |")
-    if len(rows) > 1:
-        for (n0, *_, s0, _r0, _m0, _f0, _k0), (n1, *_, s1, _r1, _m1, _f1, _k1) in zip(rows, rows[1:], strict=False):
-            print(f"growth {n0:,} -> {n1:,}: time x{s1 / s0:.1f} for records x{n1 / n0:.1f}")
+    print("| evidence | findings | contradictions | generate | compile wall (median) | compile CPU | peak RSS | packet "
+          "| reference wall §12 (ratio) | runs |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, vf, con, gen, secs, cpu, rss, mb, ref, reps in rows:
+        print(f"| {n:,} | {vf:,} | {con:,} | {gen:.1f} s | {secs:.2f} s | {cpu:.2f} s | {rss:.0f} MB | {mb:.1f} MB "
+              f"| {ref} | {reps} |")
+    for before, after in zip(rows, rows[1:], strict=False):
+        print(f"growth {before[0]:,} -> {after[0]:,} records (x{after[0] / before[0]:.1f}): wall x{after[4] / before[4]:.1f}"
+              f", CPU x{after[5] / before[5]:.1f}")
     return 0
 
 

@@ -108,6 +108,12 @@ def f32_value(value: float) -> float | None:
 
 
 _INDENTS = ["\n" + "  " * level for level in range(64)]
+_KEYS: list[dict[str, str]] = [{} for _ in range(64)]
+
+
+def _key_cache(level: int) -> dict[str, str]:
+    """Per-depth cache of ``<newline+indent>"key": `` so each key is escaped once per compile, not per record."""
+    return _KEYS[level] if level < len(_KEYS) else {}
 
 
 def _indent(level: int) -> str:
@@ -123,16 +129,21 @@ def pretty_parts(obj: Any, level: int, parts: list[str]) -> None:
         if not obj:
             parts.append("{}")
             return
-        inner = _indent(level + 1)
-        sep = "{"
+        keys = _key_cache(level)
+        first = True
         for key, value in obj.items():
-            parts.append(sep + inner + _encode_str(key) + ": ")
-            sep = ","
+            prefix = keys.get(key)
+            if prefix is None:
+                prefix = keys[key] = _indent(level + 1) + _encode_str(key) + ": "
             vtype = type(value)
             if vtype is str:
-                parts.append(_encode_str(value))
+                parts.append(("{" if first else ",") + prefix + _encode_str(value))
+            elif value is None:
+                parts.append(("{" if first else ",") + prefix + "null")
             else:
+                parts.append(("{" if first else ",") + prefix)
                 pretty_parts(value, level + 1, parts)
+            first = False
         parts.append(_indent(level) + "}")
     elif kind is list or kind is tuple:
         if not obj:
