@@ -142,3 +142,18 @@ def test_all_loop_slots_written_even_when_everything_halts():
     for t in range(3):
         latent = cache.loop_slot(t).tensors[0]
         assert latent[:, :4].abs().sum() > 0 and latent[:, 4:].abs().sum() == 0
+
+
+def test_early_exit_changes_nothing_but_loops_run():
+    torch.manual_seed(0)
+    model = Mythos(get_preset("tiny")).eval()
+    with torch.no_grad():
+        model.recurrent.act.halt.bias.fill_(10.0)  # all halt at loop 1
+    ids = torch.randint(0, 256, (2, 6))
+    fast = model(ids, n_loops=3, return_aux=True)
+    model.cfg.act_early_exit = False
+    full = model(ids, n_loops=3, return_aux=True)
+    assert fast.aux.loops_run == 1 and full.aux.loops_run == 3
+    torch.testing.assert_close(fast.logits, full.logits)
+    torch.testing.assert_close(fast.aux.ponder_cost, full.aux.ponder_cost)
+    assert fast.aux.mean_depth == full.aux.mean_depth == 1.0

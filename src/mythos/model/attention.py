@@ -94,7 +94,11 @@ class MLAttention(nn.Module):
         k_nope, v = self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
         q = torch.cat([q_nope.view(b, t, h, nope), q_rope], dim=-1).transpose(1, 2)
         k = torch.cat([k_nope, k_rope[:, :, None, :].expand(b, s, h, rd)], dim=-1).transpose(1, 2)
-        out = _attend(q, k, v.transpose(1, 2), start, self.dropout if self.training else 0.0)
+        v = v.transpose(1, 2)
+        pad = q.shape[-1] - self.v_dim
+        if pad > 0:  # equal q/k/v widths let SDPA use its fused kernel (3x faster on CPU than the math path)
+            v = F.pad(v, (0, pad))
+        out = _attend(q, k, v, start, self.dropout if self.training else 0.0)[..., : self.v_dim]
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
 

@@ -61,6 +61,7 @@ class MythosConfig:
     loop_theta: float = 10000.0  # base frequency of the loop-index sinusoid
     reference_compat: bool = False  # True: reproduce open-mythos semantics exactly (for parity)
     act: bool = True  # ACT halting on/off; off -> the output is the last loop's hidden state
+    act_early_exit: bool = True  # stop looping once every position halted (never while a KV cache is live)
     ponder_weight: float = 0.0  # suggested weight of aux.ponder_cost in the training loss
     router_bias_rate: float = 1e-3  # step size of the aux-loss-free router-bias update
     dense_hidden: int | None = None  # hidden width of prelude/coda SwiGLU; None -> dim * 4 // 3
@@ -144,7 +145,7 @@ class MythosConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
                 raise ConfigError(name, value, "must be a finite number >= 0")
-        for name in ("reference_compat", "act"):
+        for name in ("reference_compat", "act", "act_early_exit"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "must be True or False")
         if self.reference_compat and self.loop_dim != self.dim // 8:

@@ -21,8 +21,13 @@ class LoopAux:
 
     ponder_cost: torch.Tensor  # scalar, differentiable; 0 when ACT is off
     expert_load: torch.Tensor  # (n_experts,) fraction of routed assignments per expert, averaged over loops
-    hidden_norms: torch.Tensor  # (n_loops,) mean L2 norm of the hidden state after each loop
+    hidden_norms: torch.Tensor  # (loops_run,) mean L2 norm of the hidden state after each loop run
     depth: torch.Tensor  # scalar tensor: mean loops a position used before halting
+
+    @property
+    def loops_run(self) -> int:
+        """Loops actually executed: n_loops, or fewer when every position halted early (no cache)."""
+        return int(self.hidden_norms.shape[0])
 
     @property
     def mean_depth(self) -> float:

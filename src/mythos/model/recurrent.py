@@ -7,9 +7,11 @@ Each iteration t (h: hidden state, e: prelude output, frozen across loops):
     h        = A * h + B * e + out                      (LTIInjection, every A in (0, 1))
     p        = act(h)                                   (ACT halting probability)
 
-and the block's output is the ACT-weighted sum of the per-loop hidden states. The loop always runs all
-``n_loops`` iterations: halted positions get weight 0 afterwards, so stopping early would change nothing but
-cost a host sync — and with a KV cache every loop slot must be written on every call anyway.
+and the block's output is the ACT-weighted sum of the per-loop hidden states. Once every position has
+halted, later loops would only add zero-weighted states, so without a cache the loop stops there
+(``act_early_exit``; one host sync per loop, skipped under ``torch.compile``). With a KV cache it never
+stops early: every loop depth's cache slot must receive this call's keys, or later tokens would attend
+to holes.
 """
 
 from __future__ import annotations
@@ -121,6 +123,13 @@ class RecurrentBlock(nn.Module):
         self.act = ACTHalting(cfg.dim)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
+    @staticmethod
+    def _all_halted(halted: torch.Tensor) -> bool:
+        """Host-side check (one sync per loop); skipped while compiling so graphs stay static."""
+        if torch.compiler.is_compiling():
+            return False
+        return bool(halted.all())
+
     def step(
         self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
     ) -> torch.Tensor:
@@ -179,6 +188,8 @@ class RecurrentBlock(nn.Module):
                 used = used + running
                 cumulative = cumulative + p * running
                 halted = halted | (cumulative >= cfg.act_threshold)
+                if cache is None and cfg.act_early_exit and t < n_loops - 1 and self._all_halted(halted):
+                    break  # every later weight would be 0: skipping the loops changes nothing but time
         if cfg.act:
             out = h_out.to(h.dtype)
             ponder = (used + remainder_paid).mean()
@@ -188,7 +199,7 @@ class RecurrentBlock(nn.Module):
             ponder = torch.zeros((), device=dev)
         stats = LoopStats(
             ponder_cost=ponder,
-            expert_load=load / n_loops,
+            expert_load=load / len(norms),
             hidden_norms=torch.stack(norms),
             depth=used.mean(),
         )
