@@ -102,7 +102,18 @@ def _object(obj: object, where: str, what: str) -> dict:
     return obj
 
 
+_REF_SET = frozenset(REF_FIELDS)
+_EVIDENCE_SET = frozenset(EVIDENCE_FIELDS)
+
+
 def parse_ref(obj: object, where: str) -> dict:
+    if type(obj) is dict and obj.keys() <= _REF_SET:  # fast path for well-formed refs; errors take the slow path
+        sid, path, kind, digest = obj.get("source_id"), obj.get("path"), obj.get("kind"), obj.get("hash")
+        alg, span, observed = obj.get("hash_alg", HASH_ALG), obj.get("span"), obj.get("observed_at")
+        if (type(sid) is str and type(path) is str and type(kind) is str and type(digest) is str
+                and type(observed) is str and (alg == HASH_ALG or alg is None) and (span is None or type(span) is str)):
+            return {"source_id": _intern(sid), "path": _intern(path), "kind": _intern(kind), "hash": digest,
+                    "hash_alg": HASH_ALG, "span": span, "observed_at": _intern(observed)}
     ref = _object(obj, where, "source_ref")
     _unknown(ref, REF_FIELDS, where)
     parsed = {
