@@ -21,6 +21,7 @@ from mythos.packets.contradictions import (
     detect_contradictions,
 )
 from mythos.packets.schema import validate
+from mythos.packets.sources import parse_file_id, parse_span
 
 from .test_ingest import ev, fence
 
@@ -134,6 +135,20 @@ def test_missing_task_and_manifest_errors(tmp_path: Path, run: Path):
         compile_run(tmp_path)
 
 
+def test_overlapping_spans_contradict(run: Path):
+    ingest_text(run, lane="p", agent_id="agent-p", text=fence(
+        {"id": "ev-p", "kind": "code-change", "summary": "retry loop added", "source_ids": ["file:src/app.py:4-8"]}))
+    ingest_text(run, lane="q", agent_id="agent-q", text=fence(
+        {"id": "ev-q", "kind": "root-cause", "summary": "no retry anywhere", "source_ids": ["file:src/app.py:6"]},
+        {"id": "ev-r", "kind": "root-cause", "summary": "unrelated", "source_ids": ["file:src/app.py:9"]}))
+    packet = compile_run(run)
+    auto = [c for c in packet["contradictions"] if c["id"].startswith("con:auto:")]
+    assert [c["id"] for c in auto] == ["con:auto:ev-p:ev-q"]
+    assert "overlapping direct spans (file:src/app.py:4-8, file:src/app.py:6)" in auto[0]["summary"]
+    assert [r["source_id"] for r in auto[0]["source_refs"]] == ["file:src/app.py:4-8", "file:src/app.py:6"]
+    assert not validate(packet)
+
+
 def test_contradiction_quotes_follow_ids_and_log_counts(run: Path):
     ingest_text(run, lane="z", agent_id="agent-z", text=fence(
         {"id": "ev-b", "kind": "code-change", "summary": "the loop is bounded", "source_ids": ["log:build"]}))
@@ -158,7 +173,14 @@ def _naive(evidence: list[dict]) -> list[dict]:
             continue
         if a["kind"] != b["kind"] and frozenset((a["kind"], b["kind"])) in COMPATIBLE_KIND_PAIRS:
             continue
-        shared = direct[i] & direct[j]
+        shared = set(direct[i] & direct[j])
+        for x in direct[i]:
+            for y in direct[j]:
+                px, py = parse_file_id(x), parse_file_id(y)
+                if px and py and px[0] == py[0] and x != y:
+                    (a0, a1), (b0, b1) = parse_span(px[1]), parse_span(py[1])
+                    if a0 <= a1 and b0 <= b1 and a0 <= b1 and b0 <= a1:
+                        shared.update((x, y))
         if not shared:
             continue
         differ = ((a.get("agent_id") is not None and b.get("agent_id") is not None and a["agent_id"] != b["agent_id"])
@@ -183,8 +205,8 @@ record = st.fixed_dictionaries({
     "id": st.sampled_from([f"ev-{n}" for n in range(12)]),
     "kind": st.sampled_from(["observation", "proposal", "root-cause", "code-change", "symptom", "blocker", "gap"]),
     "summary": st.sampled_from(["a b c", "a b d", "x y z", "", "A B C", "fix it now"]),
-    "source_ids": st.lists(st.sampled_from(["file:a:1", "file:a:2", "command:t", "log:l", "raw:x", "test:u"]),
-                           max_size=3),
+    "source_ids": st.lists(st.sampled_from(["file:a:1", "file:a:2", "file:a:1-3", "file:a:3-2", "file:b:2",
+                                            "command:t", "log:l", "raw:x", "test:u"]), max_size=3),
 }, optional={"agent_id": st.sampled_from(["p", "q"]), "lane": st.sampled_from(["l1", "l2"])})
 
 

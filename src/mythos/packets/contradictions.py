@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .sources import CONTRADICTION_PREFIXES
+from .sources import CONTRADICTION_PREFIXES, parse_file_id, parse_span
 
 INFRASTRUCTURE_KINDS = frozenset({"subagent-session", "blocker", "objective"})
 COMPATIBLE_KIND_PAIRS = frozenset(
@@ -42,6 +42,7 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 def detect_contradictions(evidence: list[dict]) -> list[dict]:
     """Contradictions between evidence records, sorted by id (same rules as the reference, see docs)."""
     buckets: dict[str, list[int]] = {}
+    spans: dict[str, list[tuple[int, int, int, str]]] = {}
     direct: list[frozenset[str] | None] = []
     for index, record in enumerate(evidence):
         if record["kind"] in INFRASTRUCTURE_KINDS:
@@ -51,6 +52,8 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
         direct.append(ids)
         for sid in ids:
             buckets.setdefault(sid, []).append(index)
+            if sid.startswith("file:"):
+                _add_span(spans, sid, index)
 
     pairs: set[tuple[int, int]] = set()
     for members in buckets.values():
@@ -59,6 +62,8 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
         for position, left in enumerate(members):
             for right in members[position + 1:]:
                 pairs.add((left, right))
+    overlaps = _overlapping_spans(spans)
+    pairs.update(overlaps)
 
     tokens: dict[int, frozenset[str]] = {}
 
@@ -87,13 +92,16 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
         con_id = f"con:auto:{low}:{high}"
         if con_id in emitted:
             continue
-        shared = sorted(direct[left] & direct[right])  # type: ignore[operator]
+        exact = direct[left] & direct[right]  # type: ignore[operator]
+        near = overlaps.get((left, right), set())
+        shared = sorted(exact | near)
         shared_set = set(shared)
+        where = "the same direct span" if not near - exact else "overlapping direct spans"
         # Quote each summary next to its own id (the reference quoted in file order and could swap them).
         first, second = (a, b) if a["id"] <= b["id"] else (b, a)
         contradiction = {
             "id": con_id,
-            "summary": f"Evidence {low} and {high} disagree on the same direct span ({', '.join(shared)}): "
+            "summary": f"Evidence {low} and {high} disagree on {where} ({', '.join(shared)}): "
                        f"\"{first['summary']}\" vs \"{second['summary']}\"",
             "conflicting_item_ids": [low, high],
             "severity": _severity(kind_a, kind_b),
@@ -108,3 +116,31 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
             contradiction["source_refs"] = [refs[key] for key in sorted(refs)]
         emitted[con_id] = contradiction
     return [emitted[key] for key in sorted(emitted)]
+
+
+def _add_span(spans: dict[str, list[tuple[int, int, int, str]]], sid: str, index: int) -> None:
+    parsed = parse_file_id(sid)
+    bounds = parse_span(parsed[1]) if parsed else None
+    if parsed and bounds and bounds[0] <= bounds[1]:
+        spans.setdefault(parsed[0], []).append((bounds[0], bounds[1], index, sid))
+
+
+def _overlapping_spans(spans: dict[str, list[tuple[int, int, int, str]]]) -> dict[tuple[int, int], set[str]]:
+    """Record pairs citing different but overlapping line ranges of one file (``10`` vs ``8-12``).
+
+    A sweep over each file's ranges sorted by start keeps only ranges still open, so the work is the number of
+    overlapping pairs plus n log n, not all pairs. The reference matched identical ids only.
+    """
+    found: dict[tuple[int, int], set[str]] = {}
+    for items in spans.values():
+        if len(items) < 2:
+            continue
+        items.sort()
+        active: list[tuple[int, int, int, str]] = []
+        for start, end, index, sid in items:
+            active = [item for item in active if item[1] >= start]
+            for _, _, other, other_sid in active:
+                if other != index and other_sid != sid:
+                    found.setdefault((min(other, index), max(other, index)), set()).update((other_sid, sid))
+            active.append((start, end, index, sid))
+    return found
