@@ -107,7 +107,7 @@ _EVIDENCE_SET = frozenset(EVIDENCE_FIELDS)
 
 
 def parse_ref(obj: object, where: str) -> dict:
-    if type(obj) is dict and obj.keys() <= _REF_SET:  # fast path for well-formed refs; errors take the slow path
+    if type(obj) is dict and _REF_SET.issuperset(obj):  # fast path for well-formed refs; errors take the slow path
         sid, path, kind, digest = obj.get("source_id"), obj.get("path"), obj.get("kind"), obj.get("hash")
         alg, span, observed = obj.get("hash_alg", HASH_ALG), obj.get("span"), obj.get("observed_at")
         if (type(sid) is str and type(path) is str and type(kind) is str and type(digest) is str
@@ -141,8 +141,48 @@ def _refs(obj: dict, where: str) -> list[dict]:
     return [parse_ref(item, f"{where} source_refs[{n}]") for n, item in enumerate(value)]
 
 
+def _fast_evidence(obj: dict, where: str) -> dict | None:
+    """The common shape (what ingest writes) without per-field calls; None sends the record to the checked path."""
+    rid, kind, summary, sids, observed = (obj.get("id"), obj.get("kind"), obj.get("summary"), obj.get("source_ids"),
+                                          obj.get("observed_at"))
+    if not (type(rid) is str and type(kind) is str and type(summary) is str and type(observed) is str
+            and type(sids) is list and all(type(sid) is str for sid in sids)):
+        return None
+    parsed: dict[str, Any] = {"id": rid, "kind": _intern(kind), "summary": summary,
+                              "source_ids": [_intern(sid) for sid in sids]}
+    if "source_refs" in obj:
+        refs = obj["source_refs"]
+        if type(refs) is not list:
+            return None
+        if refs:
+            parsed["source_refs"] = [parse_ref(ref, f"{where} source_refs[{n}]") for n, ref in enumerate(refs)]
+    parsed["observed_at"] = _intern(observed)
+    for name in ("agent_id", "lane"):
+        value = obj.get(name)
+        if value is not None:
+            if type(value) is not str:
+                return None
+            parsed[name] = _intern(value)
+    confidence = obj.get("confidence")
+    if confidence is not None:
+        if type(confidence) not in (int, float):
+            return None
+        parsed["confidence"] = float(confidence)
+    for name in ("rationale", "diff_ref", "span_before", "span_after"):
+        value = obj.get(name)
+        if value is not None:
+            if type(value) is not str:
+                return None
+            parsed[name] = value
+    return parsed
+
+
 def parse_evidence(obj: object, where: str) -> dict:
     """Validate one evidence record; return it with keys in packet order and None/empty optionals dropped."""
+    if type(obj) is dict and _EVIDENCE_SET.issuperset(obj):
+        fast = _fast_evidence(obj, where)
+        if fast is not None:
+            return fast
     record = _object(obj, where, "evidence record")
     _unknown(record, EVIDENCE_FIELDS, where)
     parsed: dict[str, Any] = {
