@@ -84,6 +84,14 @@ def _bound_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, 
         return {f"arg{i}": a for i, a in enumerate(args)} | dict(kwargs)
 
 
+def full_depth_forward(model: nn.Module, probe: Probe, **kwargs: Any) -> Any:
+    """Forward the probe through every loop: a live cache rules out the ACT early exit, so per-loop
+    observations (injected e, loop embedding, hidden norms, expert load) cover all ``n_loops``."""
+    ids = probe.input_ids
+    cache = model.new_cache(batch_size=ids.shape[0], max_len=ids.shape[1], n_loops=probe.n_loops)
+    return model(ids, n_loops=probe.n_loops, cache=cache, **kwargs)
+
+
 def _is_moe(module: nn.Module) -> bool:
     return hasattr(module, "router") or "moe" in type(module).__name__.lower()
 
@@ -225,7 +233,7 @@ def check_e_frozen(model: nn.Module, probe: Probe) -> list[Finding]:
 
     handle = injection.register_forward_pre_hook(record, with_kwargs=True)
     with _hooks(handle), torch.no_grad():
-        model(probe.input_ids, n_loops=probe.n_loops)
+        full_depth_forward(model, probe)
     if len(seen) < 2:
         return [
             Finding(
@@ -418,7 +426,7 @@ def check_loop_embedding(model: nn.Module, probe: Probe) -> list[Finding]:
 
     handle = model.recurrent.loop_embedding.register_forward_hook(record, with_kwargs=True)
     with _hooks(handle), torch.no_grad():
-        model(probe.input_ids, n_loops=probe.n_loops)
+        full_depth_forward(model, probe)
     width = int(changed.sum())
     channels = changed.nonzero().flatten().tolist()
     contiguous_prefix = channels == list(range(width))
@@ -586,7 +594,7 @@ COLLAPSE_FRACTION = 0.9  # one expert chosen by more than this fraction of token
 def check_hidden_norms(model: nn.Module, probe: Probe) -> list[Finding]:
     """Per-loop mean hidden-state norm on the probe: finite, and not growing geometrically with depth."""
     with torch.no_grad():
-        out = model(probe.input_ids, n_loops=probe.n_loops, return_aux=True)
+        out = full_depth_forward(model, probe, return_aux=True)
     norms = out.aux.hidden_norms.detach().float().flatten()
     shown = ", ".join(f"{v:.3g}" for v in norms.tolist())
     if not torch.isfinite(norms).all() or not torch.isfinite(_logits(out)).all():
@@ -619,7 +627,7 @@ def check_experts(model: nn.Module, probe: Probe) -> list[Finding]:
     """Router statistics on the probe: no expert unused when it should see tokens, none taking most of them."""
     cfg = model.cfg
     with torch.no_grad():
-        out = model(probe.input_ids, n_loops=probe.n_loops, return_aux=True)
+        out = full_depth_forward(model, probe, return_aux=True)
     load = out.aux.expert_load.detach().float().flatten()
     n_tokens = probe.input_ids.numel() * probe.n_loops
     expected = n_tokens * cfg.n_experts_per_tok / cfg.n_experts
