@@ -64,7 +64,14 @@ def test_full_trace_run_over_http(server):
     assert "*Depth: 4 rounds, converged at round 4. Mode: trace.*" in rec.rendered
 
 
-@pytest.mark.parametrize("model", ["empty", "garbage", "prose", "http500", "http429"])
+def test_prose_replies_become_the_answer_with_a_note(server):
+    rec = think(server, "prose")
+    assert rec.halting["reason"] == "round_failed" and not rec.coda.get("fallback")
+    assert rec.coda["final_answer"].startswith("I think this is a really interesting question")
+    assert any("ignored the JSON format" in f for f in rec.fallbacks) and "*Fallbacks:" in rec.rendered
+
+
+@pytest.mark.parametrize("model", ["empty", "garbage", "http500", "http429"])
 def test_every_call_failing_ends_cleanly_with_a_footer(server, model):
     rec = think(server, model)
     assert rec.coda["fallback"] and "*Fallbacks:" in rec.rendered

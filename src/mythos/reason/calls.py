@@ -80,7 +80,7 @@ class Caller:
 
     async def call(self, *, phase: str, lens: str | None, tag: str, messages: list[Message],
                    reply_model: type[T], max_tokens: int | None = None,
-                   deadline_s: float | None = None) -> tuple[T | None, CallRecord]:
+                   deadline_s: float | None = None, prose_field: str | None = None) -> tuple[T | None, CallRecord]:
         """Run one call to completion; never raises except BudgetExhausted. A failed call returns (None, rec)."""
         rec = CallRecord(index=len(self.record.calls), phase=phase, lens=lens, tag=tag, t_start=self.now())
         self.record.calls.append(rec)
@@ -98,7 +98,8 @@ class Caller:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(limit):
-                    parsed = await self._attempts(rec, messages, reply_model, max_tokens, started + limit)
+                    parsed = await self._attempts(rec, messages, reply_model, max_tokens, started + limit,
+                                                  prose_field)
             except TimeoutError:
                 parsed = None
                 rec.status, rec.error_kind = "failed", "timeout"
@@ -107,7 +108,7 @@ class Caller:
         return parsed, rec
 
     async def _attempts(self, rec: CallRecord, messages: list[Message], reply_model: type[T],
-                        max_tokens: int | None, call_deadline: float) -> T | None:
+                        max_tokens: int | None, call_deadline: float, prose_field: str | None = None) -> T | None:
         policy = self.policy
         convo = list(messages)
         while True:
@@ -154,6 +155,13 @@ class Caller:
                         {"role": "user", "content": REPAIR_PROMPT.format(reason=exc)},
                     ]
                     continue
+                text = (completion.text or "").strip()
+                if prose_field and exc.kind == "unparseable" and text and not text.startswith("<"):
+                    # Small models often answer in plain prose: for an answer-bearing phase, that prose *is*
+                    # the answer. Kept, and marked so the footer can say the format was ignored.
+                    rec.status, rec.error_kind = "ok", "prose"
+                    rec.error = "the reply ignored the JSON format; its text was used as it is"
+                    return reply_model.model_validate({prose_field: text})  # type: ignore[return-value]
                 rec.status = "failed"
                 return None
             rec.status, rec.error_kind, rec.error = "ok", None, None

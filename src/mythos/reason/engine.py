@@ -254,8 +254,9 @@ class Engine:
     async def _direct(self) -> None:
         reply, rec = await self.caller.call(phase="direct", lens=None, tag="direct",
                                             messages=prompts.direct_messages(self.inv.question, self.record.prelude),
-                                            reply_model=CodaReply)
+                                            reply_model=CodaReply, prose_field="final_answer")
         if reply is not None:
+            self._note_prose(rec)
             self.record.coda = reply.model_dump()
         else:
             self.record.fallbacks.append(f"the direct answer failed ({rec.error_kind})")
@@ -267,9 +268,10 @@ class Engine:
         reply, rec = await self.caller.call(
             phase="silent", lens=None, tag="silent",
             messages=prompts.silent_single_messages(self.inv.question, self.record.prelude, path),
-            reply_model=CodaReply)
+            reply_model=CodaReply, prose_field="final_answer")
         self.record.halting = {"reason": "single_call", "at_round": None}
         if reply is not None:
+            self._note_prose(rec)
             self.record.coda = reply.model_dump()
         else:
             self.record.fallbacks.append(f"the single silent call failed ({rec.error_kind})")
@@ -394,12 +396,13 @@ class Engine:
         if affordable and self.caller.remaining() > 0 and mode != "direct" and (self.trajectory or record.merge):
             try:
                 reply, rec = await self.caller.call(
-                    phase="coda", lens=None, tag="coda", reply_model=CodaReply,
+                    phase="coda", lens=None, tag="coda", reply_model=CodaReply, prose_field="final_answer",
                     messages=prompts.coda_messages(self.inv.question, record.prelude, mode,
                                                    self._coda_trajectory(), record.notes + record.fallbacks))
             except BudgetExhausted:
                 reply, rec = None, None
             if reply is not None:
+                self._note_prose(rec)
                 record.coda = reply.model_dump()
                 return
             why = f"the Coda call failed ({rec.error_kind})" if rec else "the budget was spent before the Coda"
@@ -411,6 +414,10 @@ class Engine:
             why = "no usable step finished, so there was nothing to synthesize"
         record.fallbacks.append(f"{why}; the answer below was assembled by the engine, not the model")
         record.coda = self._local_coda()
+
+    def _note_prose(self, rec) -> None:
+        if rec is not None and rec.error_kind == "prose":
+            self.record.fallbacks.append(f"the {rec.phase} reply ignored the JSON format; its prose is the answer")
 
     def _local_coda(self) -> dict[str, Any]:
         """The answer when no model can give one: what the run did learn, stated plainly."""
@@ -427,7 +434,7 @@ class Engine:
             parts.append("Independent findings:\n" + "\n".join(f"- {s}" for s in findings))
         if not parts:
             failures = [f"{c.tag}: {c.error_kind}" for c in record.calls if c.status != "ok"]
-            parts.append("No answer could be produced: the backend gave no usable reply "
+            parts.append("No answer could be produced: no reply from the backend could be used "
                          f"({'; '.join(failures[:4]) or 'no call was made'}). Check the backend URL, model and "
                          "key, or raise the deadlines.")
         return {"trajectory": self.trajectory, "cross_check": "not performed (engine fallback)",

@@ -74,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.slots:
             t_start = time.monotonic()
-            status, body, ctype = srv.behave(model, messages, anthropic)
+            status, body, ctype = srv.behave(model, messages, anthropic, int(payload.get("max_tokens") or 256))
             if srv.latency_s:
                 time.sleep(srv.latency_s)
             t_end = time.monotonic()
@@ -106,7 +106,8 @@ class _Server(ThreadingHTTPServer):
         self.counts: dict[tuple[str, str], int] = {}
         self.rngs: dict[str, random.Random] = {}
 
-    def behave(self, model: str, messages: list[dict[str, str]], anthropic: bool) -> tuple[int, bytes, str]:
+    def behave(self, model: str, messages: list[dict[str, str]], anthropic: bool,
+               max_tokens: int) -> tuple[int, bytes, str]:
         tag = tag_of(messages)
         kind = model.split("/")[0]
         with self.lock:
