@@ -56,3 +56,14 @@ def test_fixture_packet_validates_and_validator_rejects_bad_packets():
     assert any("does not match" in p for p in problems)
     assert any("missing required field 'rationale'" in p for p in problems)
     assert any("at least 1 item" in p for p in problems)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path: Path):
+    import os
+
+    run = copy_inputs(shared_fixture(), tmp_path / "run")
+    compile_run(run)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in STATE_FILES:
+        assert (run / "state" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

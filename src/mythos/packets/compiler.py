@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from .layout import (
     require_run_dir,
     run_lock,
     source_root,
+    temp_beside,
 )
 from .records import parse_evidence, parse_finding
 from .sources import DIRECT_PREFIXES, SourceFiles, parse_span
@@ -400,8 +400,7 @@ def _packet_fields(c: Compiled, d: dict, *, lazy: bool):
 
 
 def _write_streamed(path: Path, fields) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="\n",
                                                            write_through=False) as out:

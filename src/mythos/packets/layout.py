@@ -59,11 +59,27 @@ def run_lock(run_dir: Path, *, shared: bool = False) -> Iterator[None]:
         os.close(fd)  # closing drops the flock
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file next to ``path`` with the permissions a plain ``open(path, "w")`` would give (not mkstemp's 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
 def atomic_write(path: Path, data: bytes | str, *, fsync: bool = True) -> None:
     """Write via a temp file in the same directory and ``os.replace``: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
