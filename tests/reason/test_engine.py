@@ -314,3 +314,33 @@ def test_packet_failure_falls_back_to_the_record(tmp_path):
     blocker.write_text("x")
     rec, _ = run(f"deep {Q_ETHICS}", packets=True, packets_dir=str(blocker))
     assert rec.packet["used"] is False and rec.merge["source"] == "findings" and rec.coda["final_answer"]
+
+
+ESCALATE = {"round:*": {"status": "evolving"}, "round:2:*": {"missed_driver": "System dynamics"},
+            "reprelude": {"complexity_checks": {"multi_hop": True, "ambiguous_tradeoffs": True,
+                                                "hidden_assumptions": True, "high_stakes": True}}}
+
+
+def test_reprelude_escalates_an_unforced_run_to_agent():
+    rec, backend = run(Q_GENERIC, patches=ESCALATE)  # silent by routing, not forced
+    assert rec.escalation["from"] == "silent" and rec.escalation["to"] == "agent"
+    assert rec.halting["reason"] == "escalated" and len(rec.rounds) == 2
+    subs = [r for r in backend.requests if r.tag.startswith("sub:")]
+    assert len(subs) >= 3 and all("INSIGHTS ALREADY ESTABLISHED" in r.messages[-1]["content"] for r in subs)
+    assert rec.rounds[0].insight in subs[0].messages[-1]["content"]
+    assert "Mode: silent → agent (escalated after the re-Prelude at round 2)." in rec.rendered
+    assert not ROUND_HEADER.search(rec.rendered)  # still silent on screen
+
+
+def test_forced_mode_is_not_escalated():
+    rec, _ = run(f"trace {Q_GENERIC}", patches=ESCALATE)
+    assert rec.escalation is None and rec.reprelude["escalation"].startswith("not performed")
+    forced_ok, _ = run(f"trace {Q_GENERIC}", patches=ESCALATE, allow_escalation_of_forced=True)
+    assert forced_ok.escalation["to"] == "agent" and "### Subagent A" in forced_ok.rendered
+    assert "Mode: trace → agent" in forced_ok.rendered
+
+
+def test_silent_switches_to_trace_when_the_user_must_verify():
+    rec, _ = run(Q_GENERIC, patches={"round:2:*": {"needs_user_verification": True}})
+    assert rec.route["final_mode"] == "trace" and rec.escalation["from"] == "silent"
+    assert "### Round 1: Clarify" in rec.rendered and "Mode: silent → trace (escalated at round 2" in rec.rendered

@@ -44,11 +44,12 @@ def _classify(engine: Engine, sub: SubagentRecord, reply: SubagentReply | None, 
     sub.status = "no_insight" if finding.lower().startswith(NO_INSIGHT_PREFIX) else "ok"
 
 
-async def _dispatch(engine: Engine, sub: SubagentRecord, total: int) -> None:
+async def _dispatch(engine: Engine, sub: SubagentRecord, total: int, seed_chain: list[str] | None) -> None:
     tag = f"sub:{sub.letter}:{sub.lens_id}"
     reply, rec = await engine.caller.call(
         phase="subagent", lens=sub.lens_id, tag=tag, reply_model=SubagentReply,
-        messages=prompts.subagent_messages(engine.inv.question, engine.record.prelude, sub.lens_id, total, tag))
+        messages=prompts.subagent_messages(engine.inv.question, engine.record.prelude, sub.lens_id, total, tag,
+                                           seed_chain=seed_chain))
     sub.call = rec.index
     _classify(engine, sub, reply, f"{rec.error_kind}: {rec.error}" if rec.error_kind else None)
 
@@ -80,15 +81,19 @@ def _lone_tensions(subs: list[SubagentRecord]) -> list[str]:
     return lone
 
 
-async def run_agent(engine: Engine, lenses: list[AgentLens]) -> None:
+async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[str] | None = None,
+                    escalated: bool = False) -> None:
+    """Dispatch, classify, recover, compile, merge. ``escalated``: the run started as silent/trace and the
+    subagents continue it (seeded with its insight chain); an all-failed fan-out then ends with the rounds."""
     record, cfg = engine.record, engine.config
     record.agent_lenses = [a.to_dict() for a in lenses]
-    record.prelude["total_rounds"] = len(lenses)
+    if not escalated:
+        record.prelude["total_rounds"] = len(lenses)
     subs = [SubagentRecord(letter=string.ascii_uppercase[i], lens_id=a.lens_id, base=a.base)
             for i, a in enumerate(lenses)]
     record.subagents = subs
     n = len(subs)
-    outcomes = await asyncio.gather(*(_dispatch(engine, s, n) for s in subs), return_exceptions=True)
+    outcomes = await asyncio.gather(*(_dispatch(engine, s, n, seed_chain) for s in subs), return_exceptions=True)
     budget_hit = None
     for sub, outcome in zip(subs, outcomes, strict=True):
         if isinstance(outcome, BudgetExhausted):
@@ -105,6 +110,10 @@ async def run_agent(engine: Engine, lenses: list[AgentLens]) -> None:
     k = len(failed)
     if k == 0:
         record.fallback_row = "none"
+    elif k == n and escalated:
+        record.fallback_row = "all_failed"
+        record.notes.append("all escalated subagents failed: the answer rests on the rounds already run")
+        return
     elif k == n:
         record.fallback_row = "all_failed"
         record.notes.append("all subagents failed: abandoned agent mode for silent mode with the standard rotation")

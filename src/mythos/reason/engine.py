@@ -52,6 +52,7 @@ class EngineConfig:
     show_prelude_for_direct: bool = False
     max_concurrency: int = 5  # >= max_subagents, so a full fan-out is in flight at once
     run_deadline_s: float = 300.0
+    allow_escalation_of_forced: bool = False  # may a keyword-forced mode escalate after a re-Prelude? [D-19]
     no_delta_similarity: float = 0.9  # Jaccard word overlap at which a new insight counts as a repeat [D-14]
     rephrase_similarity: float = 0.92  # finding vs question overlap at which a subagent just rephrased [D-20]
     packets: bool = True  # route agent findings through the packet compiler when it is importable
@@ -344,12 +345,47 @@ class Engine:
                     break
                 slots = slots[:i + 1] + await self._reprelude(number, reply.missed_driver, slots[i + 1:], chain)
                 drivers = list(record.reprelude["prelude"]["primary_drivers"])
+                if self._may_escalate() and record.reprelude["prelude"]["complexity"] >= 4:
+                    await self._escalate_to_agent(number, slots[i + 1:], chain)
+                    halted = True
+                    break
+            if (reply.needs_user_verification and number >= 2 and mode == "silent"
+                    and record.route.get("final_mode") == "silent" and self._may_escalate()):
+                record.route["final_mode"] = mode = "trace"  # the remaining rounds (and the earlier ones) are shown
+                record.escalation = {"from": "silent", "to": "trace", "after_round": number,
+                                     "why": "a round surfaced a controversy the user needs to verify"}
+                record.notes.append(f"escalated silent → trace at round {number}: the user needs to verify a claim")
             i += 1
         skipped = [s.lens for s in slots[i + 1:]] if halted else []
         if not halted:
             self._halt("max_rounds", len(record.rounds))
         record.halting["skipped_lenses"] = skipped
         record.halting["budget_rounds"] = len(slots)
+
+    def _may_escalate(self) -> bool:
+        """A mode forced by keyword or API is not escalated unless the config allows it [D-19]."""
+        return not self.record.route.get("forced") or self.config.allow_escalation_of_forced
+
+    async def _escalate_to_agent(self, after_round: int, remaining: list, chain: list[str]) -> None:
+        """Re-scored complexity crossed the agent threshold: dispatch the remaining lenses as subagents seeded
+        with the insight chain, then merge [§6.4]."""
+        from mythos.reason.agent import run_agent
+
+        record = self.record
+        origin = record.route["final_mode"]
+        bases = [lens for lens in dict.fromkeys(s.lens for s in remaining) if lens != "Synthesize"]
+        for pad in ("Challenge", "Expand", "Deepen"):
+            if len(bases) >= self.config.min_subagents:
+                break
+            if pad not in bases:
+                bases.append(pad)
+        lenses = [AgentLens(lens, lens, "escalated after the re-Prelude") for lens in bases[:self.config.max_subagents]]
+        record.escalation = {"from": origin, "to": "agent", "after_round": after_round,
+                             "why": f"re-scored complexity {record.reprelude['prelude']['complexity']} >= 4"}
+        record.reprelude["escalation"] = "agent"
+        record.notes.append(f"escalated {origin} → agent after the re-Prelude at round {after_round}")
+        self._halt("escalated", after_round)
+        await run_agent(self, lenses, seed_chain=list(chain), escalated=True)
 
     async def _reprelude(self, after_round: int, missed: str, remaining: list, chain: list[str]) -> list:
         """Re-diagnose once, keep every prior round, and re-budget only the lenses still to come [§6.4]."""
@@ -362,8 +398,8 @@ class Engine:
         new["budget"] = [b.to_dict() for b in budget]
         self.record.reprelude = {"after_round": after_round, "missed_driver": missed, "prelude": new,
                                  "escalation": None}
-        if new["complexity"] >= 4 and self.record.route.get("final_mode") != "agent":
-            self.record.reprelude["escalation"] = "not performed: the engine keeps the mode after a re-Prelude"
+        if new["complexity"] >= 4 and not self._may_escalate():
+            self.record.reprelude["escalation"] = "not performed: the mode was forced [D-19]"
         self.record.notes.append(f"re-Prelude after round {after_round}: missed driver {missed}")
         return expand_rounds(budget)
 

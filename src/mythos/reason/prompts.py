@@ -110,11 +110,15 @@ def round_messages(question: str, prelude: dict[str, Any], chain: list[str], len
 
 
 def subagent_messages(question: str, prelude: dict[str, Any], lens_id: str, total: int, tag: str,
-                      recovery: bool = False) -> list[Message]:
+                      recovery: bool = False, seed_chain: list[str] | None = None) -> list[Message]:
     who = ("You are re-running one analyst's lens that failed, on your own." if recovery else
            f"You are one of {total} independent analysts working in parallel; you will not see the others' work "
            "and they will not see yours.")
-    body = [who, question_block(question), prelude_summary(prelude), lens_block(lens_id),
+    body = [who, question_block(question), prelude_summary(prelude)]
+    if seed_chain:
+        body.append("INSIGHTS ALREADY ESTABLISHED (earlier sequential rounds; build beyond them):\n"
+                    + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(seed_chain)))
+    body += [lens_block(lens_id),
             "Give one specific, novel, falsifiable finding in one sentence — or exactly 'No novel insight under "
             "this lens — <reason>' rather than padding. Do not drift toward what you guess the others will say. "
             "Explain your reasoning in 3-8 sentences that reference the question.",

@@ -80,6 +80,7 @@ class RunRecord:
     subagents: list[SubagentRecord] = field(default_factory=list)
     halting: dict[str, Any] = field(default_factory=dict)
     reprelude: dict[str, Any] | None = None
+    escalation: dict[str, Any] | None = None
     fallback_row: str | None = None
     fallbacks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

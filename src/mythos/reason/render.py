@@ -106,7 +106,13 @@ def footer(rec: RunRecord) -> str:
             item["lens"] for item in rec.budget for _ in range(item["count"]))
         n = len(rec.rounds) if rec.rounds else sum(item["count"] for item in rec.budget)
         strategy = " (single call)" if rec.config.get("silent_strategy") == "single_call" else ""
-        lines = [f"*Depth: {n} latent passes. Mode: silent{strategy}. Lens path: {path}.*"]
+        esc = rec.escalation
+        if esc and esc.get("to") == "agent":
+            k = len(rec.subagents)
+            lines = [f"*Depth: {n} latent passes + {k} parallel subagents merged. Mode: silent → agent (escalated "
+                     f"after the re-Prelude at round {esc['after_round']}). Lens path: {path}.*"]
+        else:
+            lines = [f"*Depth: {n} latent passes. Mode: silent{strategy}. Lens path: {path}.*"]
     elif mode == "trace":
         n = len(rec.rounds)
         discarded = sum(1 for r in rec.rounds if r.discarded)
@@ -123,7 +129,15 @@ def footer(rec: RunRecord) -> str:
             how = f"halted at round {at} (the round failed)"
         else:
             how = f"halted ({(reason or 'unknown').replace('_', ' ')})"
-        lines = [f"*Depth: {depth}, {how}. Mode: trace.*"]
+        esc = rec.escalation
+        if esc and esc.get("to") == "agent":
+            lines = [f"*Depth: {depth} + {len(rec.subagents)} parallel subagents merged. Mode: trace → agent "
+                     f"(escalated after the re-Prelude at round {esc['after_round']}).*"]
+        elif esc and esc.get("from") == "silent":
+            lines = [f"*Depth: {depth}, {how}. Mode: silent → trace (escalated at round {esc['after_round']}: "
+                     "a claim needs your verification).*"]
+        else:
+            lines = [f"*Depth: {depth}, {how}. Mode: trace.*"]
     else:  # agent
         n = len(rec.subagents)
         row = rec.fallback_row
@@ -151,6 +165,8 @@ def render(rec: RunRecord) -> str:
     if mode == "trace" or (mode == "agent" and rec.fallback_row != "all_failed"):
         body += _prelude_block(rec, mode)
         body += _round_blocks(rec) if mode == "trace" else _agent_blocks(rec)
+        if mode == "trace" and rec.escalation and rec.escalation.get("to") == "agent":
+            body += _agent_blocks(rec)
         body.append("")
     elif mode == "direct" and rec.config.get("show_prelude_for_direct") and rec.prelude:
         p = rec.prelude
