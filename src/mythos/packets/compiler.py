@@ -6,6 +6,7 @@ sorted, no clock, locale or environment value reaches the output, and floats are
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .contradictions import detect_contradictions
 from .errors import PacketError
+from .hashing import fnv1a64_text
 from .inputs import current_fingerprint, read_jsonl, walk_raw
 from .jsonfmt import F32, Stream, dumps_compact, write_pretty_object
 from .layout import (
@@ -69,8 +71,6 @@ def _read_inputs(run_dir: Path) -> tuple[dict, str, list[dict], list[dict], list
     with run_lock(run_dir, shared=True):
         manifest_bytes = (run_dir / "manifest.json").read_bytes()
         manifest = read_manifest(run_dir)
-        import hashlib
-
         fingerprint["manifest.json"] = hashlib.sha256(manifest_bytes).hexdigest()
         try:
             task_bytes = (run_dir / TASK).read_bytes()
@@ -156,8 +156,6 @@ def _assemble_sources(raw_refs, evidence, findings, created_at, files: SourceFil
         for ref in record.get("source_refs", ()):
             declared_by[len(candidates)] = record["id"]
             candidates.append(ref)
-    from .hashing import fnv1a64_text
-
     for record in evidence:
         candidates.append({
             "source_id": f"evidence:{record['id']}", "path": EVIDENCE, "kind": record["kind"],
