@@ -344,3 +344,12 @@ def test_silent_switches_to_trace_when_the_user_must_verify():
     rec, _ = run(Q_GENERIC, patches={"round:2:*": {"needs_user_verification": True}})
     assert rec.route["final_mode"] == "trace" and rec.escalation["from"] == "silent"
     assert "### Round 1: Clarify" in rec.rendered and "Mode: silent → trace (escalated at round 2" in rec.rendered
+
+
+def test_run_deadline_during_the_fan_out_is_reported_not_hidden():
+    rec, _ = run(f"deep {Q_ETHICS}", latency=lambda tag: 5.0 if tag.startswith("sub:") else 0.0,
+                 run_deadline_s=2.0, call_deadline_s=10, attempt_timeout_s=10)
+    assert rec.halting["reason"] == "run_deadline" and rec.merge is None
+    assert all(s.status == "failed" and "cancelled" in s.error for s in rec.subagents)
+    assert "parallel subagents dispatched, not merged (run deadline). Mode: agent." in rec.rendered
+    assert "*Fallbacks:" in rec.rendered

@@ -62,7 +62,7 @@ FOOTERS = {
                          r"|^\*Lens path: .+\(\d+ rounds?, converged\)\.\*$", re.MULTILINE),
     "trace": re.compile(r"^\*Depth: \d+ rounds?( \(\d+ discarded as negative-delta\))?, .+\. Mode: trace\.\*$",
                         re.MULTILINE),
-    "agent": re.compile(r"^\*Depth: \d+ (parallel subagents merged|latent passes)\. Mode: agent.*\*$", re.MULTILINE),
+    "agent": re.compile(r"^\*Depth: \d+ (parallel subagents merged|latent passes)\. Mode: agent.*\*$", re.MULTILINE),  # noqa: E501
 }
 
 

@@ -153,6 +153,9 @@ class Engine:
                 call.status, call.error_kind = "failed", "run_deadline"
                 call.error = "cancelled by the run deadline"
                 call.t_end = self.caller.now()
+        for sub in record.subagents:
+            if sub.status == "pending":
+                sub.status, sub.error = "failed", "cancelled: the run stopped before it answered"
         if not record.route:  # stopped before the Prelude finished: there is no mode to claim
             record.route = {"score": None, "default_mode": None, "forced_mode": inv.forced_mode,
                             "final_mode": "none", "forced": inv.forced_mode is not None}

@@ -150,6 +150,9 @@ def footer(rec: RunRecord) -> str:
             k = sum(1 for s in rec.subagents if s.status in ("recovered", "recovery_failed"))
             lines = [f"*Depth: {n} parallel subagents merged. Mode: agent ({k} subagents failed; recovered via "
                      "silent single-pass).*"]
+        elif rec.merge is None:  # the run stopped (deadline, budget) before the merge
+            reason = (halting.get("reason") or "unknown").replace("_", " ")
+            lines = [f"*Depth: {n} parallel subagents dispatched, not merged ({reason}). Mode: agent.*"]
         else:
             lines = [f"*Depth: {n} parallel subagents merged. Mode: agent.*"]
     if mode not in ("direct", "none"):
