@@ -27,9 +27,18 @@ def test_eight_processes_fifty_records_each(tmp_path: Path, project: Path):
     run = init_run(tmp_path / "run", task="concurrency", root=project)
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(run), str(w)], stderr=subprocess.PIPE, text=True)
              for w in range(8)]
+    compiles = 0
+    while any(proc.poll() is None for proc in procs):
+        packet = compile_run(run)  # compile holds the lock shared: it never sees half an ingest
+        sessions = {r["source_ids"][0] for r in packet["evidence"] if r["kind"] == "subagent-session"}
+        for record in packet["evidence"]:
+            if record["id"].startswith("ev-w"):
+                assert record["source_ids"][0] in sessions
+        compiles += 1
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
+    assert compiles >= 1
     lines = (run / "worker-results/evidence.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]  # every line is one whole record
     ids = [r["id"] for r in records]
