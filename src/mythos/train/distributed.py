@@ -61,8 +61,8 @@ def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [info.device.index] if info.device.type == "cuda" else None
-        # Truncated backprop leaves early-loop activations without grads but every parameter still gets one.
-        return DistributedDataParallel(model, device_ids=ids)
+        # Some parameters legitimately get no gradient (the ACT head when ACT is off), so DDP must look for them.
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -113,4 +113,6 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, opt
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
+    # strict=False: parameters that never got a gradient (the ACT head with ACT off) have no Adam state to load.
+    set_optimizer_state_dict(model, optimizer, optim_state,
+                             options=StateDictOptions(full_state_dict=True, strict=False))

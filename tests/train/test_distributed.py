@@ -1,0 +1,48 @@
+"""torchrun with 2 CPU processes (gloo): DDP and FSDP2 give the single-process losses at the same global batch."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ARGS = ["--model", "tiny", "--set", "dim=32", "--set", "act=false", "--task", "binding",
+        "--task-option", "n_statements=6", "--task-option", "n_names=12", "--train-hops", "3", "--loops", "1:3",
+        "--seed", "3", "--no-progress", "--steps", "4", "--warmup", "1", "--lr", "3e-3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _losses(run) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "telemetry.jsonl").read_text().splitlines()]
+
+
+def _torchrun(out, mode, *extra):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "mythos", "train", "--out", str(out), *ARGS,
+           "--batch-size", "4", "--parallel", mode, *extra]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(tmp_path):
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, "-m", "mythos", "train", "--out", str(single), *ARGS, "--batch-size", "8"],
+                   check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    expected = _losses(single)
+    _torchrun(tmp_path / "ddp", "ddp")
+    assert _losses(tmp_path / "ddp") == pytest.approx(expected, rel=1e-5)
+    # FSDP2, interrupted after 2 steps and resumed from its checkpoint: still the same curve
+    _torchrun(tmp_path / "fsdp", "fsdp", "--stop-after", "2")
+    resumed = _torchrun(tmp_path / "fsdp", "fsdp")
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert _losses(tmp_path / "fsdp") == pytest.approx(expected, rel=1e-5)
