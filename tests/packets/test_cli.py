@@ -44,6 +44,10 @@ def test_full_loop_with_json(tmp_path: Path, project: Path):
     assert all(set(f) == {"check", "record", "message", "fix"} for f in report["failures"])
     out = mythos("packet", "gate", "--run-dir", str(run), "--min-agents", "2")
     assert out.returncode == 0 and "gate: passed" in out.stdout
+    out = mythos("packet", "status", "--run-dir", str(run), "--json")
+    status = json.loads(out.stdout)
+    assert out.returncode == 0 and status["pass_id"] == "pass-0002" and status["stale"] is False
+    assert status["evidence"] == 7 and status["halt"] == "ready-to-halt" and status["quarantined"] == 0
     out = mythos("packet", "validate", "--run-dir", str(run))
     assert out.returncode == 0 and "valid" in out.stdout
     out = mythos("packet", "compile", "--run-dir", str(run), "--print")

@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="share of substantive evidence that must cite a direct source (default 1.0)")
 
     command("validate", "check state/next_pass_packet.json against the packet schema", root=False)
+    command("status", "where a run stands: pass, counts, staleness, quarantined records", root=False)
     command("ready", "end-to-end self-test in a temp dir", run_flag=False, root=False)
     return parser
 
@@ -143,6 +144,16 @@ def _run(args) -> int:
         _emit(args, {"ok": not problems, "problems": problems},
               "\n".join(problems) if problems else "packet is valid against schema 1.1.0")
         return 0 if not problems else 1
+    if args.command == "status":
+        from .status import run_status
+
+        status = run_status(args.run_dir)
+        text = (f"{status['run_dir']}: {status['pass_id']}, {status['evidence']} evidence, "
+                f"{status['verifier_findings']} findings ({status['failing_findings']} not passing), "
+                f"{status['contradictions']} contradictions, {status['quarantined']} quarantined, "
+                f"packet {'stale' if status['stale'] else 'fresh'}, halt: {status['halt']}")
+        _emit(args, {"ok": True, **status}, text)
+        return 0
     if args.command == "ready":
         if args.json:
             messages: list[str] = []
