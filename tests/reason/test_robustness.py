@@ -16,7 +16,7 @@ FAULTS = st.one_of(st.none(), st.sampled_from([
 ]))
 TAGS = ["prelude", "round:1:*", "round:2:*", "round:3:*", "sub:A:*", "sub:B:*", "sub:C:*", "sub:D:*",
         "recovery:*", "merge", "coda", "direct"]
-FOOTER = re.compile(r"^\*Depth: \d+ (rounds?|latent passes|parallel subagents merged)[^\n]*Mode: [^\n]+\*$",
+FOOTER = re.compile(r"^\*Depth: \d+ (rounds?|latent passes|parallel subagents (merged|dispatched, not merged))[^\n]*Mode: [^\n]+\*$",
                     re.MULTILINE)
 
 

@@ -473,7 +473,7 @@ class Engine:
             parts.append("Independent findings:\n" + "\n".join(f"- {s}" for s in findings))
         if not parts:
             failures = [f"{c.tag}: {c.error_kind}" for c in record.calls if c.status != "ok"]
-            parts.append("No answer could be produced: no reply from the backend could be used "
+            parts.append("No answer could be produced: no step that informs an answer succeeded "
                          f"({'; '.join(failures[:4]) or 'no call was made'}). Check the backend URL, model and "
                          "key, or raise the deadlines.")
         return {"trajectory": self.trajectory, "cross_check": "not performed (engine fallback)",
