@@ -114,6 +114,8 @@ BAD_RECORDS = [
     (json.dumps({**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "command", "hash_alg": "md5"}]}),
      "hash_alg"),
     ("1e400", "must be a JSON object"),
+    (json.dumps({**ev("ev-x"), "agent_id": "someone-else"}), "differs from this ingest's --agent-id"),
+    (json.dumps({**ev("ev-x"), "lane": "other-lane"}), "differs from this ingest's --lane"),
     ('{"id":"ev-x","kind":"observation","summary":"s","source_ids":["file:src/app.py:1"],"confidence":NaN}',
      "not valid JSON"),
 ]

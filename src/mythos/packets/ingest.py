@@ -216,8 +216,15 @@ class _Normaliser:
         record["observed_at"] = (_check_time(record["observed_at"], where)
                                  if record.get("observed_at") is not None else self.observed_at)
         for name, value in (("agent_id", self.agent_id), ("lane", self.lane)):
-            if record.get(name) in (None, ""):
+            supplied = record.get(name)
+            if supplied in (None, ""):
                 record[name] = value
+            elif supplied != value:
+                # The orchestrator's flags are authoritative: a subagent claiming other agents' ids could pass
+                # the coverage gate alone (the reference kept whatever the subagent wrote).
+                flag = "--agent-id" if name == "agent_id" else "--lane"
+                raise PacketError(f"{where}: {name} {supplied!r} differs from this ingest's {flag} {value!r}",
+                                  field=name, value=supplied, fix=f"leave {name} out; ingest stamps it")
         return record
 
     def evidence(self, obj: object, where: str) -> dict:
