@@ -13,7 +13,7 @@ import pytest
 
 from mythos.packets import PacketError
 from mythos.skills.contract import HOSTS
-from mythos.skills.install import TEMPLATES, install_skill
+from mythos.skills.install import CONTRACT_REL, TEMPLATES, install_skill
 
 from .conftest import mythos
 
@@ -33,7 +33,7 @@ def _sh(line: str, env: dict) -> subprocess.CompletedProcess:
 def test_install_writes_contract_and_every_named_command_exists(tmp_path: Path, host: str):
     proc = mythos("skill", "install", "--host", host, "--dest", str(tmp_path / "skill"), "--json")
     assert proc.returncode == 0, proc.stderr
-    contract = (tmp_path / "skill" / "SKILL.md").read_text()
+    contract = (tmp_path / "skill" / CONTRACT_REL).read_text()
     commands = contract_commands(contract)
     assert {c.split()[2] for c in commands} == {"init", "ingest", "compile", "gate", "ready"}
     for words in {tuple(c.split()[1:3]) for c in commands}:
@@ -44,7 +44,7 @@ def test_install_writes_contract_and_every_named_command_exists(tmp_path: Path, 
 
 def test_contract_commands_run_end_to_end(tmp_path: Path, project: Path):
     install_skill("claude", tmp_path / "skill")
-    commands = contract_commands((tmp_path / "skill" / "SKILL.md").read_text())
+    commands = contract_commands((tmp_path / "skill" / CONTRACT_REL).read_text())
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RUN": str(tmp_path / "run"),
            "ROOT": str(project), "OBJECTIVE": "Explain src/app.py", "MYTHOS_MIN_AGENT_COVERAGE": "3"}
     by_step = {c.split()[2] + (" synth" if "--record-synthesis" in c else ""): c for c in commands}
@@ -77,7 +77,7 @@ def test_templates_are_copied_with_layout_and_force_rules(tmp_path: Path):
     (templates / "claude" / "commands" / "mythos.md").write_text("/mythos command\n")
     dest = tmp_path / "dest"
     result = install_skill("claude", dest, templates=templates)
-    assert sorted(result.written) == ["SKILL.md", "commands/mythos.md"]
+    assert sorted(result.written) == ["commands/mythos.md", CONTRACT_REL]
     assert (dest / "commands" / "mythos.md").read_text() == "/mythos command\n"
     assert install_skill("claude", dest, templates=templates).written == []  # idempotent
     (dest / "commands" / "mythos.md").write_text("edited\n")
@@ -93,10 +93,13 @@ def test_real_templates_are_installed(tmp_path: Path, host: str):
     result = install_skill(host, tmp_path / host)
     shipped = sorted(p.relative_to(TEMPLATES / host).as_posix() for p in (TEMPLATES / host).rglob("*")
                      if p.is_file() and "__pycache__" not in p.parts) if (TEMPLATES / host).is_dir() else []
-    assert sorted(result.written) == sorted(["SKILL.md", *shipped])
+    assert sorted(result.written) == sorted([CONTRACT_REL, *shipped])
 
 
 def test_default_destination_is_under_the_project(tmp_path: Path):
     proc = mythos("skill", "install", "--host", "codex", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / ".codex" / "skills" / "mythos" / "SKILL.md").is_file()
+    for template in (TEMPLATES / "codex").rglob("*"):
+        if template.is_file() and "__pycache__" not in template.parts:
+            assert (tmp_path / ".codex" / template.relative_to(TEMPLATES / "codex")).read_bytes() == template.read_bytes()

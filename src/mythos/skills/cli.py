@@ -1,4 +1,8 @@
-"""`mythos skill install --host claude|codex [--dest DIR] [--user] [--force] [--json]` and `mythos skill show`."""
+"""`mythos skill install --host claude|codex [--dest DIR] [--user] [--force] [--json]` and `mythos skill show`.
+
+The contract lands in ``<dest>/skills/mythos/SKILL.md`` (dest: ``./.claude`` or ``./.codex``; ``~/.<host>`` with
+``--user``), and every file under ``templates/<host>/`` is copied to the same relative path under ``dest``.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from .install import install_skill
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mythos skill", description="Install the mythos contract for an agent host.")
     sub = parser.add_subparsers(dest="command", required=True)
-    install = sub.add_parser("install", help="write SKILL.md (and the host's templates) into a skill directory")
+    install = sub.add_parser("install", help="write skills/mythos/SKILL.md and the host's templates into its config dir")
     install.add_argument("--host", required=True, choices=HOSTS)
-    install.add_argument("--dest", help="target directory (default: ./.<host>/skills/mythos)")
-    install.add_argument("--user", action="store_true", help="install under ~/.<host>/skills/mythos instead")
+    install.add_argument("--dest", help="the host's config directory (default: ./.<host> in this project)")
+    install.add_argument("--user", action="store_true", help="install into ~/.<host> instead")
     install.add_argument("--force", action="store_true", help="overwrite files that differ")
     install.add_argument("--json", action="store_true")
     show = sub.add_parser("show", help="print the contract for a host")
