@@ -41,6 +41,11 @@ def test_routing_table(score, forced, final):
     assert r.final_mode == final and r.score == score and r.forced == (forced is not None)
 
 
+def test_explicit_mode_is_taken_literally():
+    assert route(1, "silent", explicit=True).final_mode == "silent"
+    assert route(1, "silent").final_mode == "direct"
+
+
 def test_complexity_is_clamped_and_counts_checks():
     assert complexity_score({}) == 1
     assert complexity_score({"multi_hop": True, "high_stakes": True}) == 2

@@ -180,7 +180,7 @@ class Engine:
         prelude = await self._prelude()
         score = prelude["complexity"]
         forced = cfg.mode or inv.forced_mode
-        rt = route(score, forced)
+        rt = route(score, forced, explicit=cfg.mode is not None)
         record.route = rt.to_dict()
         if cfg.mode:
             record.route["forced_by"] = "api"

@@ -70,16 +70,17 @@ def default_mode_for(score: int) -> str:
     return "silent" if score <= 3 else "agent"
 
 
-def route(score: int, forced_mode: str | None) -> Route:
+def route(score: int, forced_mode: str | None, *, explicit: bool = False) -> Route:
     """Apply the routing table: c=1 direct, 2-3 silent, 4-5 agent; a keyword wins, except quick at c=1
-    stays direct (it exists to suppress escalation, and direct is the cheapest answer) [D-4, D-5]."""
+    stays direct (it exists to suppress escalation, and direct is the cheapest answer) [D-4, D-5].
+    An ``explicit`` mode (API or --mode) is taken literally [D-3]."""
     if not 1 <= score <= 5:
         raise ValueError(f"complexity score {score} is outside 1..5")
     if forced_mode is not None and forced_mode not in MODES:
         raise ValueError(f"forced mode {forced_mode!r} is not one of {', '.join(MODES)}")
     default = default_mode_for(score)
     final = forced_mode or default
-    if forced_mode == "silent" and score == 1:
+    if forced_mode == "silent" and score == 1 and not explicit:
         final = "direct"
     return Route(score=score, default_mode=default, forced_mode=forced_mode, final_mode=final,
                  forced=forced_mode is not None)
