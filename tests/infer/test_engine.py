@@ -71,6 +71,7 @@ def test_per_row_loop_counts_match_model_at_that_depth() -> None:
         assert torch.allclose(logits[1], model(ids[1:], n_loops=3)[0], atol=TOL)
 
 
+@pytest.mark.slow  # importing open_mythos pulls in transformers (~10 s here)
 def test_matches_reference_through_converter() -> None:
     from open_mythos.main import MythosConfig as RefConfig
     from open_mythos.main import OpenMythos
@@ -148,3 +149,17 @@ def test_overflowing_the_cache_is_a_clear_error() -> None:
         engine.decode(0, torch.tensor([1]))
     with pytest.raises(ValueError, match="n_loops=9"):
         Engine.from_model(make_model("tiny"), max_len=8).prefill(0, [[1]], n_loops=[9])
+
+
+@pytest.mark.slow
+def test_compiled_decode_matches_eager() -> None:
+    """The fixed-depth decode step captures with torch.compile (CPU inductor) and gives the same logits."""
+    model = make_model("tiny")
+    ids = torch.randint(0, 300, (2, 14))
+    eager = Engine.from_model(model, slots=2, max_len=16)
+    compiled = Engine.from_model(model, slots=2, max_len=16)
+    compiled.compile(fullgraph=True)
+    a, b = eager.prefill(0, ids[:, :8].tolist()), compiled.prefill(0, ids[:, :8].tolist())
+    for j in range(8, 14):
+        a, b = eager.decode(0, ids[:, j]), compiled.decode(0, ids[:, j])
+        assert torch.allclose(a, b, atol=1e-4), f"position {j}"

@@ -73,10 +73,11 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         self.device = torch.device(device)
         self.stats = DepthStats()
-        self._cos = view.rope_cos.to(device)
-        self._sin = view.rope_sin.to(device)
+        self._freqs = view.rope_freqs.to(device)
+        self._cos, self._sin = self._freqs.real.contiguous(), self._freqs.imag.contiguous()
         self._loop_bias = [view.loop_bias(t).to(device) for t in range(self.max_loops)]
         self._decode_fn = self._forward_fixed
+        self._compiled = False
 
     @classmethod
     def from_model(cls, model, **kwargs) -> Engine:
@@ -90,8 +91,13 @@ class Engine:
         return self.cache.max_len
 
     def compile(self, **kwargs) -> None:
-        """Capture the fixed-depth step with ``torch.compile`` (used for decode; prompts stay eager)."""
+        """Capture the fixed-depth decode step with ``torch.compile`` (prompts stay eager).
+
+        Compiled steps read the whole cache (masked), gpt-fast style, so every step has the same shapes and
+        one graph serves a whole generation; eager steps read only up to the longest live sequence.
+        """
         self._decode_fn = torch.compile(self._forward_fixed, dynamic=False, **kwargs)
+        self._compiled = True
 
     def reset(self, slot: int | None = None) -> None:
         for s in range(self.cache.slots) if slot is None else [slot]:
@@ -150,12 +156,15 @@ class Engine:
         for n in loops:
             if not 1 <= n <= self.max_loops:
                 raise ValueError(f"n_loops={n} is outside 1..{self.max_loops} (the engine's cache depth)")
-        kv_len = min(_bucket(max(p + n for p, n in zip(host, lens, strict=True))), cache.max_len + 1)
+        fn = self._decode_fn if (use_compiled and self._compiled and not self.adaptive) else None
+        if fn is not None:
+            kv_len = cache.max_len + 1
+        else:
+            kv_len = min(_bucket(max(p + n for p, n in zip(host, lens, strict=True))), cache.max_len + 1)
         dev = self.device
         tokens = tokens.to(dev)
         lens_t = torch.tensor(lens, dtype=torch.long, device=dev)
         loops_t = torch.tensor(loops, dtype=torch.long, device=dev)
-        fn = self._decode_fn if (use_compiled and not self.adaptive) else None
         if self.adaptive:
             hidden = self._forward_adaptive(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
         elif fn is not None:
@@ -183,14 +192,14 @@ class Engine:
         keys = torch.arange(kv_len, device=start.device)
         visible = (keys.view(1, 1, kv_len) <= positions.unsqueeze(-1)).unsqueeze(1)
         rope_pos = positions.clamp(max=cache.max_len - 1)
+        compiling = torch.compiler.is_compiling()
         return StepContext(
             rows=torch.arange(B, device=start.device).unsqueeze(1),
             write_pos=write_pos,
             visible=visible,
-            cos=self._cos[rope_pos],
-            sin=self._sin[rope_pos],
+            freqs=None if compiling else self._freqs[rope_pos],
+            cos_sin=(self._cos[rope_pos], self._sin[rope_pos]) if compiling else None,
             kv_len=kv_len,
-            interleaved=self.view.rope_interleaved,
         )
 
     def _block(self, x: Tensor, bw: BlockWeights, cache: Tensor, ctx: StepContext) -> Tensor:
@@ -296,10 +305,9 @@ class Engine:
                                       torch.full_like(order, self.cache.max_len)),
                 visible=ctx.visible[rows].squeeze(1)[torch.arange(len(rows), device=dev).unsqueeze(1), order]
                 .unsqueeze(1),
-                cos=ctx.cos[rows.unsqueeze(1), order],
-                sin=ctx.sin[rows.unsqueeze(1), order],
+                freqs=ctx.freqs[rows.unsqueeze(1), order],
+                cos_sin=None,
                 kv_len=kv_len,
-                interleaved=ctx.interleaved,
             )
             h_sub = h[rows.unsqueeze(1), order]
             e_sub = e[rows.unsqueeze(1), order]

@@ -23,10 +23,9 @@ class StepContext:
     rows: Tensor  # (B, 1) cache rows (slot indices) written by this call
     write_pos: Tensor  # (B, T) where each token's entry goes (padding -> the trash row)
     visible: Tensor  # (B, 1, T, S) bool: key s visible to query t
-    cos: Tensor  # (B, T, rope/2)
-    sin: Tensor
+    freqs: Tensor | None  # (B, T, rope/2) complex e^{i * position * frequency} (eager), or
+    cos_sin: tuple[Tensor, Tensor] | None  # the same as real cos, sin (compiled: inductor has no complex codegen)
     kv_len: int  # S: keys read from the cache
-    interleaved: bool
     _folded: dict = field(default_factory=dict)
 
     def folded_mask(self, repeat: int, dtype: torch.dtype) -> Tensor:
@@ -47,17 +46,25 @@ SHORT_QUERY = 16
 """Chunks of at most this many tokens (decode) use plain matmul attention; longer ones use SDPA."""
 
 
-def rotate(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
-    """Rotary embedding of the last dim of ``x`` with cos/sin broadcast over the middle dims."""
-    dtype = x.dtype
-    xf = x.float()
-    if interleaved:
-        pairs = xf.unflatten(-1, (-1, 2))
+def rotate(x: Tensor, ctx: StepContext, heads: bool) -> Tensor:
+    """Rotary embedding of interleaved pairs of the last dim of ``x`` (the model's and the reference's
+    convention). ``heads``: x is (B, T, H, d) rather than (B, T, d)."""
+    xf = x if x.dtype == torch.float32 else x.float()
+    pairs = xf.unflatten(-1, (-1, 2))
+    if ctx.freqs is not None:  # eager: one complex multiply
+        freqs = ctx.freqs.unsqueeze(2) if heads else ctx.freqs
+        out = torch.view_as_real(torch.view_as_complex(pairs) * freqs).flatten(-2)
+    else:
+        cos, sin = (t.unsqueeze(2) for t in ctx.cos_sin) if heads else ctx.cos_sin
         x0, x1 = pairs[..., 0], pairs[..., 1]
-        return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(dtype)
-    half = xf.shape[-1] // 2
-    x0, x1 = xf[..., :half], xf[..., half:]
-    return torch.cat((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).to(dtype)
+        out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
+    return out if x.dtype == torch.float32 else out.to(x.dtype)
+
+
+def _softmax(scores: Tensor) -> Tensor:
+    if scores.dtype == torch.float32:
+        return torch.softmax(scores, dim=-1)
+    return torch.softmax(scores.float(), dim=-1).to(scores.dtype)
 
 
 def _fold_heads_attention(q: Tensor, k: Tensor, v: Tensor, ctx: StepContext, scale: float) -> Tensor:
@@ -70,8 +77,12 @@ def _fold_heads_attention(q: Tensor, k: Tensor, v: Tensor, ctx: StepContext, sca
     q = q.reshape(B, G, T * R, d)
     mask = ctx.folded_mask(R, q.dtype)
     if T <= SHORT_QUERY:
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale + mask
-        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
+        if G == 1:  # MLA: one latent "head" shared by all queries -> batched 3-D matmuls, fused scale + mask
+            scores = torch.baddbmm(mask.squeeze(1), q.squeeze(1), k.squeeze(1).transpose(1, 2), alpha=scale)
+            out = torch.bmm(_softmax(scores), v.squeeze(1)).unsqueeze(1)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale + mask
+            out = torch.matmul(_softmax(scores), v)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.view(B, G, T, R, -1)
@@ -83,16 +94,17 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     Cost per decoded token is O(S·H·(r+rope)) with no per-step reconstruction of keys/values.
     """
     B, T, _ = x.shape
-    H, r, rd = w.n_heads, w.kv_rank, w.rope_dim
+    H, r, rd, ql = w.n_heads, w.kv_rank, w.rope_dim, w.q_lora
     down = F.linear(x, w.w_down)
-    q = F.linear(rms_norm(down[..., : w.q_lora], w.q_norm), w.w_q)
-    q_lat = q[..., : H * r].view(B, T, H, r)
-    q_rope = rotate(q[..., H * r :].view(B, T, H, rd), ctx.cos.unsqueeze(2), ctx.sin.unsqueeze(2), ctx.interleaved)
-    latent = rms_norm(down[..., w.q_lora : w.q_lora + r], w.kv_norm)
-    k_rope = rotate(down[..., w.q_lora + r :], ctx.cos, ctx.sin, ctx.interleaved)
-    cache.index_put_((ctx.rows, ctx.write_pos), torch.cat((latent, k_rope), dim=-1).to(cache.dtype))
-    keys = cache[:, : ctx.kv_len].unsqueeze(1).to(x.dtype)  # (B, 1, S, r+rope)
-    query = torch.cat((q_lat, q_rope), dim=-1).unsqueeze(1)  # (B, 1, T, H, r+rope)
+    q = F.linear(rms_norm(down[..., :ql], w.q_norm), w.w_q)
+    q_rope = rotate(q[..., H * r :].view(B, T, H, rd), ctx, heads=True)
+    entry = torch.cat((rms_norm(down[..., ql : ql + r], w.kv_norm), rotate(down[..., ql + r :], ctx, heads=False)), dim=-1)
+    cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
+    keys = cache[:, : ctx.kv_len]
+    if keys.dtype != x.dtype:
+        keys = keys.to(x.dtype)
+    keys = keys.unsqueeze(1)  # (B, 1, S, r+rope)
+    query = torch.cat((q[..., : H * r].view(B, T, H, r), q_rope), dim=-1).unsqueeze(1)  # (B, 1, T, H, r+rope)
     out = _fold_heads_attention(query, keys, keys[..., :r], ctx, w.scale)  # (B, 1, T, H, r)
     return F.linear(out.reshape(B, T, H * r), w.w_o)
 
@@ -102,14 +114,15 @@ def gqa_attend(x: Tensor, w: GQAWeights, cache: Tensor, ctx: StepContext) -> Ten
     B, T, _ = x.shape
     H, G, hd = w.n_heads, w.n_kv_heads, w.head_dim
     qkv = F.linear(x, w.w_qkv)
-    q = qkv[..., : H * hd].view(B, T, H, hd)
-    k = qkv[..., H * hd : (H + G) * hd].view(B, T, G, hd)
+    q = rotate(qkv[..., : H * hd].view(B, T, H, hd), ctx, heads=True)
+    k = rotate(qkv[..., H * hd : (H + G) * hd].view(B, T, G, hd), ctx, heads=True)
     v = qkv[..., (H + G) * hd :].view(B, T, G, hd)
-    cos, sin = ctx.cos.unsqueeze(2), ctx.sin.unsqueeze(2)
-    q = rotate(q, cos, sin, ctx.interleaved)
-    k = rotate(k, cos, sin, ctx.interleaved)
-    cache.index_put_((ctx.rows, ctx.write_pos), torch.cat((k, v), dim=2).flatten(2).to(cache.dtype))
-    kv = cache[:, : ctx.kv_len].view(B, ctx.kv_len, 2, G, hd).to(x.dtype)
+    entry = torch.cat((k, v), dim=2).flatten(2)
+    cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
+    kv = cache[:, : ctx.kv_len]
+    if kv.dtype != x.dtype:
+        kv = kv.to(x.dtype)
+    kv = kv.view(B, ctx.kv_len, 2, G, hd)
     keys, values = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # (B, G, S, hd)
     query = q.view(B, T, G, H // G, hd).permute(0, 2, 1, 3, 4)  # (B, G, T, R, hd)
     out = _fold_heads_attention(query, keys, values, ctx, w.scale)  # (B, G, T, R, hd)
@@ -157,6 +170,22 @@ def moe_grouped(x: Tensor, m: MoEWeights) -> Tensor:
     return out if m.shared is None else out + m.shared(x)
 
 
+def moe_gathered(x: Tensor, m: MoEWeights) -> Tensor:
+    """Copy out just the selected experts' weights and run them as one batched matmul.
+
+    The compile-friendly way to read only top_k/E of the routed weights (``_grouped_mm`` has no fp32
+    lowering in inductor); worth it while tokens x top_k < experts.
+    """
+    n, d = x.shape
+    idx, gates = route(x, m)
+    flat = idx.reshape(-1)
+    xk = x.repeat_interleave(m.top_k, dim=0).unsqueeze(1)  # (N*k, 1, D)
+    gate, up = torch.bmm(xk, m.stacked_gate_up[flat]).chunk(2, dim=-1)
+    routed = torch.bmm(F.silu(gate) * up, m.stacked_down[flat]).view(n, m.top_k, d)
+    out = torch.einsum("nkd,nk->nd", routed, gates)
+    return out if m.shared is None else out + m.shared(x)
+
+
 def grouped_mm_available(device: torch.device, dtype: torch.dtype, _memo: dict = {}) -> bool:  # noqa: B006
     """Whether ``torch._grouped_mm`` runs for this device and dtype (probed once)."""
     key = (device.type, dtype)
@@ -172,15 +201,18 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype, _memo: dict =
 
 
 def moe(x: Tensor, m: MoEWeights, decode_below: int = 64) -> Tensor:
-    """Decode (few tokens): selected experts by grouped matmul (or all experts in three matmuls where the
-    grouped kernel is missing or the step is being compiled). Prompts: the model's own grouped-dispatch MoE module.
+    """Decode (few tokens): only the selected experts' weights are read — by grouped matmul in eager mode, by
+    a gather + batched matmul when compiled (all experts in three matmuls once the batch covers them).
+    Prompts: the model's own grouped-dispatch MoE module.
 
     The choice depends only on the token count and dtype (static), so decode stays capture-friendly.
     """
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > decode_below:
         return m.module(x)
-    # inductor has no fp32 CPU lowering of _grouped_mm: a compiled step runs every expert instead
-    if not torch.compiler.is_compiling() and grouped_mm_available(x.device, x.dtype):
+    if torch.compiler.is_compiling():  # inductor has no fp32 CPU lowering of _grouped_mm
+        few = flat.shape[0] * m.top_k < m.n_experts
+        return (moe_gathered(flat, m) if few else moe_dense(flat, m)).view_as(x)
+    if grouped_mm_available(x.device, x.dtype):
         return moe_grouped(flat, m).view_as(x)
     return moe_dense(flat, m).view_as(x)

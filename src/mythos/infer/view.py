@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -28,7 +29,7 @@ class Norm:
 def rms_norm(x: Tensor, norm: Norm) -> Tensor:
     """RMSNorm as the model computes it: the reduction in fp32, then the weight in the model's dtype."""
     if x.dtype == torch.float32:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight
+        return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)).to(x.dtype) * norm.weight
 
@@ -123,9 +124,7 @@ class DecodeView:
     inject_B: Tensor  # (D,)
     halt_prob: Callable[[Tensor], Tensor]  # h (N, D) -> p (N,)
     act: ACTSemantics
-    rope_cos: Tensor  # (max_len, rope_dim // 2)
-    rope_sin: Tensor
-    rope_interleaved: bool  # True: rotate adjacent pairs (x0,x1); False: halves (x[:d/2], x[d/2:])
+    rope_freqs: Tensor  # (max_len, rope_dim // 2) complex64: rotation of each interleaved pair per position
     max_seq_len: int
     max_loop_iters: int
     attn_type: str
@@ -140,11 +139,14 @@ class DecodeView:
 # --------------------------------------------------------------------------------------------------
 
 
-def rope_tables(rope_dim: int, max_len: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos/sin per (position, frequency pair), computed in fp32 like the reference's complex phasors."""
+def rope_table(rope_dim: int, max_len: int, theta: float) -> Tensor:
+    """Complex rotations per (position, frequency pair), built from fp32 angles as the model does.
+
+    Kept by the engine (not the model), in complex64 whatever the model dtype, so angles never round.
+    """
     freqs = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim))
     angles = torch.outer(torch.arange(max_len, dtype=torch.float32), freqs)
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
 def absorb_mla(
@@ -229,7 +231,6 @@ def view_from_model(model: nn.Module) -> DecodeView:
     cfg = model.cfg
     rec = model.recurrent
     dtype = model.embed.weight.dtype
-    cos, sin = rope_tables(cfg.rope_dim, cfg.max_seq_len, cfg.rope_theta)
     device = model.embed.weight.device
     with torch.no_grad():
         A = rec.injection.get_A().detach()
@@ -250,9 +251,7 @@ def view_from_model(model: nn.Module) -> DecodeView:
         act=ACTSemantics(
             threshold=float(cfg.act_threshold), remainder_at_final=not cfg.reference_compat, enabled=bool(cfg.act)
         ),
-        rope_cos=cos,
-        rope_sin=sin,
-        rope_interleaved=True,
+        rope_freqs=rope_table(cfg.rope_dim, cfg.max_seq_len, cfg.rope_theta),
         max_seq_len=cfg.max_seq_len,
         max_loop_iters=cfg.max_loop_iters,
         attn_type=cfg.attn_type,

@@ -1,0 +1,138 @@
+"""Decode speed: our engine vs the reference (open-mythos 0.5.0), same weights, one process, ratios.
+
+The reference is built at the `small` configuration, and our model gets its weights through the model
+wing's converter (`from_open_mythos`). Both prefill a random prompt, then decode greedily one token at a
+time with their KV caches; only decode steps are timed. Rounds alternate ours/reference so machine load
+hits both alike; medians of per-token times are reported. Also: KV-cache bytes per token per policy.
+
+    .venv/bin/python benchmarks/infer_decode.py            # prompts 128 and 2048, 64 new tokens, 3 rounds
+    .venv/bin/python benchmarks/infer_decode.py --quick    # 16 new tokens, 1 round
+    .venv/bin/python benchmarks/infer_decode.py --compile  # also time the torch.compile'd decode step
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+SMALL = dict(vocab_size=4096, dim=256, n_heads=8, n_kv_heads=2, max_loop_iters=4, prelude_layers=1,
+             coda_layers=1, attn_type="mla", kv_lora_rank=64, q_lora_rank=128, qk_rope_head_dim=16,
+             qk_nope_head_dim=32, v_head_dim=32, n_experts=8, n_shared_experts=1, n_experts_per_tok=2,
+             expert_dim=128, lora_rank=8)
+LOOPS = 4
+CLOCK = time.thread_time  # CPU time of this thread: the machine is shared, wall time measures the queue
+
+
+def build(max_seq_len: int, attn_type: str = "mla"):
+    from open_mythos.main import MythosConfig, OpenMythos
+
+    from mythos.model.reference import from_open_mythos
+
+    torch.manual_seed(0)
+    ref = OpenMythos(MythosConfig(**{**SMALL, "attn_type": attn_type, "max_seq_len": max_seq_len})).eval()
+    return ref, from_open_mythos(ref).eval()
+
+
+@torch.inference_mode()
+def time_reference(ref, prompt: torch.Tensor, new: int) -> tuple[list[float], dict]:
+    cache: dict = {}
+    logits = ref(prompt, n_loops=LOOPS, kv_cache=cache)
+    tok = logits[:, -1].argmax(-1, keepdim=True)
+    times = []
+    for i in range(new):
+        t = CLOCK()
+        logits = ref(tok, n_loops=LOOPS, kv_cache=cache, start_pos=prompt.shape[1] + i)
+        tok = logits[:, -1].argmax(-1, keepdim=True)
+        times.append(CLOCK() - t)
+    return times, cache
+
+
+@torch.inference_mode()
+def time_ours(engine, prompt: torch.Tensor, new: int) -> list[float]:
+    engine.reset()
+    tok = engine.prefill(0, prompt.tolist()).argmax(-1)
+    times = []
+    for _ in range(new):
+        t = CLOCK()
+        tok = engine.decode(0, tok).argmax(-1)
+        times.append(CLOCK() - t)
+    return times
+
+
+def reference_cache_bytes(cache: dict) -> int:
+    """Bytes per token of the reference's cache dict (every tensor's last-but-one dims summed)."""
+    total = 0
+    for entry in cache.values():
+        for t in entry.values():
+            total += t[0, 0].numel() * t.element_size()
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="16 new tokens, 1 round")
+    ap.add_argument("--prompts", default="128,2048", help="comma-separated prompt lengths")
+    ap.add_argument("--new", type=int, default=None, help="new tokens per round (default 64, quick 16)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd step")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared; default 1)")
+    ap.add_argument("--wall", action="store_true", help="time with the wall clock instead of thread CPU time")
+    args = ap.parse_args()
+    global CLOCK
+    if args.wall:
+        CLOCK = time.perf_counter
+    torch.set_num_threads(args.threads)
+    new = args.new or (16 if args.quick else 64)
+    rounds = args.rounds or (1 if args.quick else 3)
+    lengths = [int(x) for x in args.prompts.split(",")]
+
+    from mythos.infer.engine import Engine
+
+    ref, model = build(max(lengths) + new + 64)
+    print(f"small config (MLA), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
+          f"{args.threads} thread(s), fp32; median per-token decode time "
+          f"({'wall clock' if args.wall else 'thread CPU time'})")
+    rows = []
+    ref_cache = None
+    for P in lengths:
+        prompt = torch.randint(0, SMALL["vocab_size"], (1, P), generator=torch.Generator().manual_seed(P))
+        engine = Engine.from_model(model, max_len=P + new + 1)
+        compiled = None
+        if args.compile:
+            compiled = Engine.from_model(model, max_len=P + new + 1)
+            compiled.compile()
+            t = time.perf_counter()
+            time_ours(compiled, prompt, 2)
+            print(f"  (compile for prompt {P}: {time.perf_counter() - t:.1f} s wall)")
+        ours_t, ref_t, comp_t = [], [], []
+        time_ours(engine, prompt, 2)  # warm-up
+        for _ in range(rounds):
+            ours_t += time_ours(engine, prompt, new)
+            times, ref_cache = time_reference(ref, prompt, new)
+            ref_t += times
+            if compiled is not None:
+                comp_t += time_ours(compiled, prompt, new)
+        rows.append((P, statistics.median(ref_t), statistics.median(ours_t),
+                     statistics.median(comp_t) if comp_t else None))
+
+    print(f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
+          + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else ""))
+    for P, r, o, c in rows:
+        line = f"{P:>6} | {1 / r:>15.1f} | {1 / o:>10.1f} | {r / o:>5.1f}x"
+        if c is not None:
+            line += f" | {1 / c:>14.1f} | {r / c:>5.1f}x"
+        print(line)
+
+    print("\nKV cache bytes per token (fp32, all sites: 1 prelude + 4 loops + 1 coda)")
+    ref_bytes = reference_cache_bytes(ref_cache)
+    print(f"  {'reference (c_kv + per-head k_rope)':<40} {ref_bytes:>7}   1.00x")
+    for policy in ("per-loop", "last-1", "shared"):
+        b = Engine.from_model(model, max_len=8, cache_policy=policy).cache.bytes_per_token()
+        print(f"  {'ours ' + policy:<40} {b:>7}   {b / ref_bytes:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
