@@ -130,3 +130,18 @@ def test_convert_rejects_bad_inputs(tmp_path, capsys):
     assert convert_main([str(state_path), str(wrong), str(tmp_path / "o3")]) == 2
     assert "conversion failed" in capsys.readouterr().err
     assert not (tmp_path / "o3" / "model.safetensors").exists()
+
+
+def test_info_on_a_training_run_reads_its_latest_checkpoint(tmp_path, capsys):
+    from mythos.model import Mythos
+
+    run = tmp_path / "run"
+    save_checkpoint(Mythos(get_preset("tiny")), run / "checkpoints" / "step_00000010")
+    save_checkpoint(Mythos(get_preset("tiny-gqa")), run / "checkpoints" / "step_00000020")
+    assert model_main(["info", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["attn_type"] == "gqa"  # newest step
+    (run / "checkpoints" / "latest").write_text("step_00000010")
+    assert model_main(["info", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["attn_type"] == "mla"  # what `latest` names
+    assert model_main(["info", str(tmp_path)]) == 2
+    assert "not a checkpoint or run" in capsys.readouterr().err

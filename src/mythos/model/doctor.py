@@ -718,7 +718,6 @@ def format_findings(findings: list[Finding]) -> str:
 
 def load_target(target: str, max_params: int = DEFAULT_MAX_PARAMS, seed: int = 0) -> tuple[nn.Module, str]:
     """A checkpoint directory (loaded) or a preset name (built with a fixed seed, if small enough to probe)."""
-    from pathlib import Path
 
     from .cli import resolve_config
     from .params import count_params, human
@@ -727,7 +726,9 @@ def load_target(target: str, max_params: int = DEFAULT_MAX_PARAMS, seed: int = 0
     if checkpoint_dir is not None:
         from . import load_checkpoint
 
-        return load_checkpoint(checkpoint_dir if Path(target).is_dir() else Path(target).parent), label
+        return load_checkpoint(checkpoint_dir), f"{label} ({checkpoint_dir})" if str(
+            checkpoint_dir
+        ) != label else label
     total = count_params(cfg).total
     if total > max_params:
         raise ValueError(
