@@ -109,3 +109,19 @@ def test_calibration_invocations():
     q2 = next(c for c in CASES if c.id == "Q2")
     assert invocation_for(q2, "silent").startswith("quick ") and invocation_for(q2, "silent", literal=True) == q2.question
     assert invocation_for(q2, "agent").startswith("deep ") and invocation_for(q2, "trace").startswith("trace ")
+
+
+def test_replay_reproduces_a_recorded_http_run_offline(clean_env, capsys):
+    record = clean_env / "r.json"
+    with LoopbackServer() as srv:
+        assert think_main(["--base-url", srv.base_url, "--model", "faulty/0.3/7", "--record", str(record),
+                           "--retries", "1", "deep", Q_ETHICS]) in (0, 3)
+    first = capsys.readouterr().out
+    saved = json.loads(record.read_text())
+    assert all(c["replies"] for c in saved["calls"] if c["status"] != "skipped")
+    # the server is gone: the replay answers from the record alone
+    assert think_main(["--replay", str(record), "--json"]) in (0, 3)
+    again = json.loads(capsys.readouterr().out)
+    assert again["rendered"] == saved["rendered"] == first
+    assert [(c["tag"], c["status"], c["attempts"]) for c in again["calls"]] == \
+        [(c["tag"], c["status"], c["attempts"]) for c in saved["calls"]]

@@ -231,3 +231,37 @@ class ScriptedBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+class ReplayBackend:
+    """Re-runs a recorded run offline: each tag gets back exactly what its attempts got the first time.
+
+    The engine is deterministic given its replies, so a replay reproduces the route, rounds, halting and
+    rendered text of the original run (timings aside) — the run record is a test fixture.
+    """
+
+    name = "replay"
+
+    def __init__(self, record: dict):
+        self.model = str(record.get("backend", {}).get("model", "replay"))
+        self.replies: dict[str, list[dict[str, str]]] = {}
+        for call in record.get("calls", []):
+            self.replies.setdefault(call["tag"], []).extend(call.get("replies", []))
+        self._next: dict[str, int] = {}
+
+    async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
+                       timeout: float, tag: str) -> Completion:
+        index = self._next.get(tag, 0)
+        self._next[tag] = index + 1
+        recorded = self.replies.get(tag, [])
+        if index >= len(recorded):
+            raise BackendError("http_4xx", f"the recording has no reply #{index + 1} for {tag!r}")
+        reply = recorded[index]
+        if "error" in reply:
+            raise BackendError(reply["error"], f"recorded {reply['error']}")
+        text = reply.get("text", "")
+        return Completion(text=text, tokens_in=sum(len(m["content"].split()) for m in messages),
+                          tokens_out=len(text.split()), estimated=True, model=self.model)
+
+    async def aclose(self) -> None:
+        return None

@@ -119,6 +119,7 @@ class Caller:
                     convo, max_tokens=max_tokens or policy.max_tokens_per_call, temperature=policy.temperature,
                     timeout=timeout, tag=rec.tag)
             except BackendError as exc:
+                rec.replies.append({"error": exc.kind})
                 rec.error_kind, rec.error = exc.kind, str(exc)
                 if exc.retryable and rec.retries < policy.max_retries:
                     rec.retries += 1
@@ -139,6 +140,7 @@ class Caller:
                 rec.status, rec.error_kind = "failed", "client_error"
                 rec.error = f"{type(exc).__name__}: {exc}"
                 return None
+            rec.replies.append({"text": completion.text})
             rec.tokens_in += completion.tokens_in
             rec.tokens_out += completion.tokens_out
             rec.estimated_tokens = rec.estimated_tokens or completion.estimated

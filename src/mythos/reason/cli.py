@@ -80,7 +80,9 @@ def think_main(argv: list[str]) -> int:
         description="Reason about a question: Prelude -> lens rounds or parallel subagents -> Coda. "
                     "A leading bare keyword picks the mode: trace (visible rounds), deep/agent (parallel "
                     "subagents), quick (silent).")
-    parser.add_argument("question", nargs="+", help="[trace|deep|agent|quick] QUESTION …")
+    parser.add_argument("question", nargs="*", help="[trace|deep|agent|quick] QUESTION …")
+    parser.add_argument("--replay", metavar="RECORD", help="re-run a saved run record offline from its recorded "
+                                                           "replies (the question and mode come from the record)")
     parser.add_argument("--json", action="store_true", help="print the run record (JSON) instead of the answer")
     parser.add_argument("--mode", choices=("direct", "silent", "trace", "agent"), help="force a mode (beats keywords)")
     parser.add_argument("--think-aloud", action="store_true", help="same as the trace keyword")
@@ -91,6 +93,10 @@ def think_main(argv: list[str]) -> int:
                                          "$MYTHOS_REASON_RECORDS or ~/.cache/mythos/reason)")
     backend_options(parser)
     args = parser.parse_args(argv)
+    if args.replay:
+        return _replay(args)
+    if not args.question:
+        parser.error("a question is required (or --replay RECORD)")
     text = " ".join(args.question)
     try:
         file_cfg = load_config_file(args.config)
@@ -121,6 +127,28 @@ def think_main(argv: list[str]) -> int:
         print(f"mythos think: run record written to {path}", file=sys.stderr)
     except OSError as exc:
         print(f"mythos think: could not write the run record to {path}: {exc}", file=sys.stderr)
+    print(record.to_json() if args.json else record.rendered, end="" if not args.json else "\n")
+    return 3 if record.coda.get("fallback") else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import json
+
+    from mythos.reason.backends import ReplayBackend
+
+    try:
+        data = json.loads(Path(args.replay).read_text(encoding="utf-8"))
+        saved = data["config"]
+        policy = CallPolicy(**saved.pop("policy"))
+        cfg = EngineConfig(policy=policy, **saved).validate()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"mythos think: cannot replay {args.replay}: {exc} (expected a run record written by mythos think)",
+              file=sys.stderr)
+        return 2
+    cfg.packets = cfg.packets and not args.no_packets
+    keyword = data.get("invocation", {}).get("keyword")
+    invocation = f"{keyword} {data['question']}" if keyword else data["question"]
+    record = think_sync(invocation, ReplayBackend(data), cfg)
     print(record.to_json() if args.json else record.rendered, end="" if not args.json else "\n")
     return 3 if record.coda.get("fallback") else 0
 

@@ -30,6 +30,8 @@ class CallRecord:
     status: str = "pending"  # ok | failed | skipped
     error_kind: str | None = None
     error: str | None = None
+    # what each attempt got back: {"text": reply} or {"error": kind} — enough to replay the run exactly
+    replies: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
