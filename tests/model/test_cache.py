@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mythos.model import CacheFullError, Mythos, get_preset
 
@@ -88,3 +90,32 @@ def test_mla_cache_at_most_reference_over_2_4():
     ref_bytes = sum(t.numel() * t.element_size() for entry in kv.values() for t in entry.values()) / tokens
     ours = Mythos(cfg.replace(max_seq_len=64)).new_cache(batch_size=1, max_len=64)
     assert ours.bytes_per_token * 2.4 <= ref_bytes
+
+
+_PROPERTY_MODEL = {}
+
+
+def _tiny_model():
+    if "m" not in _PROPERTY_MODEL:
+        torch.manual_seed(1)
+        _PROPERTY_MODEL["m"] = Mythos(get_preset("tiny-gqa")).eval()
+    return _PROPERTY_MODEL["m"]
+
+
+@settings(max_examples=10, deadline=None)
+@given(cuts=st.lists(st.integers(1, 9), min_size=1, max_size=4, unique=True), n_loops=st.integers(1, 3))
+def test_any_chunking_equals_full_prefill(cuts, n_loops):
+    model = _tiny_model()
+    ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(5))
+    bounds = [0, *sorted(cuts), 10]
+    with torch.no_grad():
+        full = model(ids, n_loops=n_loops)
+        cache = model.new_cache(batch_size=1, max_len=10, n_loops=n_loops)
+        pieces = [model(ids[:, a:b], cache=cache) for a, b in zip(bounds, bounds[1:], strict=False)]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_no_float_buffers_for_dtype_casts_to_corrupt():
+    """RoPE has no buffers; the only buffer is the router bias, which stays fp32 under .to(bf16)."""
+    model = Mythos(get_preset("tiny")).to(torch.bfloat16)
+    assert [(n, b.dtype) for n, b in model.named_buffers()] == [("recurrent.block.ffn.router.bias", torch.float32)]
