@@ -12,7 +12,6 @@ import asyncio
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from mythos.reason import prompts
@@ -35,7 +34,7 @@ from mythos.reason.schemas import CodaReply, PreludeReply, RoundReply
 from mythos.reason.similarity import max_similarity
 
 HALTING_REASONS = ("negative_delta", "no_delta", "trivial_delta", "self_consistent", "max_rounds",
-                   "round_failed", "scope_drift", "budget", "run_deadline")
+                   "round_failed", "scope_drift", "escalated", "budget", "run_deadline", "single_call")
 
 
 @dataclass
@@ -496,7 +495,3 @@ def think_sync(invocation: str, backend: LLMBackend, config: EngineConfig | None
             await backend.aclose()
 
     return asyncio.run(main())
-
-
-def default_packets_dir() -> Path:
-    return Path.cwd() / ".mythos" / "runs"
