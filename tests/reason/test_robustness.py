@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mythos.reason.backends import Fault
+from mythos.reason.engine import HALTING_REASONS
 
 from .helpers import Q_ETHICS, Q_GENERIC, Q_PIVOT, run
 
@@ -37,3 +38,4 @@ def test_any_fault_script_ends_with_answer_and_footer(invocation, faults, max_to
     assert all(c.attempts <= 3 for c in rec.calls)
     assert len(backend.requests) <= 3 * len(rec.calls)
     assert all(c.status in ("ok", "failed", "skipped") for c in rec.calls)
+    assert not rec.halting or rec.halting["reason"] in HALTING_REASONS  # never an internal error
