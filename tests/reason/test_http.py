@@ -131,3 +131,29 @@ def test_anthropic_client_over_http(server):
     rec = asyncio.run(go())
     assert len(rec.rounds) == 4 and rec.backend["name"] == "anthropic"
     assert all(c.status == "ok" and c.tokens_out > 0 for c in rec.calls)
+
+
+@pytest.mark.parametrize("json_mode, expected", [("object", "json_object"), ("schema", "json_schema")])
+def test_json_mode_reaches_the_server(json_mode, expected):
+    with LoopbackServer() as srv:
+        backend = OpenAIBackend(model="ok", base_url=srv.base_url, json_mode=json_mode)
+
+        async def go():
+            try:
+                return await Engine(backend, fast_config()).run(f"trace {Q_GENERIC}")
+            finally:
+                await backend.aclose()
+
+        rec = asyncio.run(go())
+        log = srv.log
+    assert len(rec.rounds) == 4 and all(e["response_format"]["type"] == expected for e in log)
+    if json_mode == "schema":
+        names = {e["tag"].split(":")[0]: e["response_format"]["json_schema"]["name"] for e in log}
+        assert names == {"prelude": "PreludeReply", "round": "RoundReply", "coda": "CodaReply"}
+        schema = next(e for e in log if e["tag"] == "coda")["response_format"]["json_schema"]["schema"]
+        assert "final_answer" in schema["required"]
+
+
+def test_invalid_json_mode_is_refused():
+    with pytest.raises(ValueError, match="json_mode"):
+        OpenAIBackend(model="ok", base_url="http://127.0.0.1:9/v1", json_mode="yaml")

@@ -15,6 +15,7 @@ from typing import Protocol
 Message = dict[str, str]
 
 RETRYABLE = frozenset({"timeout", "connection", "http_429", "http_5xx"})
+JSON_MODES = ("off", "object", "schema")
 
 
 class BackendError(Exception):
@@ -44,7 +45,7 @@ class LLMBackend(Protocol):
     model: str
 
     async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str) -> Completion: ...
+                       timeout: float, tag: str, schema: dict | None = None) -> Completion: ...
 
     async def aclose(self) -> None: ...
 
@@ -68,19 +69,29 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, *, model: str, base_url: str | None = None, api_key: str | None = None,
-                 json_mode: bool = False):
+                 json_mode: str | bool = "off"):
         import openai
 
         self._openai = openai
         self.model = model
-        self.json_mode = json_mode
+        mode = {True: "object", False: "off"}.get(json_mode, json_mode) if isinstance(json_mode, bool) else json_mode
+        if mode not in JSON_MODES:
+            raise ValueError(f"json_mode={json_mode!r} is invalid: use one of {', '.join(JSON_MODES)}")
+        self.json_mode = mode
         # a placeholder key keeps local servers (which ignore it) from failing on a missing key
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
     async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str) -> Completion:
+                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
         openai = self._openai
-        extra = {"response_format": {"type": "json_object"}} if self.json_mode else {}
+        extra: dict = {}
+        if self.json_mode == "object":
+            extra["response_format"] = {"type": "json_object"}
+        elif self.json_mode == "schema" and schema:
+            # constrained decoding where the server supports it (OpenAI, vLLM, llama.cpp): small models then
+            # emit valid JSON for every phase
+            extra["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": schema.get("title", "reply"), "schema": schema}}
         try:
             response = await self.client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature,
@@ -126,7 +137,7 @@ class AnthropicBackend:
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0)
 
     async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str) -> Completion:
+                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
         anthropic = self._anthropic
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [m for m in messages if m["role"] != "system"]
@@ -202,7 +213,7 @@ class ScriptedBackend:
         self._attempts: dict[str, int] = {}
 
     async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str) -> Completion:
+                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
         self._attempts[tag] = self._attempts.get(tag, 0) + 1
         request = ScriptedRequest(tag=tag, messages=list(messages), attempt=self._attempts[tag])
         self.requests.append(request)
@@ -250,7 +261,7 @@ class ReplayBackend:
         self._next: dict[str, int] = {}
 
     async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str) -> Completion:
+                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
         index = self._next.get(tag, 0)
         self._next[tag] = index + 1
         recorded = self.replies.get(tag, [])

@@ -265,7 +265,8 @@ def calibrate_cli(argv: list[str]) -> int:
     try:
         file_cfg = load_config_file(args.config)
         settings = resolve_settings(provider="scripted" if args.scripted else args.provider,
-                                    base_url=args.base_url, model=args.model, file_cfg=file_cfg)
+                                    base_url=args.base_url, model=args.model, file_cfg=file_cfg,
+                                    json_mode=args.json_mode)
         cfg = engine_config(args, file_cfg).validate()
         cfg.packets_dir = str(Path(args.out) / "packets")
         backend = build_backend(settings)

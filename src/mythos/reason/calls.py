@@ -7,6 +7,7 @@ leaves the same trace in the run record.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,6 +20,12 @@ T = TypeVar("T", bound=_Reply)
 
 REPAIR_PROMPT = ("Your previous reply could not be used ({reason}). Reply again with only the JSON object "
                  "described above — no prose, no code fences.")
+
+
+@functools.cache
+def reply_schema(reply_model: type[_Reply]) -> dict:
+    """The JSON schema of a phase's reply, for servers that can constrain decoding to it."""
+    return reply_model.model_json_schema()
 
 
 class BudgetExhausted(Exception):
@@ -117,7 +124,7 @@ class Caller:
             try:
                 completion = await self.backend.complete(
                     convo, max_tokens=max_tokens or policy.max_tokens_per_call, temperature=policy.temperature,
-                    timeout=timeout, tag=rec.tag)
+                    timeout=timeout, tag=rec.tag, schema=reply_schema(reply_model))
             except BackendError as exc:
                 rec.replies.append({"error": exc.kind})
                 rec.error_kind, rec.error = exc.kind, str(exc)

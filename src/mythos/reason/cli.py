@@ -38,6 +38,9 @@ def backend_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8080/v1")
     group.add_argument("--model", help="model name (env MYTHOS_REASON_MODEL)")
     group.add_argument("--config", help="TOML config file (default ~/.config/mythos/reason.toml)")
+    group.add_argument("--json-mode", choices=("off", "object", "schema"),
+                       help="ask an OpenAI-compatible server for JSON output (object) or schema-constrained "
+                            "output (schema); default off")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--deadline", type=float, dest="run_deadline_s", help="run deadline, seconds (300)")
     limits.add_argument("--call-deadline", type=float, dest="call_deadline_s",
@@ -101,7 +104,7 @@ def think_main(argv: list[str]) -> int:
     try:
         file_cfg = load_config_file(args.config)
         settings = resolve_settings(provider=args.provider, base_url=args.base_url, model=args.model,
-                                    file_cfg=file_cfg)
+                                    file_cfg=file_cfg, json_mode=args.json_mode)
         cfg = engine_config(args, file_cfg)
         cfg.mode = args.mode or ("trace" if args.think_aloud else None)
         cfg.halting = not args.no_halting

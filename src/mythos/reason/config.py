@@ -44,7 +44,7 @@ class BackendSettings:
     model: str
     base_url: str | None = None
     api_key: str | None = None
-    json_mode: bool = False
+    json_mode: str = "off"  # off | object | schema (response_format for servers that support it)
 
     def describe(self) -> str:
         where = f" at {self.base_url}" if self.base_url else ""
@@ -67,7 +67,8 @@ def load_config_file(path: str | None) -> dict[str, Any]:
 
 
 def resolve_settings(*, provider: str | None, base_url: str | None, model: str | None,
-                     file_cfg: dict[str, Any], env: dict[str, str] | None = None) -> BackendSettings:
+                     file_cfg: dict[str, Any], env: dict[str, str] | None = None,
+                     json_mode: str | None = None) -> BackendSettings:
     env = dict(os.environ) if env is None else env
     provider = provider or file_cfg.get("provider")
     base_url = base_url or file_cfg.get("base_url")
@@ -93,8 +94,12 @@ def resolve_settings(*, provider: str | None, base_url: str | None, model: str |
                 raise NotConfigured(f"no model named for the server at {base_url}: pass --model NAME or set "
                                     "MYTHOS_REASON_MODEL (ask the server: curl BASE_URL/models)")
             model = DEFAULT_MODELS["openai"]
+        json_mode = json_mode or file_cfg.get("json_mode", "off")
+        json_mode = {True: "object", False: "off"}.get(json_mode, json_mode) if isinstance(json_mode, bool) else json_mode
+        if json_mode not in ("off", "object", "schema"):
+            raise NotConfigured(f"json_mode={json_mode!r} is invalid: use off, object or schema")
         return BackendSettings(provider="openai", model=model, base_url=base_url, api_key=api_key,
-                               json_mode=bool(file_cfg.get("json_mode", False)))
+                               json_mode=json_mode)
     api_key = file_cfg.get("api_key") or env.get("ANTHROPIC_API_KEY")
     if not api_key and not base_url:
         raise NotConfigured("provider anthropic needs ANTHROPIC_API_KEY (or api_key in the config file)")

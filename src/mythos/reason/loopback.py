@@ -80,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
             t_end = time.monotonic()
         with srv.lock:
             srv.log.append({"t_start": t_start, "t_end": t_end, "model": model, "tag": tag_of(messages),
-                            "status": status})
+                            "status": status, "response_format": payload.get("response_format")})
         self._send(status, body, ctype)
 
 
