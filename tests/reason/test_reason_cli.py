@@ -125,3 +125,25 @@ def test_replay_reproduces_a_recorded_http_run_offline(clean_env, capsys):
     assert again["rendered"] == saved["rendered"] == first
     assert [(c["tag"], c["status"], c["attempts"]) for c in again["calls"]] == \
         [(c["tag"], c["status"], c["attempts"]) for c in saved["calls"]]
+
+
+def test_backend_resolution_from_the_environment():
+    from mythos.reason.config import NotConfigured, resolve_settings
+
+    def resolve(env, **kw):
+        return resolve_settings(provider=kw.get("provider"), base_url=kw.get("base_url"), model=kw.get("model"),
+                                file_cfg=kw.get("file_cfg", {}), env=env)
+
+    assert resolve({"ANTHROPIC_API_KEY": "k"}).provider == "anthropic"
+    openai_default = resolve({"OPENAI_API_KEY": "k"})
+    assert (openai_default.provider, openai_default.base_url) == ("openai", None)
+    both = resolve({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1", "MYTHOS_REASON_MODEL": "m", "ANTHROPIC_API_KEY": "k"})
+    assert (both.provider, both.model) == ("openai", "m")  # an explicit server beats a stray key
+    assert resolve({}, file_cfg={"provider": "scripted"}).provider == "scripted"
+    flags = resolve({"MYTHOS_REASON_MODEL": "env"}, base_url="http://127.0.0.1:2/v1", model="flag",
+                    file_cfg={"model": "file"})
+    assert flags.model == "flag" and flags.base_url == "http://127.0.0.1:2/v1"
+    for env, kw, message in [({}, {}, "no LLM backend"), ({}, {"provider": "bard"}, "not supported"),
+                             ({}, {"provider": "anthropic"}, "ANTHROPIC_API_KEY")]:
+        with pytest.raises(NotConfigured, match=message):
+            resolve(env, **kw)
