@@ -2,10 +2,11 @@
 
 One step = forward + cross-entropy + backward + AdamW update on a (batch x seq) batch of random tokens, at the
 issue's small configuration (MLA and GQA). Steps alternate between the two models so machine noise hits both
-alike; we report median seconds per step, tokens/s and the ratio ours / reference. Both models run every loop
-(the reference exits early only when every position has halted; we count the loops it actually ran).
+alike; we report median seconds per step, tokens/s and the ratio ours / reference. By default both halting
+units are pushed to p~0 so both models run every loop (the same work); ``--act`` lets each exit once all its
+positions have halted, which at initialisation depends on its random halting unit, not on its speed.
 
-    .venv/bin/python benchmarks/model_train_step.py [--quick] [--steps N] [--profile]
+    .venv/bin/python benchmarks/model_train_step.py [--quick] [--steps N] [--threads N] [--act] [--profile]
 """
 
 from __future__ import annotations
@@ -25,8 +26,20 @@ SMALL = dict(
 )  # fmt: skip
 
 
-def build_pair(attn_type: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(ours with default semantics, reference) at the same config, same init seed."""
+def never_halt(model: torch.nn.Module) -> None:
+    """Push the ACT halting probability to ~0 so every loop runs (same attribute path in both models)."""
+    with torch.no_grad():
+        model.recurrent.act.halt.bias.fill_(-30.0)
+
+
+def build_pair(
+    attn_type: str, seed: int = 0, fixed_depth: bool = True
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(ours with default semantics, reference) at the same config, same init seed.
+
+    ``fixed_depth``: both run all ``max_loop_iters`` loops. Otherwise each exits once all its positions have
+    halted, which at initialisation depends on each model's random halting unit, not on its speed.
+    """
     from open_mythos.main import MythosConfig as RefConfig
     from open_mythos.main import OpenMythos
 
@@ -36,6 +49,9 @@ def build_pair(attn_type: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn
     ours = Mythos(MythosConfig(**SMALL, attn_type=attn_type))
     torch.manual_seed(seed)
     reference = OpenMythos(RefConfig(**SMALL, attn_type=attn_type))
+    if fixed_depth:
+        never_halt(ours)
+        never_halt(reference)
     return ours, reference
 
 
@@ -60,8 +76,10 @@ def count_loops(model: torch.nn.Module) -> list[int]:
     return counter
 
 
-def bench(attn_type: str, batch: int, seq: int, steps: int, warmup: int) -> dict[str, float]:
-    ours, reference = build_pair(attn_type)
+def bench(
+    attn_type: str, batch: int, seq: int, steps: int, warmup: int, fixed_depth: bool
+) -> dict[str, float]:
+    ours, reference = build_pair(attn_type, fixed_depth=fixed_depth)
     vocab = SMALL["vocab_size"]
     runners = {"ours": make_step(ours, vocab), "reference": make_step(reference, vocab)}
     loops = {"ours": count_loops(ours), "reference": count_loops(reference)}
@@ -110,6 +128,9 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=None, help="default 256 (quick: 128)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table for ours")
+    parser.add_argument(
+        "--act", action="store_true", help="let ACT halting end the loop early (default: both run every loop)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,7 +140,8 @@ def main() -> None:
     args.seq = args.seq or (128 if args.quick else 256)
     print(
         f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq}, {steps} timed steps after {warmup} warm-up, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        + ("ACT may exit early" if args.act else "fixed depth: every loop runs in both models")
     )
     header = (
         f"{'attn':<5}{'ours s/step':>13}{'ref s/step':>12}{'ours tok/s':>12}{'ref tok/s':>11}{'loops o/r':>11}"
@@ -127,7 +149,7 @@ def main() -> None:
     )
     print(header)
     for attn_type in ("mla", "gqa"):
-        r = bench(attn_type, args.batch, args.seq, steps, warmup)
+        r = bench(attn_type, args.batch, args.seq, steps, warmup, fixed_depth=not args.act)
         print(
             f"{attn_type:<5}{r['ours_s']:>13.3f}{r['reference_s']:>12.3f}{r['ours_tok_s']:>12.0f}"
             f"{r['reference_tok_s']:>11.0f}{r['ours_loops']:>6.1f}/{r['reference_loops']:<4.1f}{r['ratio']:>8.2f}x"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mythos.model import Mythos, MythosConfig, get_preset
 from mythos.model.params import (
@@ -138,3 +140,41 @@ def test_giant_presets_are_sized_without_allocating():
     assert 0.9e12 < counts["1t"].total < 1.1e12
     assert 0.9e9 < counts["1b"].total < 1.2e9
     assert all(c.active < c.total for c in counts.values())
+
+
+@st.composite
+def small_configs(draw) -> MythosConfig:
+    attn = draw(st.sampled_from(["mla", "gqa"]))
+    n_heads = draw(st.sampled_from([1, 2, 4]))
+    n_experts = draw(st.integers(1, 6))
+    return MythosConfig(
+        vocab_size=draw(st.integers(2, 50)),
+        dim=draw(st.sampled_from([16, 32])),  # loop_dim = dim // 8 must be even; heads divide it evenly
+        n_heads=n_heads,
+        n_kv_heads=draw(st.sampled_from([h for h in (1, 2, 4) if n_heads % h == 0])),
+        max_seq_len=16,
+        max_loop_iters=draw(st.integers(1, 4)),
+        prelude_layers=draw(st.integers(0, 2)),
+        coda_layers=draw(st.integers(0, 2)),
+        attn_type=attn,
+        kv_lora_rank=draw(st.integers(1, 8)),
+        q_lora_rank=draw(st.integers(1, 8)),
+        qk_rope_head_dim=draw(st.sampled_from([2, 4])),
+        qk_nope_head_dim=draw(st.integers(1, 6)),
+        v_head_dim=draw(st.integers(1, 6)),
+        n_experts=n_experts,
+        n_shared_experts=draw(st.integers(0, 2)),
+        n_experts_per_tok=draw(st.integers(1, n_experts)),
+        expert_dim=draw(st.integers(1, 12)),
+        lora_rank=draw(st.integers(1, 4)),
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(cfg=small_configs(), loops=st.integers(1, 6))
+def test_formula_equals_numel_for_any_valid_config(cfg, loops):
+    model = Mythos(cfg)
+    counts = count_params(cfg, loops)
+    assert counts.total == sum(p.numel() for p in model.parameters())
+    assert counts.active <= counts.touched <= counts.total
+    assert counts.applied >= counts.active
