@@ -143,6 +143,11 @@ def test_backend_resolution_from_the_environment():
     flags = resolve({"MYTHOS_REASON_MODEL": "env"}, base_url="http://127.0.0.1:2/v1", model="flag",
                     file_cfg={"model": "file"})
     assert flags.model == "flag" and flags.base_url == "http://127.0.0.1:2/v1"
+    env_over_file = resolve({"MYTHOS_REASON_MODEL": "env", "OPENAI_BASE_URL": "http://127.0.0.1:3/v1"},
+                            file_cfg={"model": "file", "base_url": "http://127.0.0.1:4/v1"})
+    assert (env_over_file.model, env_over_file.base_url) == ("env", "http://127.0.0.1:3/v1")
+    file_only = resolve({}, file_cfg={"model": "file", "base_url": "http://127.0.0.1:4/v1"})
+    assert (file_only.provider, file_only.model, file_only.base_url) == ("openai", "file", "http://127.0.0.1:4/v1")
     for env, kw, message in [({}, {}, "no LLM backend"), ({}, {"provider": "bard"}, "not supported"),
                              ({}, {"provider": "anthropic"}, "ANTHROPIC_API_KEY")]:
         with pytest.raises(NotConfigured, match=message):

@@ -1,4 +1,7 @@
-"""Backend configuration from flags, environment and a TOML file (in that order of precedence).
+"""Backend configuration from flags, environment and a TOML file.
+
+Precedence: the provider comes from the flag, then the file, then is inferred from the environment; the model,
+base URL and keys come from the flag, then the environment, then the file. Engine limits: flag, then file.
 
 Environment: ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ``MYTHOS_REASON_MODEL``,
 ``MYTHOS_REASON_CONFIG`` (path of the TOML file; default ``~/.config/mythos/reason.toml``).
@@ -70,11 +73,12 @@ def resolve_settings(*, provider: str | None, base_url: str | None, model: str |
                      file_cfg: dict[str, Any], env: dict[str, str] | None = None,
                      json_mode: str | None = None) -> BackendSettings:
     env = dict(os.environ) if env is None else env
+    # the provider: flag, then the config file, then inferred from the environment; the model, URL and keys:
+    # flag, then environment, then the file
     provider = provider or file_cfg.get("provider")
-    base_url = base_url or file_cfg.get("base_url")
-    model = model or file_cfg.get("model") or env.get("MYTHOS_REASON_MODEL")
+    model = model or env.get("MYTHOS_REASON_MODEL") or file_cfg.get("model")
     if provider is None:
-        if base_url or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY"):
+        if base_url or env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY") or file_cfg.get("base_url"):
             provider = "openai"
         elif env.get("ANTHROPIC_API_KEY"):
             provider = "anthropic"
@@ -85,8 +89,8 @@ def resolve_settings(*, provider: str | None, base_url: str | None, model: str |
     if provider == "scripted":
         return BackendSettings(provider="scripted", model=model or "scripted")
     if provider == "openai":
-        base_url = base_url or env.get("OPENAI_BASE_URL")
-        api_key = file_cfg.get("api_key") or env.get("OPENAI_API_KEY")
+        base_url = base_url or env.get("OPENAI_BASE_URL") or file_cfg.get("base_url")
+        api_key = env.get("OPENAI_API_KEY") or file_cfg.get("api_key")
         if not base_url and not api_key:
             raise NotConfigured(HOW_TO_CONFIGURE)
         if not model:
@@ -100,7 +104,8 @@ def resolve_settings(*, provider: str | None, base_url: str | None, model: str |
             raise NotConfigured(f"json_mode={json_mode!r} is invalid: use off, object or schema")
         return BackendSettings(provider="openai", model=model, base_url=base_url, api_key=api_key,
                                json_mode=json_mode)
-    api_key = file_cfg.get("api_key") or env.get("ANTHROPIC_API_KEY")
+    base_url = base_url or file_cfg.get("base_url")
+    api_key = env.get("ANTHROPIC_API_KEY") or file_cfg.get("api_key")
     if not api_key and not base_url:
         raise NotConfigured("provider anthropic needs ANTHROPIC_API_KEY (or api_key in the config file)")
     return BackendSettings(provider="anthropic", model=model or DEFAULT_MODELS["anthropic"],
