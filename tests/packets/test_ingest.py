@@ -74,6 +74,13 @@ def test_prose_only_is_an_error_and_leaves_no_raw_file(run: Path):
     assert list((run / "raw/subagents").iterdir()) == []
 
 
+def test_crlf_output_is_understood(run: Path, tmp_path: Path):
+    path = tmp_path / "windows.md"
+    path.write_bytes(fence(ev("ev-crlf")).replace("\n", "\r\n").encode())
+    result = ingest_file(run, lane="w", agent_id="x", path=path)
+    assert "ev-crlf" in result.evidence_ids and not result.quarantined
+
+
 def test_fence_rules():
     text = "```mythos-evidence-jsonl\n{}\n``` \n{}\n```\n" + "prose " * 50 + "\n```jsonl\n{}\n```\n"
     blocks = extract_blocks(text)

@@ -1,4 +1,4 @@
-"""`mythos packet …`: init, ingest, compile, gate, ready, validate — each a thin shell over the library."""
+"""`mythos packet …`: init, ingest, compile, gate, status, validate, ready — each a thin shell over the library."""
 
 from __future__ import annotations
 
