@@ -97,6 +97,15 @@ def test_symlink_in_raw_is_refused(run: Path, tmp_path: Path):
         compile_run(run)
 
 
+def test_symlinked_jsonl_input_is_refused(run: Path, tmp_path: Path):
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_text("")
+    (run / "verifier-results/findings.jsonl").unlink()
+    os.symlink(target, run / "verifier-results/findings.jsonl")
+    with pytest.raises(PacketError, match="symbolic link"):
+        compile_run(run)
+
+
 def test_duplicate_ids_written_by_hand_are_named(run: Path):
     with open(run / "worker-results/evidence.jsonl", "a") as handle:
         handle.write(json.dumps({"id": "ev-objective", "kind": "objective", "summary": "again",

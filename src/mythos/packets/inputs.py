@@ -70,6 +70,9 @@ def read_jsonl(run_dir: Path, rel: str, parse: Callable[[object, str], dict],
                fingerprint: dict[str, str] | None = None) -> list[dict]:
     """Parse every non-blank line of ``rel`` with ``parse``; the first bad line stops the compile, named."""
     path = run_dir / rel
+    if path.is_symlink():
+        raise PacketError(f"{rel} is a symbolic link; run inputs must be the files themselves", field=rel,
+                          fix=f"replace {rel} with a copy of the file it points to")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
