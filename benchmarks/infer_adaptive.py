@@ -30,19 +30,19 @@ TASK = VariableBinding(n_statements=12, n_values=10, n_names=16)
 MAX_HOPS = 4
 
 
-def config() -> MythosConfig:
+def config(ponder: float) -> MythosConfig:
     return MythosConfig(
         vocab_size=TASK.vocab_size, dim=96, n_heads=4, n_kv_heads=2, max_seq_len=64, max_loop_iters=6,
         prelude_layers=1, coda_layers=1, attn_type="mla", kv_lora_rank=32, q_lora_rank=48, qk_rope_head_dim=8,
         qk_nope_head_dim=16, v_head_dim=16, n_experts=4, n_shared_experts=1, n_experts_per_tok=2, expert_dim=48,
-        lora_rank=4, act_threshold=0.9, ponder_weight=0.01, rope_theta=10000.0,
+        lora_rank=4, act_threshold=0.9, ponder_weight=ponder, rope_theta=10000.0,
     )
 
 
-def train(steps: int, seed: int = 0) -> Mythos:
+def train(steps: int, ponder: float, seed: int = 0) -> Mythos:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    cfg = config()
+    cfg = config(ponder)
     model = Mythos(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
@@ -62,12 +62,12 @@ def train(steps: int, seed: int = 0) -> Mythos:
     return model.eval()
 
 
-def load_or_train(steps: int, cache_dir: Path) -> Mythos:
-    path = cache_dir / f"binding-{steps}"
+def load_or_train(steps: int, ponder: float, cache_dir: Path) -> Mythos:
+    path = cache_dir / f"binding-{steps}-ponder{ponder:g}"
     if (path / "config.json").is_file():
         return load_checkpoint(path).eval()
-    print(f"training a {steps}-step model (cached in {path})")
-    model = train(steps)
+    print(f"training a {steps}-step model, ponder weight {ponder:g} (cached in {path})")
+    model = train(steps, ponder)
     save_checkpoint(model, path)
     return model
 
@@ -97,32 +97,37 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--programs", type=int, default=None)
+    ap.add_argument("--ponder", default="0.003,0", help="comma-separated ponder weights, one model each")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "mythos-infer-bench"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     steps = args.steps or (150 if args.quick else 400)
     n = args.programs or (16 if args.quick else 64)
-    model = load_or_train(steps, Path(args.cache_dir))
+    for ponder in (float(p) for p in args.ponder.split(",")):
+        report(load_or_train(steps, ponder, Path(args.cache_dir)), n, steps, ponder)
+
+
+def report(model: Mythos, n: int, steps: int, ponder: float) -> None:
     batch = TASK.sample(n, np.random.default_rng(12345), MAX_HOPS)
     with torch.no_grad():
-        full = model(torch.from_numpy(batch.inputs))
+        out = model(torch.from_numpy(batch.inputs), return_aux=True)
     mask = torch.from_numpy(batch.targets) != IGNORE
-    ref_loss = F.cross_entropy(full[mask], torch.from_numpy(batch.targets)[mask]).item()
-    print(f"\nbinding task ({TASK.n_statements} statements, <= {MAX_HOPS} hops), {steps} training steps, "
-          f"{n} held-out programs, {model.cfg.max_loop_iters} loops, act_threshold {model.cfg.act_threshold}")
-    print(f"model forward (no cache): loss {ref_loss:.4f}\n")
+    ref_loss = F.cross_entropy(out.logits[mask], torch.from_numpy(batch.targets)[mask]).item()
+    print(f"\nbinding task ({TASK.n_statements} statements, <= {MAX_HOPS} hops), {steps} training steps, ponder weight "
+          f"{ponder:g}, {n} held-out programs, {model.cfg.max_loop_iters} loops, act_threshold "
+          f"{model.cfg.act_threshold}; model forward: loss {ref_loss:.4f}, ACT mean depth {out.aux.mean_depth:.2f}")
     settings = [
         ("fixed depth, per-loop cache (exact)", dict()),
         ("fixed depth, last-2 cache", dict(cache_policy="last-2")),
         ("fixed depth, shared cache", dict(cache_policy="shared")),
         ("adaptive depth, per-loop cache", dict(adaptive=True)),
         ("adaptive depth, shared cache", dict(adaptive=True, cache_policy="shared")),
+        ("adaptive, per-loop, threshold 0.7", dict(adaptive=True, act_threshold=0.7)),
+        ("adaptive, per-loop, threshold 0.5", dict(adaptive=True, act_threshold=0.5)),
     ]
     print(f"{'setting':<38} | {'loss':>7} | {'answer acc':>10} | {'loops run':>9} | {'CPU s':>6} | {'KV B/token':>10}")
-    base = None
     for name, kw in settings:
         r = evaluate(model, batch.inputs, batch.targets, **kw)
-        base = base or r
         print(f"{name:<38} | {r['loss']:>7.4f} | {r['acc']:>10.3f} | {100 * r['loops_run']:>8.1f}% | "
               f"{r['cpu']:>6.2f} | {r['bytes']:>10}")
 

@@ -17,7 +17,7 @@ Two ways to run the loop:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,12 @@ class Engine:
         adaptive: bool = False,
         prefill_chunk: int = 512,
         device: torch.device | str = "cpu",
+        act_threshold: float | None = None,
     ) -> None:
+        if act_threshold is not None:  # trade accuracy for depth at inference: lower halts sooner
+            if not 0.0 < act_threshold <= 1.0:
+                raise ValueError(f"act_threshold={act_threshold} is invalid: use a number in (0, 1]")
+            view = replace(view, act=replace(view.act, threshold=act_threshold))
         self.view = view
         self.max_loops = n_loops or view.max_loop_iters
         self.cache = StaticKVCache.allocate(
@@ -96,6 +101,7 @@ class Engine:
         Compiled steps read the whole cache (masked), gpt-fast style, so every step has the same shapes and
         one graph serves a whole generation; eager steps read only up to the longest live sequence.
         """
+        kwargs.setdefault("fullgraph", True)
         self._decode_fn = torch.compile(self._forward_fixed, dynamic=False, **kwargs)
         self._compiled = True
 
