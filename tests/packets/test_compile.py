@@ -104,6 +104,11 @@ def test_symlinked_jsonl_input_is_refused(run: Path, tmp_path: Path):
     os.symlink(target, run / "verifier-results/findings.jsonl")
     with pytest.raises(PacketError, match="symbolic link"):
         compile_run(run)
+    with pytest.raises(PacketError, match="symbolic link"):
+        ingest_text(run, lane="v", agent_id="x", text=fence({"id": "vf-s", "summary": "s", "status": "passed",
+                                                               "source_ids": ["test:t"]}, kind="verifier"))
+    assert target.read_text() == ""
+    assert list((run / "raw/subagents").iterdir()) == []
 
 
 def test_duplicate_ids_written_by_hand_are_named(run: Path):

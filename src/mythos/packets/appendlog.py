@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
+from .errors import PacketError
 from .records import loads_strict
 
 
@@ -14,6 +16,8 @@ def heal_torn_tail(path: Path) -> str | None:
 
     A tail that is complete JSON merely lacks its newline; it is kept and terminated instead.
     """
+    if path.is_symlink():
+        return None  # append_lines refuses it with a clear error
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -57,7 +61,13 @@ def append_lines(path: Path, lines: list[str]) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = ("\n".join(lines) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PacketError(f"{path.name} is a symbolic link; run inputs must be the files themselves",
+                              field=path.name, fix="replace the link with a copy of the file") from None
+        raise
     try:
         view = memoryview(payload)
         while view:

@@ -371,6 +371,10 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
             origins: dict[int, dict]) -> IngestResult:
     result = IngestResult(blocked=blocked)
     with run_lock(run):
+        for rel in (EVIDENCE, FINDINGS, QUARANTINE):
+            if (run / rel).is_symlink():
+                raise PacketError(f"{rel} is a symbolic link; run inputs must be the files themselves", field=rel,
+                                  fix=f"replace {rel} with a copy of the file it points to")
         evidence_ids, sessions = scan_ids(run / EVIDENCE)
         number = len(sessions) + 1
         if in_place is not None:
