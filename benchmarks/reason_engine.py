@@ -2,11 +2,12 @@
 
 Sections (all print a table; medians over repeated runs):
   modes     calls, tokens and wall time per mode, with token ratios against silent
+  cases     exact calls/tokens per phase for every calibration (case, mode) on the scripted backend
   parallel  agent-mode speedup against the same run at concurrency 1 (server with N slots, fixed latency)
   halting   tokens and rounds saved by early halting against the same runs with halting off
   faults    completion rate under injected fault rates 0/10/30/50 % (HTTP server and scripted backend)
 
-    .venv/bin/python benchmarks/reason_engine.py [--quick] [--section modes,parallel,halting,faults]
+    .venv/bin/python benchmarks/reason_engine.py [--quick] [--section modes,cases,parallel,halting,faults]
 """
 
 from __future__ import annotations
@@ -90,6 +91,26 @@ def bench_modes(reps: int, latency: float) -> None:
                          f"{(tin + tout) / silent_tokens:.2f}x" if silent_tokens else "-"])
     table(f"Per mode — loopback server, {latency * 1000:.0f} ms per call, 8 slots, median of {reps}",
           ["mode", "calls", "tokens in", "tokens out", "tokens", "wall s", "tokens vs silent"], rows)
+
+
+def bench_cases() -> None:
+    """Every calibration (case, mode) on the scripted backend: exact calls and tokens per phase."""
+    from mythos.reason.calibrate import invocation_for
+
+    rows = []
+    for case in CASES:
+        for mode in case.modes:
+            rec, wall = asyncio.run(one_run(ScriptedBackend(latency=0.01), invocation_for(case, mode), config()))
+            calls = [c for c in rec.calls if c.status != "skipped"]
+            fan = [c for c in calls if c.phase == "subagent"]
+            # critical path: the sequential calls plus the slowest subagent
+            critical = sum(c.t_end - c.t_start for c in calls if c.phase != "subagent") + max(
+                (c.t_end - c.t_start for c in fan), default=0.0)
+            phases = ", ".join(f"{k} {v['calls']}" for k, v in rec.totals["by_phase"].items())
+            rows.append([case.id, mode, rec.totals["calls"], phases, rec.totals["tokens_in"], rec.totals["tokens_out"],
+                         wall, critical])
+    table("Calibration cases on the scripted backend (10 ms per call): exact calls and tokens",
+          ["case", "mode", "calls", "calls by phase", "tokens in", "tokens out", "wall s", "critical path s"], rows)
 
 
 def bench_parallel(reps: int, latency: float) -> None:
@@ -192,7 +213,7 @@ def bench_faults(runs_http: int, runs_scripted: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter latencies (< 1 min)")
-    parser.add_argument("--section", default="modes,parallel,halting,faults")
+    parser.add_argument("--section", default="modes,cases,parallel,halting,faults")
     args = parser.parse_args(argv)
     sections = args.section.split(",")
     import openai
@@ -203,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if "modes" in sections:
         bench_modes(reps=1 if args.quick else 5, latency=0.02 if args.quick else 0.05)
+    if "cases" in sections:
+        bench_cases()
     if "parallel" in sections:
         bench_parallel(reps=1 if args.quick else 3, latency=0.1 if args.quick else 0.3)
     if "halting" in sections:

@@ -353,3 +353,17 @@ def test_run_deadline_during_the_fan_out_is_reported_not_hidden():
     assert all(s.status == "failed" and "cancelled" in s.error for s in rec.subagents)
     assert "parallel subagents dispatched, not merged (run deadline). Mode: agent." in rec.rendered
     assert "*Fallbacks:" in rec.rendered
+
+
+@pytest.mark.parametrize("case_id, mode, calls", [
+    ("Q1", "silent", 5), ("Q1", "trace", 5), ("Q2", "silent", 7), ("Q2", "trace", 7), ("Q2", "agent", 8),
+    ("Q3", "silent", 5), ("Q3", "trace", 5), ("Q4", "silent", 6), ("Q4", "trace", 6), ("Q5", "silent", 7),
+    ("Q5", "trace", 7), ("Q5", "agent", 8),
+])
+def test_exact_call_counts_for_the_calibration_runs(case_id, mode, calls):
+    from mythos.reason.calibrate import CASES, invocation_for
+
+    case = next(c for c in CASES if c.id == case_id)
+    rec, backend = run(invocation_for(case, mode))
+    assert rec.totals["calls"] == calls == len(backend.requests)
+    assert rec.totals["tokens_in"] == sum(p["tokens_in"] for p in rec.totals["by_phase"].values())
