@@ -152,3 +152,12 @@ def test_backend_resolution_from_the_environment():
                              ({}, {"provider": "anthropic"}, "ANTHROPIC_API_KEY")]:
         with pytest.raises(NotConfigured, match=message):
             resolve(env, **kw)
+
+
+def test_closed_pipe_is_not_a_traceback(clean_env):
+    proc = subprocess.Popen([sys.executable, "-m", "mythos", "think", "--provider", "scripted", "--json", "deep",
+                             Q_ETHICS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err

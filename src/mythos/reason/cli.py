@@ -130,8 +130,18 @@ def think_main(argv: list[str]) -> int:
         print(f"mythos think: run record written to {path}", file=sys.stderr)
     except OSError as exc:
         print(f"mythos think: could not write the run record to {path}: {exc}", file=sys.stderr)
-    print(record.to_json() if args.json else record.rendered, end="" if not args.json else "\n")
+    _emit(record.to_json() + "\n" if args.json else record.rendered)
     return 3 if record.coda.get("fallback") else 0
+
+
+def _emit(text: str) -> None:
+    """Print, and stay quiet when the reader goes away (``mythos think … | head``)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -152,7 +162,7 @@ def _replay(args: argparse.Namespace) -> int:
     keyword = data.get("invocation", {}).get("keyword")
     invocation = f"{keyword} {data['question']}" if keyword else data["question"]
     record = think_sync(invocation, ReplayBackend(data), cfg)
-    print(record.to_json() if args.json else record.rendered, end="" if not args.json else "\n")
+    _emit(record.to_json() + "\n" if args.json else record.rendered)
     return 3 if record.coda.get("fallback") else 0
 
 
