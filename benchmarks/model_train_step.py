@@ -106,18 +106,54 @@ def bench(
     return result
 
 
-def profile_ours(attn_type: str, batch: int, seq: int) -> None:
-    """Where our training step spends its time (top operators by self CPU time)."""
-    from torch.profiler import ProfilerActivity, profile
+def categorize(name: str, shapes: list, vocab: int) -> str:
+    """Bucket a profiler op into the part of the step it belongs to."""
+    dims = {d for shape in shapes if isinstance(shape, list | tuple) for d in shape if isinstance(d, int)}
+    if vocab in dims:
+        return "LM head + loss (vocab-sized)"
+    if "scaled_dot_product" in name or name in (
+        "aten::bmm",
+        "aten::_softmax",
+        "aten::_softmax_backward_data",
+    ):
+        return "attention kernels"
+    if name in ("aten::mm", "aten::addmm", "aten::_grouped_mm", "aten::matmul", "aten::linear"):
+        return "other matmuls (projections, experts)"
+    if name.startswith("aten::_foreach") or "adam" in name.lower():
+        return "optimizer"
+    return "elementwise, copies, indexing"
 
-    ours, _ = build_pair(attn_type)
-    step = make_step(ours, SMALL["vocab_size"])
-    tokens = torch.randint(0, SMALL["vocab_size"], (batch, seq + 1))
-    step(tokens)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+
+def profile_step(attn_type: str, batch: int, seq: int) -> None:
+    """Where each model's training step spends its time: self CPU time by part of the step."""
+    from torch.profiler import profile
+
+    vocab = SMALL["vocab_size"]
+    models = dict(zip(("ours", "reference"), build_pair(attn_type), strict=True))
+    tokens = torch.randint(0, vocab, (batch, seq + 1))
+    table: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        step = make_step(model, vocab)
         step(tokens)
-    print(f"\nprofile of our {attn_type.upper()} training step (top 15 ops by self CPU time):")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        with profile(record_shapes=True) as prof:
+            step(tokens)
+        buckets: dict[str, float] = {}
+        for event in prof.key_averages(group_by_input_shape=True):
+            key = categorize(event.key, event.input_shapes, vocab)
+            buckets[key] = buckets.get(key, 0.0) + event.self_cpu_time_total / 1e3
+        table[name] = buckets
+    print(
+        f"\nprofile, {attn_type.upper()} training step, self CPU ms by part (torch.profiler, one step each):"
+    )
+    parts = sorted({k for b in table.values() for k in b}, key=lambda k: -table["ours"].get(k, 0.0))
+    totals = {name: sum(b.values()) for name, b in table.items()}
+    print(f"{'part':<40}{'ours ms':>10}{'ours %':>8}{'ref ms':>10}{'ref %':>8}")
+    for part in parts:
+        o, r = table["ours"].get(part, 0.0), table["reference"].get(part, 0.0)
+        print(
+            f"{part:<40}{o:>10.0f}{100 * o / totals['ours']:>7.0f}%{r:>10.0f}{100 * r / totals['reference']:>7.0f}%"
+        )
+    print(f"{'total':<40}{totals['ours']:>10.0f}{'':>8}{totals['reference']:>10.0f}")
 
 
 def main() -> None:
@@ -127,7 +163,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default 8 (quick: 4)")
     parser.add_argument("--seq", type=int, default=None, help="default 256 (quick: 128)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table for ours")
+    parser.add_argument("--profile", action="store_true", help="also print where each step spends its time")
     parser.add_argument(
         "--act", action="store_true", help="let ACT halting end the loop early (default: both run every loop)"
     )
@@ -161,7 +197,7 @@ def main() -> None:
     print("loops o/r: loop iterations run per step; the reference exits once every position has halted")
     if args.profile:
         for attn_type in ("mla", "gqa"):
-            profile_ours(attn_type, args.batch, args.seq)
+            profile_step(attn_type, args.batch, args.seq)
 
 
 if __name__ == "__main__":
