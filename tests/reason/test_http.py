@@ -98,10 +98,10 @@ def test_slow_replies_within_the_deadline_succeed(server):
 
 
 def test_agent_fan_out_overlaps_on_the_server(server):
-    rec = think(server, "delay/0.2", invocation=f"deep {Q_ETHICS}")
+    rec = think(server, "delay/0.4", invocation=f"deep {Q_ETHICS}")
     subs = [c for c in rec.calls if c.phase == "subagent"]
     assert len(subs) == 5 and max(c.t_start for c in subs) < min(c.t_end for c in subs)
-    hits = [e for e in server.log if e["model"] == "delay/0.2" and e["tag"].startswith("sub:")]
+    hits = [e for e in server.log if e["model"] == "delay/0.4" and e["tag"].startswith("sub:")]
     assert len(hits) == 5 and max(e["t_start"] for e in hits) < min(e["t_end"] for e in hits)
 
 

@@ -278,7 +278,7 @@ def calibrate_cli(argv: list[str]) -> int:
         print(f"mythos calibrate: {exc}", file=sys.stderr)
         return 2
     if settings.provider == "scripted":
-        backend.latency = 0.01  # a little service time, so parallel overlap is measured, not assumed
+        backend.latency = 0.03  # a little service time, so parallel overlap is measured, not assumed
     case_ids = [c.strip().upper() for c in args.cases.split(",")] if args.cases else None
     known = {c.id for c in CASES}
     if case_ids and not set(case_ids) <= known:
