@@ -161,7 +161,11 @@ def test_agent_mode_runs_subagents_concurrently_and_merges():
     # independence: no subagent prompt contains another subagent's lens instruction or finding
     for request in backend.requests:
         if request.tag.startswith("sub:"):
-            assert "FINDINGS" not in request.messages[-1]["content"]
+            own = request.tag.split(":")[2]
+            prompt = request.messages[-1]["content"]
+            assert "FINDINGS" not in prompt and "INSIGHT" not in prompt
+            assert re.findall(r"^LENS: (\S+)", prompt, re.MULTILINE) == [own.split("-Pro")[0].split("-Anti")[0]]
+            assert not any(s.finding in prompt for s in rec.subagents)
 
 
 def test_concurrency_one_runs_subagents_one_after_another():
