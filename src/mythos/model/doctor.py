@@ -127,8 +127,8 @@ def _checked(name: str, fix: str) -> Callable[[Callable[..., list[Finding]]], Ca
 A_NEAR_ONE = 0.99  # memory half-life of ~70 loops: the loop barely forgets its state
 SATURATION_VALUES = (-1e4, -100.0, -30.0, -20.0, 0.0, 20.0, 30.0, 100.0, 1e4)
 RHO_FIX = (
-    "compute A = exp(-exp(x)) with x clamped so that A <= 1 - 2^-9 (the largest bf16 value below 1) in every "
-    "dtype, e.g. clamp log_dt + log_A from below at log(2^-8) rather than at -20"
+    "cap A at 1 - 2^-8 (the largest bfloat16 below 1) in every dtype: clamp log_dt + log_A from below at "
+    "log(-log(1 - 2^-8)) ~ -5.54 instead of -20, compute A in fp32 and clamp before casting"
 )
 
 
@@ -224,11 +224,13 @@ def check_e_frozen(model: nn.Module, probe: Probe) -> list[Finding]:
     """The input injected each loop must be the same values every iteration (and not the loop state)."""
     injection = model.recurrent.injection
     seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    storages: set[int] = set()
 
     def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
         bound = _bound_arguments(module, args, kwargs)
         e = bound.get("e", args[1] if len(args) > 1 else None)
         h = bound.get("h", args[0] if args else None)
+        storages.add(e.data_ptr())
         seen.append((e.detach().clone(), h.detach().clone() if isinstance(h, torch.Tensor) else None))
 
     handle = injection.register_forward_pre_hook(record, with_kwargs=True)
@@ -246,7 +248,8 @@ def check_e_frozen(model: nn.Module, probe: Probe) -> list[Finding]:
     first = seen[0][0]
     drift = [i for i, (e, _) in enumerate(seen) if e.shape != first.shape or not torch.equal(e, first)]
     if drift:
-        delta = max((seen[i][0] - first).abs().max().item() for i in drift if seen[i][0].shape == first.shape)
+        same_shape = [i for i in drift if seen[i][0].shape == first.shape]
+        delta = max(((seen[i][0] - first).abs().max().item() for i in same_shape), default=math.nan)
         return [
             Finding(
                 "e_frozen",
@@ -260,7 +263,8 @@ def check_e_frozen(model: nn.Module, probe: Probe) -> list[Finding]:
         return [
             Finding("e_frozen", "violation", "the injected e equals the loop state h at every loop", E_FIX)
         ]
-    return [Finding("e_frozen", "ok", f"identical e injected at all {len(seen)} loops")]
+    how = "the same tensor" if len(storages) == 1 else "equal values"
+    return [Finding("e_frozen", "ok", f"identical e injected at all {len(seen)} loops ({how})")]
 
 
 # ---------------------------------------------------------------------------------------------- 3. MoE placement
