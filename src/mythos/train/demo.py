@@ -31,8 +31,8 @@ DEMO_MODEL = dict(
 def demo_config(out: str, quick: bool, seed: int, steps: int | None) -> TrainConfig:
     return TrainConfig(
         out=out, model="tiny", model_overrides=dict(DEMO_MODEL), task="binding",
-        task_options={"n_statements": 20, "n_names": 40, "n_values": 10}, train_hops=5,
-        batch_size=16 if quick else 48, steps=steps or (12 if quick else 500), lr=3e-3, warmup=5 if quick else 50,
+        task_options={"n_statements": 8 if quick else 20, "n_names": 16 if quick else 40, "n_values": 10},
+        train_hops=3 if quick else 5, batch_size=8 if quick else 48, steps=steps or (4 if quick else 500), lr=3e-3, warmup=5 if quick else 50,
         min_lr_ratio=0.1, weight_decay=0.01, beta2=0.98, grad_clip=1.0, loops="2:8", seed=seed,
         ckpt_every=10_000, keep_checkpoints=1, progress=True, device="cpu", precision="fp32",
     )
@@ -44,9 +44,9 @@ def demo_main(argv: list[str]) -> int:
                                 "chain length and test-time loop count.")
     p.add_argument("--out", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
     p.add_argument("--quick", action="store_true", help="a few steps and a small grid (seconds; for tests)")
-    p.add_argument("--steps", type=int, help="training steps (default 500; --quick: 12)")
+    p.add_argument("--steps", type=int, help="training steps (default 500; --quick: 4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samples", type=int, help="test programs per chain length (default 256; --quick: 32)")
+    p.add_argument("--samples", type=int, help="test programs per chain length (default 256; --quick: 16)")
     args = p.parse_args(argv)
 
     import torch
@@ -78,7 +78,7 @@ def demo_main(argv: list[str]) -> int:
     model = load_checkpoint(result.last_checkpoint)
     print(f"model: {model.num_parameters():,} parameters; trained in {t_train:.0f}s; evaluating…")
     if args.quick:
-        lengths, loops, samples = [1, 2, 3, 6], [1, 2, 4, 8], args.samples or 32
+        lengths, loops, samples = [1, 2, 4], [1, 2, 4], args.samples or 16
     else:
         lengths, loops, samples = list(range(1, 13)), [1, 2, 3, 4, 6, 8, 10, 12, 16], args.samples or 256
     acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=cfg.seed + 1000, distractor_hops=2)

@@ -159,14 +159,17 @@ class CarryChain:
 
     At each second digit of a pair the model outputs that digit of the sum. The digit depends on a carry that
     may ripple from far below through a run of pairs summing to 9; the depth of a position is how many pairs it
-    must look back to settle its carry, so long runs of 9-sums force long sequential chains.
+    must look back to settle its carry, so long runs of 9-sums force long sequential chains. ``nine_rate``
+    plants 9-sums so that long chains are common enough to learn from (uniform digits give 9 only 10% of the time).
     """
 
     name = "carry"
 
-    def __init__(self, n_digits: int = 20) -> None:
+    def __init__(self, n_digits: int = 20, nine_rate: float = 0.4) -> None:
         _check_positive("n_digits", n_digits, 2)
-        self.n_digits = n_digits
+        if not 0.0 <= nine_rate < 1.0:
+            raise ValueError(f"nine_rate must be in [0, 1) (share of digit pairs summing to 9), got {nine_rate}")
+        self.n_digits, self.nine_rate = n_digits, nine_rate
         self.digit_base = FIRST_TASK_TOKEN
         self.vocab_size = self.digit_base + 10
         self.seq_len = 1 + 2 * n_digits
@@ -198,6 +201,8 @@ class CarryChain:
         for b in range(batch_size):
             a = rng.integers(0, 10, size=d)
             c = rng.integers(0, 10, size=d)
+            nines = rng.random(d) < self.nine_rate  # random digits rarely chain carries; plant 9-sums
+            c = np.where(nines, 9 - a, c)
             sums = a + c
             run = 0
             for i in range(d):  # break runs of 9-sums longer than allowed, so training depth stays bounded

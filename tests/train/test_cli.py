@@ -1,0 +1,69 @@
+"""The wing's commands end to end as a user runs them: demo --quick, eval, plot, train on a text folder."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def mythos(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "mythos", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = mythos("demo", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stdout
+
+
+def test_demo_quick_prints_a_grid_and_writes_plots(demo_run):
+    out, stdout = demo_run
+    assert "chain\\loops" in stdout and "wall time" in stdout
+    grid = json.loads((out / "grid.json").read_text())
+    assert grid["lengths"] == [1, 2, 4] and grid["loops"] == [1, 2, 4]
+    assert all(0 <= v <= 1 for row in grid["accuracy"] for v in row)
+    for png in ("grid.png", "plots/training.png", "plots/loops_and_experts.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_is_deterministic_given_its_seed(demo_run, tmp_path):
+    out, _ = demo_run
+    again = mythos("demo", "--quick", "--out", str(tmp_path))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "grid.json").read_text()) == json.loads((out / "grid.json").read_text())
+
+
+def test_eval_prints_the_grid_of_a_checkpoint(demo_run, tmp_path):
+    out, _ = demo_run
+    result = mythos("eval", str(out), "--lengths", "1,2", "--loops", "1,3", "--samples", "8",
+                    "--json", str(tmp_path / "g.json"))
+    assert result.returncode == 0, result.stderr
+    assert "chain\\loops" in result.stdout
+    assert json.loads((tmp_path / "g.json").read_text())["loops"] == [1, 3]
+    missing = mythos("eval", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "neither a checkpoint" in missing.stderr
+
+
+def test_plot_and_text_training(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(30):
+        (corpus / f"{i}.txt").write_text(f"story {i}: a small looped model reads text number {i} and learns. " * 3)
+    run = tmp_path / "run"
+    result = mythos("train", "--data", str(corpus), "--vocab-size", "300", "--seq-len", "16", "--batch-size", "2",
+                    "--steps", "3", "--loops", "2", "--grad-loops", "1", "--checkpoint-loops",
+                    "--set", "dim=32", "--out", str(run), "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "shards" / "index.json").exists() and (run / "shards" / "tokenizer.json").exists()
+    plotted = mythos("plot", str(run))
+    assert plotted.returncode == 0, plotted.stderr
+    assert (run / "plots" / "training.png").exists()
+    text_eval = mythos("eval", str(run))
+    assert text_eval.returncode == 2 and "trained on text" in text_eval.stderr
