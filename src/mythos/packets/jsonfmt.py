@@ -120,6 +120,26 @@ def _indent(level: int) -> str:
     return _INDENTS[level] if level < len(_INDENTS) else "\n" + "  " * level
 
 
+_REF_KEYS = ("source_id", "path", "kind", "hash", "hash_alg", "span", "observed_at")
+_REF_TEMPLATES: dict[int, str] = {}
+
+
+def _ref_text(ref: dict, level: int) -> str | None:
+    """Source refs are most of a packet's bytes: render the fixed 7-field shape with one template."""
+    template = _REF_TEMPLATES.get(level)
+    if template is None:
+        inner, outer = _indent(level + 1), _indent(level)
+        template = _REF_TEMPLATES[level] = "{" + ",".join(
+            inner.replace("%", "%%") + f'"{key}": %s' for key in _REF_KEYS) + outer + "}"
+    source_id, path, kind, digest, alg, span, observed = ref.values()
+    enc = _encode_str
+    try:  # the C encoder raises TypeError for anything but str; such refs take the generic path
+        return template % (enc(source_id), enc(path), enc(kind), enc(digest), enc(alg),
+                           "null" if span is None else enc(span), enc(observed))
+    except TypeError:
+        return None
+
+
 def pretty_parts(obj: Any, level: int, parts: list[str]) -> None:
     """Append serde_json ``to_writer_pretty`` text for ``obj`` (2-space indent) to ``parts``."""
     kind = type(obj)
@@ -129,6 +149,11 @@ def pretty_parts(obj: Any, level: int, parts: list[str]) -> None:
         if not obj:
             parts.append("{}")
             return
+        if len(obj) == 7 and tuple(obj) == _REF_KEYS:
+            text = _ref_text(obj, level)
+            if text is not None:
+                parts.append(text)
+                return
         keys = _key_cache(level)
         first = True
         for key, value in obj.items():
@@ -150,9 +175,12 @@ def pretty_parts(obj: Any, level: int, parts: list[str]) -> None:
             parts.append("[]")
             return
         inner = _indent(level + 1)
-        if all(type(item) is str for item in obj):
-            parts.append("[" + inner + ("," + inner).join(map(_encode_str, obj)) + _indent(level) + "]")
-            return
+        if type(obj[0]) is str:
+            try:
+                parts.append("[" + inner + ("," + inner).join(map(_encode_str, obj)) + _indent(level) + "]")
+                return
+            except TypeError:
+                pass  # a mixed list: fall through to item-by-item
         sep = "["
         for item in obj:
             parts.append(sep + inner)
