@@ -148,8 +148,9 @@ def _verify_file_refs(evidence: list[dict], findings: list[dict], files: SourceF
     return issues
 
 
-def _assemble_sources(raw_refs, evidence, findings, created_at, files: SourceFiles,
+def _assemble_sources(raw_refs: list[dict], evidence: list[dict], findings: list[dict], created_at: str,
                       issues: dict[str, Integrity]) -> list[dict]:
+    """All sources, sorted by id, first declaration wins (reference §5.3); file refs carry today's hash."""
     candidates: list[dict] = list(raw_refs)
     declared_by: dict[int, str] = {}
     for record in (*evidence, *findings):
@@ -219,7 +220,7 @@ def compile_inputs(run_dir: Path, root: str | Path | None = None) -> Compiled:
     findings = latest_findings(findings)
     files = SourceFiles(source_root(run_dir, root, manifest))
     issues = _verify_file_refs(evidence, findings, files)
-    sources = _assemble_sources(raw_refs, evidence, findings, manifest["created_at"], files, issues)
+    sources = _assemble_sources(raw_refs, evidence, findings, manifest["created_at"], issues)
     registry = {ref["source_id"]: ref for ref in sources}
     contradictions = detect_contradictions(evidence) + _integrity_contradictions(issues, registry)
     contradictions.sort(key=lambda con: con["id"])
