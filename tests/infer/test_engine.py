@@ -38,6 +38,17 @@ def test_prefill_then_decode_matches_full_forward(attn_preset: str, compat: bool
         assert torch.allclose(logits, full[:, j], atol=TOL), f"position {j}"
 
 
+def test_without_act_the_last_loop_is_the_output() -> None:
+    model = make_model("tiny", act=False)
+    ids = torch.randint(0, 300, (2, 10))
+    engine = Engine.from_model(model, slots=2, max_len=16)
+    with torch.no_grad():
+        assert torch.allclose(engine.prefill(0, ids.tolist(), all_logits=True), model(ids), atol=TOL)
+        engine.reset()
+        mixed = engine.prefill(0, ids.tolist(), n_loops=[2, 3], all_logits=True)
+        assert torch.allclose(mixed[0], model(ids[:1], n_loops=2)[0], atol=TOL)
+
+
 def test_ragged_batch_matches_each_prompt_alone(attn_preset: str) -> None:
     model = make_model(attn_preset)
     prompts = [[5, 6, 7], list(range(20, 37)), [9] * 8]

@@ -173,10 +173,9 @@ class Engine:
         loops_t = torch.tensor(loops, dtype=torch.long, device=dev)
         if self.adaptive:
             hidden = self._forward_adaptive(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
-        elif fn is not None:
-            hidden = fn(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
         else:
-            hidden = self._forward_fixed(slot0, tokens, lens_t, loops_t, kv_len, max(loops))
+            uniform = min(loops) == max(loops)
+            hidden = (fn or self._forward_fixed)(slot0, tokens, lens_t, loops_t, kv_len, max(loops), uniform)
         cache.positions[slot0 : slot0 + B] += lens_t
         for i, n in enumerate(lens):
             cache.host_positions[slot0 + i] += n
@@ -234,8 +233,12 @@ class Engine:
         return weight, cum + p * running
 
     def _forward_fixed(self, slot0: int, tokens: Tensor, lens: Tensor, loops: Tensor, kv_len: int,
-                       depth: int) -> Tensor:
-        """Every token runs ``depth`` loops; rows past their own ``n_loops`` stop contributing."""
+                       depth: int, uniform: bool = False) -> Tensor:
+        """Every token runs ``depth`` loops; rows past their own ``n_loops`` stop contributing.
+
+        ``uniform`` (every row runs exactly ``depth`` loops, the common case) lets the final loop be known
+        statically, which saves the per-row mask work.
+        """
         v = self.view
         B, T = tokens.shape
         ctx = self._context(slot0, B, T, lens, kv_len)
@@ -247,21 +250,38 @@ class Engine:
         halted = torch.zeros(B, T, dtype=torch.bool, device=x.device)
         out = torch.zeros(h.shape, dtype=torch.float32, device=x.device)  # ACT sum in fp32, as the model
         row_loops = loops.view(B, 1)
+        act = v.act
         for t in range(depth):
             block_out = self._block(
                 self._recurrent_input(h, e, t), v.recurrent,
                 self.cache.buffers[self.cache.loop_sites[t]][slot0 : slot0 + B], ctx,
             )
             h = A * h + Be + block_out + v.lora(block_out, t)
+            last = t == depth - 1
+            if uniform:
+                if not act.enabled:
+                    out = h.float() if last else out
+                    continue
+                running = (~halted).to(torch.float32)
+                p = v.halt_prob(h).float()
+                if last and act.remainder_at_final:
+                    weight = (1.0 - cum).clamp(min=0) * running
+                else:
+                    weight = torch.where((cum + p) >= act.threshold, (1.0 - cum).clamp(min=0), p) * running
+                out = out + weight.unsqueeze(-1) * h.float()
+                if not last:
+                    cum = cum + p * running
+                    halted = halted | (cum >= act.threshold)
+                continue
             final = row_loops == t + 1
             in_depth = row_loops > t
-            if v.act.enabled:
+            if act.enabled:
                 running = (~halted & in_depth).to(torch.float32)
                 p = v.halt_prob(h).float()
                 weight, cum = self._act_weight(p, cum, running, final)
                 out = out + weight.unsqueeze(-1) * h.float()
-                halted = halted | (cum >= v.act.threshold)
-                if v.act.remainder_at_final:
+                halted = halted | (cum >= act.threshold)
+                if act.remainder_at_final:
                     halted = halted | final
             else:
                 out = torch.where(final.unsqueeze(-1), h.float(), out)

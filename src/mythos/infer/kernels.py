@@ -68,7 +68,7 @@ def _softmax(scores: Tensor) -> Tensor:
 
 
 def _fold_heads_attention(q: Tensor, k: Tensor, v: Tensor, ctx: StepContext, scale: float) -> Tensor:
-    """Attention where ``q`` (B, G, T, R, d) shares each key head across R queries per token.
+    """GQA attention where ``q`` (B, G, T, R, d) shares each key head across R queries per token.
 
     Folding the R query heads into the query-length axis turns shared keys into one matmul with no
     expansion of the cache (MQA/GQA without ``repeat_interleave``).
@@ -77,12 +77,8 @@ def _fold_heads_attention(q: Tensor, k: Tensor, v: Tensor, ctx: StepContext, sca
     q = q.reshape(B, G, T * R, d)
     mask = ctx.folded_mask(R, q.dtype)
     if T <= SHORT_QUERY:
-        if G == 1:  # MLA: one latent "head" shared by all queries -> batched 3-D matmuls, fused scale + mask
-            scores = torch.baddbmm(mask.squeeze(1), q.squeeze(1), k.squeeze(1).transpose(1, 2), alpha=scale)
-            out = torch.bmm(_softmax(scores), v.squeeze(1)).unsqueeze(1)
-        else:
-            scores = torch.matmul(q, k.transpose(-1, -2)) * scale + mask
-            out = torch.matmul(_softmax(scores), v)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale + mask
+        out = torch.matmul(_softmax(scores), v)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.view(B, G, T, R, -1)
@@ -102,11 +98,15 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
     keys = cache[:, : ctx.kv_len]
     if keys.dtype != x.dtype:
-        keys = keys.to(x.dtype)
-    keys = keys.unsqueeze(1)  # (B, 1, S, r+rope)
-    query = torch.cat((q[..., : H * r].view(B, T, H, r), q_rope), dim=-1).unsqueeze(1)  # (B, 1, T, H, r+rope)
-    out = _fold_heads_attention(query, keys, keys[..., :r], ctx, w.scale)  # (B, 1, T, H, r)
-    return F.linear(out.reshape(B, T, H * r), w.w_o)
+        keys = keys.to(x.dtype)  # (B, S, r+rope): one latent "head" shared by every query head
+    query = torch.cat((q[..., : H * r].view(B, T, H, r), q_rope), dim=-1).view(B, T * H, r + rd)
+    mask = ctx.folded_mask(H, x.dtype).squeeze(1)
+    if T <= SHORT_QUERY:  # decode: batched 3-D matmuls with scale and mask fused into the first
+        scores = torch.baddbmm(mask, query, keys.transpose(1, 2), alpha=w.scale)
+        out = torch.bmm(_softmax(scores), keys[..., :r])
+    else:
+        out = F.scaled_dot_product_attention(query, keys, keys[..., :r], attn_mask=mask, scale=w.scale)
+    return F.linear(out.view(B, T, H * r), w.w_o)
 
 
 def gqa_attend(x: Tensor, w: GQAWeights, cache: Tensor, ctx: StepContext) -> Tensor:
