@@ -315,3 +315,17 @@ def test_cli_strict_fails_on_a_sick_checkpoint(tmp_path, model, capsys):
 def test_cli_refuses_to_build_a_giant_preset(capsys):
     assert doctor_main(["1t"]) == 2
     assert "mythos model info 1t" in capsys.readouterr().err
+
+
+def test_a_deliberate_deviation_can_be_allowed_explicitly(tmp_path, capsys):
+    """The training demo turns the loop embedding off on purpose (loop_dim=0); --allow makes that a warning."""
+    save_checkpoint(Mythos(get_preset("tiny").replace(loop_dim=0)), tmp_path / "no-loop-emb")
+    target = str(tmp_path / "no-loop-emb")
+    assert doctor_main([target, "--probe-tokens", "32"]) == 1
+    assert "loop embedding is disabled" in capsys.readouterr().out
+    assert doctor_main([target, "--probe-tokens", "32", "--allow", "loop_embedding_width"]) == 0
+    assert "(allowed)" in capsys.readouterr().out
+    assert doctor_main([target, "--allow", "no_such_invariant"]) == 2
+    assert "names no invariant" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="names no invariant"):
+        run_doctor(Mythos(get_preset("tiny")), allow=["typo"])

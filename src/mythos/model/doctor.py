@@ -436,13 +436,16 @@ def check_loop_embedding(model: nn.Module, probe: Probe) -> list[Finding]:
     contiguous_prefix = channels == list(range(width))
     problems = []
     if cfg.loop_dim != expected:
-        problems.append(f"cfg.loop_dim={cfg.loop_dim}, dim // 8 = {expected}")
+        disabled = " (the loop embedding is disabled)" if cfg.loop_dim == 0 else ""
+        problems.append(f"cfg.loop_dim={cfg.loop_dim}{disabled}, dim // 8 = {expected}")
     if calls == 0:
         problems.append("the loop embedding never ran")
+    elif width == 0:
+        problems.append(f"it changed no channel over {calls} loops; expected the first {expected}")
     elif width != expected or not contiguous_prefix:
-        where = f"channels {channels[0]}..{channels[-1]}" if channels else "no channels"
         problems.append(
-            f"it changed {width} channels ({where}) over {calls} loops; expected the first {expected}"
+            f"it changed {width} channels ({channels[0]}..{channels[-1]}) over {calls} loops; "
+            f"expected the first {expected}"
         )
     if problems:
         return [Finding("loop_embedding_width", "violation", "; ".join(problems), LOOP_EMB_FIX)]
@@ -689,15 +692,44 @@ CHECKS: tuple[Callable[[nn.Module, Probe], list[Finding]], ...] = (
 )
 
 
-def run_doctor(model: nn.Module, probe_tokens: int = 256, seed: int = 0) -> list[Finding]:
-    """Every invariant and symptom check on ``model`` (left unchanged), in order; one or more findings each."""
+def run_doctor(
+    model: nn.Module, probe_tokens: int = 256, seed: int = 0, allow: tuple[str, ...] | list[str] = ()
+) -> list[Finding]:
+    """Every invariant and symptom check on ``model`` (left unchanged), in order; one or more findings each.
+
+    ``allow`` names invariants the model breaks on purpose (e.g. the demo's ``loop_dim=0``): their violations
+    are reported as warnings, marked as allowed, instead of failing the run.
+    """
+    unknown = sorted(set(allow) - set(INVARIANTS))
+    if unknown:
+        raise ValueError(f"allow={unknown} names no invariant; valid: {', '.join(INVARIANTS)}")
     probe = make_probe(model.cfg, probe_tokens, seed)
     was_training = model.training
     model.eval()
     try:
-        return [finding for check in CHECKS for finding in check(model, probe)]
+        findings = [finding for check in CHECKS for finding in check(model, probe)]
     finally:
         model.train(was_training)
+    return [
+        Finding(f.invariant, "warning", f"(allowed) {f.seen}", f.fix)
+        if f.severity == "violation" and f.invariant in allow
+        else f
+        for f in findings
+    ]
+
+
+INVARIANTS = (
+    "rho_A",
+    "e_frozen",
+    "moe_only_in_loop",
+    "tied_head",
+    "mask_dtype",
+    "loop_embedding_width",
+    "act_still_running",
+    "cache_no_early_exit",
+    "loop_stability",
+)
+"""Names a finding can carry that may be a violation (``--allow`` accepts these)."""
 
 
 def has_violation(findings: list[Finding], strict: bool = False) -> bool:
@@ -760,6 +792,14 @@ def doctor_main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed for the probe (and a preset's weights)")
     parser.add_argument("--strict", action="store_true", help="also fail on warnings (symptoms)")
     parser.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS, help="largest preset to build")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="INVARIANT",
+        help="an invariant the model breaks on purpose (repeatable): reported as a warning, not a failure; "
+        f"one of {', '.join(INVARIANTS)}",
+    )
     args = parser.parse_args(argv)
     if args.probe_tokens < 2:
         print(f"mythos doctor: --probe-tokens={args.probe_tokens} must be >= 2", file=sys.stderr)
@@ -769,7 +809,14 @@ def doctor_main(argv: list[str]) -> int:
     except (ValueError, OSError) as error:
         print(f"mythos doctor: {error}", file=sys.stderr)
         return 2
-    findings = run_doctor(model, args.probe_tokens, args.seed)
+    unknown = sorted(set(args.allow) - set(INVARIANTS))
+    if unknown:
+        print(
+            f"mythos doctor: --allow {unknown[0]} names no invariant; valid: {', '.join(INVARIANTS)}",
+            file=sys.stderr,
+        )
+        return 2
+    findings = run_doctor(model, args.probe_tokens, args.seed, allow=args.allow)
     failed = has_violation(findings, args.strict)
     if args.json:
         print(
