@@ -49,21 +49,35 @@ class Grid:
 @torch.no_grad()
 def accuracy_grid(model, task, lengths: list[int], loops: list[int], samples: int = 256, seed: int = 1234,
                   distractor_hops: int = 3, batch_size: int = 256) -> np.ndarray:
-    """Accuracy at depth-L positions of batches holding one L-step chain, for each (L, loop count)."""
+    """Accuracy at the positions of depth L, for each chain length L and loop count.
+
+    One seeded batch with a planted chain of the longest length covers every shorter depth too (a chain of L
+    steps passes through depths 1..L); a length still short of ``samples // 4`` positions gets its own batch.
+    """
     model.eval()
     device = next(model.parameters()).device
+    batches = [task.sample(samples, np.random.default_rng([seed, max(lengths)]), distractor_hops,
+                           long_hops=max(lengths))]
+    for length in lengths:
+        if sum(int((b.depth == length).sum()) for b in batches) < samples // 4:
+            batches.append(task.sample(samples, np.random.default_rng([seed, length]),
+                                       min(distractor_hops, length), long_hops=length))
     grid = np.full((len(lengths), len(loops)), np.nan)
-    for i, length in enumerate(lengths):
-        batch = task.sample(samples, np.random.default_rng([seed, length]), min(distractor_hops, length),
-                            long_hops=length)
-        mask = batch.depth == length
-        for j, n in enumerate(loops):
+    for j, n in enumerate(loops):
+        correct = {length: [0, 0] for length in lengths}
+        for batch in batches:
             preds = []
-            for lo in range(0, samples, batch_size):
+            for lo in range(0, len(batch.inputs), batch_size):
                 x = torch.from_numpy(batch.inputs[lo : lo + batch_size]).to(device)
                 preds.append(model(x, n_loops=n).argmax(-1).cpu().numpy())
-            pred = np.concatenate(preds)
-            grid[i, j] = float((pred[mask] == batch.targets[mask]).mean())
+            hit = np.concatenate(preds) == batch.targets
+            for length in lengths:
+                mask = batch.depth == length
+                correct[length][0] += int(hit[mask].sum())
+                correct[length][1] += int(mask.sum())
+        for i, length in enumerate(lengths):
+            right, total = correct[length]
+            grid[i, j] = right / total if total else np.nan
     return grid
 
 

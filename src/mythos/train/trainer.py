@@ -197,6 +197,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
             t0 = time.perf_counter()
             step_lr = optimizer.param_groups[0]["lr"]
             n_loops = loop_count(cfg, step)
+            grad_loops = min(cfg.grad_loops, n_loops) if cfg.grad_loops else None
             model.train()
             optimizer.zero_grad(set_to_none=True)
             loss_sum = 0.0
@@ -212,7 +213,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                 autocast = (torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype is not None
                             else contextlib.nullcontext())
                 with sync, autocast:
-                    out = model(inputs, n_loops=n_loops, grad_loops=cfg.grad_loops,
+                    out = model(inputs, n_loops=n_loops, grad_loops=grad_loops,
                                 checkpoint_loops=cfg.checkpoint_loops, return_aux=True)
                     logits = out.logits.float()
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
