@@ -89,3 +89,28 @@ def test_update_router_bias_moves_toward_balance():
     assert bias[0] < bias_before[0]  # the overloaded expert was pushed down
     assert (last.max() - last.min()) < (first.max() - first.min())
     assert not any(p is bias for p in model.parameters())  # a buffer, never trained by gradients
+
+
+@pytest.mark.parametrize("offsets", [[0, 2, 2, 6], [1, 3, 6, 6], [6, 6, 6, 6]])
+def test_single_thread_grouped_matmul_autograd(offsets):
+    """The multi-thread CPU path (its own autograd Function) gives the native op's values and gradients."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        offs = torch.tensor(offsets, dtype=torch.int32)
+        x = torch.randn(6, 8, requires_grad=True)
+        w = torch.randn(4, 8, 16, requires_grad=True)
+        g = torch.randn(6, 16)
+        y = grouped_matmul(x, w, offs)
+        y.backward(g)
+        assert torch.get_num_threads() == 2  # restored
+        gx, gw = x.grad.clone(), w.grad.clone()
+        x.grad = w.grad = None
+        expected = torch._grouped_mm(x, w, offs=offs)
+        expected.backward(g)
+        assert "CpuGroupedMatmul" in y.grad_fn.name()  # the single-thread path really ran
+        torch.testing.assert_close(y, expected)
+        torch.testing.assert_close(gx, x.grad)
+        torch.testing.assert_close(gw, w.grad)
+    finally:
+        torch.set_num_threads(threads)
