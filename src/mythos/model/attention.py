@@ -20,17 +20,30 @@ Rope = tuple[torch.Tensor, torch.Tensor]
 
 
 def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, dropout: float, gqa: bool = False
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    start: int,
+    dropout: float,
+    gqa: bool = False,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """SDPA over (B, H, T, D) queries and (B, Hkv, S, D) keys where the queries sit at positions start.."""
     t, s = q.shape[-2], k.shape[-2]
+    opts = dict(dropout_p=dropout, enable_gqa=gqa, scale=scale)
     if t == 1:  # one new token sees every cached key
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, **opts)
     if start == 0 and s == t:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **opts)
     query_pos = torch.arange(start, start + t, device=q.device)[:, None]
     key_pos = torch.arange(s, device=q.device)[None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_pos <= query_pos, dropout_p=dropout, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_pos <= query_pos, **opts)
+
+
+def _pad_to(v: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad the last dim to ``width``: equal q/k/v widths let SDPA use its fused kernel (the math
+    fallback it takes otherwise was 3x slower on CPU); the extra output columns are sliced off."""
+    return F.pad(v, (0, width - v.shape[-1])) if v.shape[-1] < width else v
 
 
 class GQAttention(nn.Module):
@@ -88,18 +101,39 @@ class MLAttention(nn.Module):
         q_nope, q_rope = self.q_up(self.q_norm(c_q)).split([h * nope, h * rd], dim=-1)
         q_rope = apply_rope(q_rope.view(b, t, h, rd), *rope)
         k_rope = apply_rope(k_rope.view(b, t, 1, rd), *rope).view(b, t, rd)
+        q_nope = q_nope.view(b, t, h, nope)
         if cache is not None:
             c_kv, k_rope = cache.update(start, c_kv, k_rope)
+            if 2 * t <= c_kv.shape[1]:  # decode / short chunks: attend in latent space
+                return self._absorbed(q_nope, q_rope, c_kv, k_rope, start)
         s = c_kv.shape[1]
         k_nope, v = self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
-        q = torch.cat([q_nope.view(b, t, h, nope), q_rope], dim=-1).transpose(1, 2)
+        q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)
         k = torch.cat([k_nope, k_rope[:, :, None, :].expand(b, s, h, rd)], dim=-1).transpose(1, 2)
-        v = v.transpose(1, 2)
-        pad = q.shape[-1] - self.v_dim
-        if pad > 0:  # equal q/k/v widths let SDPA use its fused kernel (3x faster on CPU than the math path)
-            v = F.pad(v, (0, pad))
+        v = _pad_to(v.transpose(1, 2), q.shape[-1])
         out = _attend(q, k, v, start, self.dropout if self.training else 0.0)[..., : self.v_dim]
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
+
+    def _absorbed(
+        self, q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor, k_rope: torch.Tensor, start: int
+    ) -> torch.Tensor:
+        """The same attention with ``kv_up`` folded into the query and the output (DeepSeek-V2's trick).
+
+        q_nope . (W_uk c) = (W_uk^T q_nope) . c, and softmax @ (W_uv c) = W_uv (softmax @ c): every head
+        attends to the shared latent [c | k_rope] like multi-query attention, so a decode step costs
+        O(S * (kv_lora + rope)) per head instead of re-expanding all S cached latents through ``kv_up``.
+        """
+        b, t, h, nope = q_nope.shape
+        w = self.kv_up.weight.view(h, nope + self.v_dim, self.kv_lora)
+        w_k, w_v = w[:, :nope], w[:, nope:]
+        latent = self.kv_norm(c_kv)  # (B, S, L)
+        q = torch.cat([torch.einsum("bthn,hnl->bhtl", q_nope, w_k), q_rope.transpose(1, 2)], dim=-1)
+        k = torch.cat([latent, k_rope], dim=-1).unsqueeze(1)  # (B, 1, S, L + rope): one "kv head"
+        v = _pad_to(latent.unsqueeze(1), q.shape[-1])
+        scale = (nope + self.rope_dim) ** -0.5
+        out = _attend(q, k, v, start, self.dropout if self.training else 0.0, gqa=True, scale=scale)
+        out = torch.einsum("bhtl,hvl->bthv", out[..., : self.kv_lora], w_v)
+        return self.wo(out.reshape(b, t, -1))
 
 
 def make_attention(cfg: MythosConfig) -> nn.Module:
