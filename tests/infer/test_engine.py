@@ -174,3 +174,12 @@ def test_compiled_decode_matches_eager() -> None:
     for j in range(8, 14):
         a, b = eager.decode(0, ids[:, j]), compiled.decode(0, ids[:, j])
         assert torch.allclose(a, b, atol=1e-4), f"position {j}"
+
+
+def test_decode_width_pads_compiled_batches_to_powers_of_two() -> None:
+    engine = Engine.from_model(make_model("tiny"), slots=6, max_len=8)
+    assert [engine.decode_width(n) for n in (1, 3, 6)] == [1, 3, 6]
+    engine._compiled = True  # what compile() sets; the widths only
+    assert [engine.decode_width(n) for n in (1, 2, 3, 5, 6)] == [1, 2, 4, 6, 6]
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.prefill(0, [[]])

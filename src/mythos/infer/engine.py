@@ -105,6 +105,13 @@ class Engine:
         self._decode_fn = torch.compile(self._forward_fixed, dynamic=False, **kwargs)
         self._compiled = True
 
+    def decode_width(self, n: int) -> int:
+        """Rows to decode for ``n`` live slots: ``n`` eagerly; the next power of two (capped at the slot
+        count) when compiled, so a server whose batch size moves around compiles a handful of graphs."""
+        if not self._compiled:
+            return n
+        return min(1 << max(n - 1, 0).bit_length(), self.cache.slots)
+
     def reset(self, slot: int | None = None) -> None:
         for s in range(self.cache.slots) if slot is None else [slot]:
             self.cache.reset_slot(s)
@@ -117,6 +124,8 @@ class Engine:
         With ``all_logits`` returns (B, T_max, V) for every prompt position (padding rows are junk).
         """
         B = len(prompts)
+        if any(not p for p in prompts):
+            raise ValueError("prompts must each hold at least one token")
         outs = []
         longest = max(len(p) for p in prompts)
         for start in range(0, longest, self.prefill_chunk):

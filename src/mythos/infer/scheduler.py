@@ -140,8 +140,13 @@ class Scheduler:
         self._emit(new, logits, slot0)
 
     def _decode(self) -> None:
-        tokens = torch.tensor([r.generated[-1] for r in self._active], dtype=torch.long)
-        logits = self.engine.decode(0, tokens, n_loops=[self._loops(r) for r in self._active])
+        n = len(self._active)
+        width = self.engine.decode_width(n)  # > n only for a compiled engine: pad with idle slots
+        loops = [self._loops(r) for r in self._active]
+        tokens = torch.tensor([r.generated[-1] for r in self._active] + [0] * (width - n), dtype=torch.long)
+        logits = self.engine.decode(0, tokens, n_loops=loops + [max(loops)] * (width - n))[:n]
+        for slot in range(n, width):  # padding rows wrote junk into idle slots: forget it
+            self.engine.reset(slot)
         self.steps += 1
         self._emit(list(self._active), logits, 0)
 
