@@ -377,15 +377,17 @@ def check_mask_dtype(model: nn.Module, probe: Probe) -> list[Finding]:
     sdpa_calls: list[tuple[torch.dtype, torch.dtype | None]] = []
     errors: list[str] = []
     ids = probe.input_ids[:2]
-    split = max(1, ids.shape[1] // 2)
+    length = ids.shape[1]
+    # cached chunks that take every masking path: a first chunk (causal), a long chunk over cached keys
+    # (explicit mask), then one-token decode steps (no mask; the latent-space path for MLA)
+    bounds = sorted({0, max(1, length // 4), max(1, length - 2), length - 1, length})
     with _hooks(*handles), _record_sdpa(sdpa_calls), torch.no_grad():
         try:
-            logits = _logits(half(ids, n_loops=probe.n_loops))
-            # chunked prefill: the second chunk attends to cached keys through an explicit mask
-            cache = half.new_cache(batch_size=ids.shape[0], max_len=ids.shape[1], n_loops=probe.n_loops)
-            half(ids[:, :split], n_loops=probe.n_loops, cache=cache)
-            chunked = _logits(half(ids[:, split:], n_loops=probe.n_loops, cache=cache))
-            if not (torch.isfinite(logits.float()).all() and torch.isfinite(chunked.float()).all()):
+            outputs = [_logits(half(ids, n_loops=probe.n_loops))]
+            cache = half.new_cache(batch_size=ids.shape[0], max_len=length, n_loops=probe.n_loops)
+            for lo, hi in itertools.pairwise(bounds):
+                outputs.append(_logits(half(ids[:, lo:hi], n_loops=probe.n_loops, cache=cache)))
+            if not all(torch.isfinite(out.float()).all() for out in outputs):
                 errors.append("the bf16 forward produced non-finite logits")
         except Exception as error:  # noqa: BLE001 - a bf16 forward that crashes is the finding
             errors.append(f"the bf16 forward failed: {type(error).__name__}: {str(error).splitlines()[0]}")
