@@ -38,6 +38,20 @@ def test_prefill_then_decode_matches_full_forward(attn_preset: str, compat: bool
         assert torch.allclose(logits, full[:, j], atol=TOL), f"position {j}"
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_models_decode_like_their_forward(dtype: torch.dtype) -> None:
+    model = make_model("tiny").to(dtype)
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        full = model(ids).float()
+    engine = Engine.from_model(model, slots=2, max_len=16)
+    logits = engine.prefill(0, ids[:, :6].tolist())
+    worst = (logits - full[:, 5]).abs().max()
+    for j in range(6, 12):
+        worst = max(worst, (engine.decode(0, ids[:, j]) - full[:, j]).abs().max())
+    assert worst <= 4e-3  # a couple of bf16 ulps at this logit scale (~0.6)
+
+
 def test_without_act_the_last_loop_is_the_output() -> None:
     model = make_model("tiny", act=False)
     ids = torch.randint(0, 300, (2, 10))

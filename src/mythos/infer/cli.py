@@ -13,6 +13,8 @@ from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
 from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
     """A checkpoint directory, or a preset name (random weights, for trying the machinery).
@@ -43,6 +45,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adaptive", action="store_true", help="tokens whose ACT halts skip the remaining loops")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="run the model in this dtype (default: the checkpoint's)")
 
 
 def generate_main(argv: list[str]) -> int:
@@ -69,6 +73,8 @@ def generate_main(argv: list[str]) -> int:
         p.error("--stream prints one sequence: give a single --prompt")
 
     model, ckpt = load_model(args.model, seed=args.seed)
+    if args.dtype:
+        model = model.to(DTYPES[args.dtype])
     tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
     prompts = [tokenizer.encode(t) for t in args.prompt]
     if any(not ids for ids in prompts):
@@ -147,6 +153,8 @@ def serve_main(argv: list[str]) -> int:
     from mythos.infer.server import ServeState, make_server
 
     model, ckpt = load_model(args.model, seed=args.seed)
+    if args.dtype:
+        model = model.to(DTYPES[args.dtype])
     tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
     try:
         engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
