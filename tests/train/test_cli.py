@@ -40,13 +40,14 @@ def test_demo_is_deterministic_given_its_seed(demo_run, tmp_path):
     assert json.loads((tmp_path / "grid.json").read_text()) == json.loads((out / "grid.json").read_text())
 
 
-def test_eval_prints_the_grid_of_a_checkpoint(demo_run, tmp_path):
+def test_eval_of_the_demo_checkpoint_reproduces_the_demo_grid(demo_run, tmp_path):
     out, _ = demo_run
-    result = mythos("eval", str(out), "--lengths", "1,2", "--loops", "1,3", "--samples", "8",
+    result = mythos("eval", str(out), "--lengths", "1,2,4", "--loops", "1,2,4", "--samples", "16", "--seed", "1000",
                     "--json", str(tmp_path / "g.json"))
     assert result.returncode == 0, result.stderr
     assert "chain\\loops" in result.stdout
-    assert json.loads((tmp_path / "g.json").read_text())["loops"] == [1, 3]
+    evaluated = json.loads((tmp_path / "g.json").read_text())
+    assert evaluated["accuracy"] == json.loads((out / "grid.json").read_text())["accuracy"]
     missing = mythos("eval", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "neither a checkpoint" in missing.stderr
 

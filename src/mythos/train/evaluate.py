@@ -107,7 +107,7 @@ def grid_for_checkpoint(path: str | Path, lengths: list[int] | None = None, loop
     model = load_checkpoint(ckpt)
     lengths = lengths or list(range(1, min(task.max_depth, 2 * cfg.train_hops + 2) + 1))
     loops = loops or sorted({1, 2, 4, *range(cfg.loop_range[1], 2 * cfg.loop_range[1] + 1, 2)})
-    acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=seed)
+    acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=seed, distractor_hops=cfg.train_hops)
     return Grid(lengths, loops, acc, cfg.train_hops, cfg.loop_range, cfg.task)
 
 

@@ -32,7 +32,7 @@ class Telemetry:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if initial_step > 0 and self.path.exists():
+        if self.path.exists():  # a fresh run (step 0) or a resume: keep only steps the checkpoint contains
             self._truncate_after(initial_step)
         self._fh = self.path.open("a", encoding="utf-8")
         if progress and progress_total:

@@ -11,6 +11,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,9 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                         f"{bad_in_a_row} non-finite steps in a row (last at step {step}); stopping without "
                         f"checkpointing them. Last good checkpoint: {last_ckpt}. " + NAN_CAUSES
                     )
-                scheduler.step()
+                with warnings.catch_warnings():  # the schedule advances over a skipped step on purpose
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
                 result.losses.append(float("nan"))
                 result.steps_done = step + 1
                 continue
