@@ -22,8 +22,6 @@ from torch import Tensor
 
 from mythos.infer.view import DecodeView, MLAWeights
 
-POLICIES = ("per-loop", "shared", "last-K")
-
 
 def parse_policy(policy: str, n_loops: int) -> list[int]:
     """Map each recurrent depth to a buffer index for ``policy``; raises ValueError naming the value."""

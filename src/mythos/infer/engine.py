@@ -46,7 +46,7 @@ class DepthStats:
 
 
 def _bucket(n: int, step: int = 64) -> int:
-    """Round key lengths up so a compiled step sees few distinct shapes."""
+    """Eager steps read keys up to the longest live sequence, rounded up to a multiple of ``step``."""
     return -(-n // step) * step
 
 

@@ -1,17 +1,17 @@
 """A decode-time view of a looped model: the weights the engine needs, arranged for fast decoding.
 
-The engine never owns weights. A *view* borrows them from a trained model (ours, or the reference
-``open_mythos.OpenMythos``) and re-arranges only what decoding wants in another shape: MLA projections are
-pre-multiplied for weight absorption (queries land in the latent space; the output projection reads the
-latent directly), Q/K/V of GQA are fused into one matrix, expert weights are stacked so one batched matmul
-serves every expert. Everything else — FFNs, LoRA, injection, halting — is called through the model's own
+The engine never owns weights. A *view* borrows them from a ``mythos.model.Mythos`` (a reference
+``open_mythos`` model gets there through ``mythos.model.from_open_mythos``) and re-arranges only what
+decoding wants in another shape: MLA projections are pre-multiplied for weight absorption (queries land in
+the latent space; the output projection reads the latent directly), and expert weights are laid out so a
+few decode tokens run every expert in one matmul. Everything else — FFNs, LoRA, injection, halting — is called through the model's own
 modules, so the engine follows the model's semantics rather than restating them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +131,6 @@ class DecodeView:
     vocab_size: int
     dim: int
     dtype: torch.dtype
-    extras: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,5 +257,4 @@ def view_from_model(model: nn.Module) -> DecodeView:
         vocab_size=cfg.vocab_size,
         dim=cfg.dim,
         dtype=dtype,
-        extras={"config": cfg},
     )
