@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd step")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared; default 1)")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock instead of thread CPU time")
+    ap.add_argument("--attn", default="mla", help="mla, gqa or mla,gqa (the small-gqa variant: 2 KV heads)")
     args = ap.parse_args()
     global CLOCK
     if args.wall:
@@ -89,19 +90,32 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     lengths = [int(x) for x in args.prompts.split(",")]
 
+    for attn in args.attn.split(","):
+        ref, model = build(max(lengths) + new + 64, attn)
+        print(f"\nsmall config ({attn.upper()}), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
+              f"{args.threads} thread(s), fp32; median per-token decode time "
+              f"({'wall clock' if args.wall else 'thread CPU time'})")
+        rows, ref_cache = measure(ref, model, lengths, new, rounds, args.compile)
+        print(f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
+              + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else ""))
+        for P, r, o, c in rows:
+            line = f"{P:>6} | {1 / r:>15.1f} | {1 / o:>10.1f} | {r / o:>5.1f}x"
+            if c is not None:
+                line += f" | {1 / c:>14.1f} | {r / c:>5.1f}x"
+            print(line)
+        print_cache_bytes(ref_cache, model, attn)
+
+
+def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool):
     from mythos.infer.engine import Engine
 
-    ref, model = build(max(lengths) + new + 64)
-    print(f"small config (MLA), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
-          f"{args.threads} thread(s), fp32; median per-token decode time "
-          f"({'wall clock' if args.wall else 'thread CPU time'})")
     rows = []
     ref_cache = None
     for P in lengths:
         prompt = torch.randint(0, SMALL["vocab_size"], (1, P), generator=torch.Generator().manual_seed(P))
         engine = Engine.from_model(model, max_len=P + new + 1)
         compiled = None
-        if args.compile:
+        if compile_too:
             compiled = Engine.from_model(model, max_len=P + new + 1)
             compiled.compile()
             t = time.perf_counter()
@@ -117,18 +131,16 @@ def main() -> None:
                 comp_t += time_ours(compiled, prompt, new)
         rows.append((P, statistics.median(ref_t), statistics.median(ours_t),
                      statistics.median(comp_t) if comp_t else None))
+    return rows, ref_cache
 
-    print(f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
-          + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else ""))
-    for P, r, o, c in rows:
-        line = f"{P:>6} | {1 / r:>15.1f} | {1 / o:>10.1f} | {r / o:>5.1f}x"
-        if c is not None:
-            line += f" | {1 / c:>14.1f} | {r / c:>5.1f}x"
-        print(line)
 
-    print("\nKV cache bytes per token (fp32, all sites: 1 prelude + 4 loops + 1 coda)")
+def print_cache_bytes(ref_cache: dict, model, attn: str) -> None:
+    from mythos.infer.engine import Engine
+
+    print(f"\nKV cache bytes per token ({attn.upper()}, fp32, all sites: 1 prelude + 4 loops + 1 coda)")
     ref_bytes = reference_cache_bytes(ref_cache)
-    print(f"  {'reference (c_kv + per-head k_rope)':<40} {ref_bytes:>7}   1.00x")
+    what = "c_kv + per-head k_rope" if attn == "mla" else "k + v"
+    print(f"  {'reference (' + what + ')':<40} {ref_bytes:>7}   1.00x")
     for policy in ("per-loop", "last-1", "shared"):
         b = Engine.from_model(model, max_len=8, cache_policy=policy).cache.bytes_per_token()
         print(f"  {'ours ' + policy:<40} {b:>7}   {b / ref_bytes:.2f}x")
