@@ -4,8 +4,9 @@ loop count with and without truncated backprop and activation checkpointing.
 Throughput: both models are built from one config, their ACT heads biased so that neither halts early (the
 reference stops looping once every position halted, which at initialisation is after ~2 loops, so an honest
 comparison must make both run all loops), and trained with AdamW on the same batches, alternating rounds in
-one process; medians are reported. Memory: each configuration runs in a fresh subprocess and reports its peak
-resident set size growth over a baseline taken after the model is built.
+one process; medians are reported. Memory: the exact bytes of the tensors autograd keeps from forward to
+backward (unique storages, parameters excluded). Peak RSS was tried and dropped: on CPU the process's
+start-up high-water mark hides the activations of models this small.
 
     .venv/bin/python benchmarks/train_throughput.py [--quick]
 """
@@ -13,11 +14,7 @@ resident set size growth over a baseline taken after the model is built.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
@@ -51,7 +48,7 @@ def _step(model, opt, x, y, n_loops):
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def throughput(batch: int, seq: int, loops: int, rounds: int, steps: int) -> dict:
@@ -74,28 +71,29 @@ def throughput(batch: int, seq: int, loops: int, rounds: int, steps: int) -> dic
     return {name: tokens / statistics.median(ts) for name, ts in times.items()}
 
 
-MEMORY_CHILD_PEAK = r"""
-import json, resource, sys, torch, torch.nn.functional as F
-from mythos.model import Mythos, MythosConfig
-cfg = json.loads(sys.argv[1]); loops, mode, batch, seq = int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-torch.manual_seed(0)
-model = Mythos(MythosConfig(**cfg, act=False))
-x = torch.randint(0, cfg["vocab_size"], (batch, seq))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-kw = {"grad_loops": 2} if mode == "truncated" else {"checkpoint_loops": True} if mode == "checkpointed" else {}
-logits = model(x, n_loops=loops, **kw)
-F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1)).backward()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"delta_mb": (peak - base) / 1024}))
-"""
+def saved_for_backward(loops: int, mode: str, batch: int, seq: int) -> float:
+    """MB of tensors autograd keeps between forward and backward (unique storages): the activation memory that
+    truncated backprop and checkpointing are meant to cut. Exact and deterministic, unlike RSS."""
+    from mythos.model import Mythos, MythosConfig
 
+    torch.manual_seed(0)
+    model = Mythos(MythosConfig(**{**CONFIG, "max_loop_iters": max(CONFIG["max_loop_iters"], loops)}, act=False))
+    x = torch.randint(0, CONFIG["vocab_size"], (batch, seq))
+    kw = {"grad_loops": 2} if mode == "truncated" else {"checkpoint_loops": True} if mode == "checkpointed" else {}
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
 
-def peak_memory(loops: int, mode: str, batch: int, seq: int) -> float:
-    cfg = {**CONFIG, "max_loop_iters": max(CONFIG["max_loop_iters"], loops)}
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD_PEAK, json.dumps(cfg), str(loops), mode, str(batch),
-                          str(seq)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return json.loads(out.stdout.strip().splitlines()[-1])["delta_mb"]
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(x, n_loops=loops, **kw)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1))
+    loss.backward()
+    return sum(storages.values()) / 2**20
 
 
 def main() -> None:
@@ -116,13 +114,12 @@ def main() -> None:
     print()
     depths = [2, 4, 8] if args.quick else [2, 4, 8, 16]
     mb = 16 if args.quick else 32
-    print(f"peak memory growth of one forward+backward (MB over the built model), batch {mb // 2} x {seq * 2}:")
-    print(f"{'loops':>6}{'full':>10}{'last-2':>10}{'ckpt':>10}{'last-2/full':>13}{'ckpt/full':>11}")
+    print(f"activation memory held for backward (MB, exact), batch {mb // 2} x {seq * 2} tokens:")
+    print(f"{'loops':>6}{'full':>9}{'last-2':>9}{'ckpt':>9}{'last-2/full':>13}{'ckpt/full':>11}")
     for n in depths:
-        full = peak_memory(n, "full", mb // 2, seq * 2)
-        trunc = peak_memory(n, "truncated", mb // 2, seq * 2)
-        ckpt = peak_memory(n, "checkpointed", mb // 2, seq * 2)
-        print(f"{n:>6}{full:>10.1f}{trunc:>10.1f}{ckpt:>10.1f}{trunc / full:>13.2f}{ckpt / full:>11.2f}")
+        full, trunc, ckpt = (saved_for_backward(n, m, mb // 2, seq * 2) for m in ("full", "truncated", "checkpointed"))
+        print(f"{n:>6}{full:>9.1f}{trunc:>9.1f}{ckpt:>9.1f}{trunc / full:>13.2f}{ckpt / full:>11.2f}")
+    print("(checkpointing keeps only each loop's inputs; backward recomputes one loop at a time on top of that)")
 
 
 if __name__ == "__main__":

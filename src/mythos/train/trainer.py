@@ -132,7 +132,12 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "train_config.json").write_text(cfg.to_json(), encoding="utf-8")
     _seed_everything(cfg.seed)
+    # Only rank 0 may tokenize into the shard folder; the others wait for it, then open the finished shards.
+    if info.enabled and not info.is_main:
+        torch.distributed.barrier()
     source = make_source(cfg, log if info.is_main else (lambda *_: None))
+    if info.enabled and info.is_main:
+        torch.distributed.barrier()
     model_cfg = build_model_config(cfg, source.vocab_size, source.seq_len)
     model = Mythos(model_cfg).to(info.device)
     raw_model = model
