@@ -61,6 +61,10 @@ def test_without_act_the_last_loop_is_the_output() -> None:
         engine.reset()
         mixed = engine.prefill(0, ids.tolist(), n_loops=[2, 3], all_logits=True)
         assert torch.allclose(mixed[0], model(ids[:1], n_loops=2)[0], atol=TOL)
+        adaptive = Engine.from_model(model, slots=2, max_len=16, adaptive=True)
+        got = adaptive.prefill(0, ids.tolist(), n_loops=[2, 3], all_logits=True)
+        assert torch.allclose(got, mixed, atol=TOL)
+        assert adaptive.last_stats.per_loop_tokens == [20, 20, 10]  # row 0 stops after its 2 loops
 
 
 def test_ragged_batch_matches_each_prompt_alone(attn_preset: str) -> None:
