@@ -45,3 +45,14 @@ def test_causality(model):
     a, b = model(ids), model(ids2)
     torch.testing.assert_close(a[:, :5], b[:, :5])
     assert not torch.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_forward_traces_without_graph_breaks():
+    """torch.compile friendliness: one graph, no data-dependent Python control flow (bf16: fused grouped mm)."""
+    torch.manual_seed(0)
+    model = Mythos(get_preset("tiny")).eval().to(torch.bfloat16)
+    try:
+        explained = torch._dynamo.explain(model)(torch.randint(0, 256, (1, 8)), n_loops=2)
+    finally:
+        torch._dynamo.reset()
+    assert explained.graph_break_count == 0, [b.reason[:200] for b in explained.break_reasons]

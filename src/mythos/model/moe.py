@@ -77,8 +77,10 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor)
     Falls back to a per-expert loop (which needs the offsets on the host) only where the fused kernel is
     unavailable for this device/dtype.
     """
-    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
-        return _grouped_matmul_eager(x, weight, offsets)  # the op's tracing rule only accepts bf16
+    if torch.compiler.is_compiling():  # the op's tracing rule only accepts bf16; others run eagerly
+        if x.dtype == torch.bfloat16:
+            return torch._grouped_mm(x, weight, offs=offsets)
+        return _grouped_matmul_eager(x, weight, offsets)
     aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (weight.shape[-1] * weight.element_size()) % 16 == 0
     if aligned and _grouped_mm_works(x.device, x.dtype):  # the kernel wants 16-byte-aligned row strides
         if x.device.type == "cpu" and torch.get_num_threads() > 1:
