@@ -102,6 +102,18 @@ def test_chat_completion_and_stream(client: openai.OpenAI, model: Mythos) -> Non
     assert text == res.choices[0].message.content
 
 
+def test_text_parts_and_streamed_usage(client: openai.OpenAI) -> None:
+    plain = client.chat.completions.create(model="tiny-test", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=4, temperature=0)
+    parts = client.chat.completions.create(
+        model="tiny-test", messages=[{"role": "user", "content": [{"type": "text", "text": "h"},
+                                                                  {"type": "text", "text": "i"}]}],
+        max_tokens=4, temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(parts)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == 4 and chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+
+
 def test_concurrent_requests_batch_without_changing_results(client: openai.OpenAI, served) -> None:
     prompts = [("alpha", 1), ("beta beta", 3), ("gamma", 2), ("d", 3), ("epsilon!", 1), ("zeta", 2)]
     alone = {p: client.completions.create(model="tiny-test", prompt=p, max_tokens=20, temperature=0,

@@ -46,6 +46,26 @@ def render_chat(messages: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\nassistant:"
 
 
+def parse_messages(messages: Any) -> list[dict[str, str]]:
+    """Chat messages with string content; content given as OpenAI text parts is joined."""
+    bad = RequestError("'messages' must be a non-empty list of {role, content} objects whose content is a "
+                       "string or a list of {type: text, text} parts", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise bad
+        content = m.get("content")
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                             and isinstance(p.get("text"), str) for p in content):
+            content = "".join(p["text"] for p in content)
+        if not isinstance(content, str):
+            raise bad
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
 @dataclass
 class ServeState:
     scheduler: Scheduler
@@ -81,6 +101,8 @@ def parse_common(body: dict, state: ServeState) -> dict[str, Any]:
     n_loops = _field(body, "n_loops", int, None, lambda v: v >= 1, "an integer >= 1")
     n = _field(body, "n", int, 1, lambda v: v == 1, "1 (one choice per request is supported)")
     stream = _field(body, "stream", bool, False, None, "true or false")
+    stream_options = _field(body, "stream_options", dict, {}, None, "an object")
+    include_usage = bool(stream and stream_options.get("include_usage"))
     stop = body.get("stop")
     if stop is None:
         stops: list[str] = []
@@ -94,7 +116,7 @@ def parse_common(body: dict, state: ServeState) -> dict[str, Any]:
         max_tokens=max_tokens, stream=stream, stops=[s for s in stops if s], n=n,
         sampling=SamplingParams(temperature=float(temperature), top_k=top_k,
                                 top_p=None if top_p is None else float(top_p), seed=seed),
-        n_loops=n_loops,
+        n_loops=n_loops, include_usage=include_usage,
     )
 
 
@@ -176,14 +198,7 @@ class Handler(BaseHTTPRequestHandler):
         st = self.state
         opts = parse_common(body, st)
         if chat:
-            messages = body.get("messages")
-            if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages
-            ):
-                raise RequestError("'messages' must be a non-empty list of {role, content} string objects",
-                                   param="messages")
-            text = render_chat(messages)
+            text = render_chat(parse_messages(body.get("messages")))
         else:
             prompt = body.get("prompt")
             if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -204,7 +219,7 @@ class Handler(BaseHTTPRequestHandler):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         try:
             if opts["stream"]:
-                self._stream(req, rid, chat, opts["stops"])
+                self._stream(req, rid, chat, opts["stops"], len(ids) if opts["include_usage"] else None)
             else:
                 self._blocking(req, rid, chat, opts["stops"], len(ids))
         finally:
@@ -262,7 +277,7 @@ class Handler(BaseHTTPRequestHandler):
                               "created": int(time.time()), "model": st.model_name, "choices": [choice],
                               "usage": usage})
 
-    def _stream(self, req: Request, rid: str, chat: bool, stops: list[str]) -> None:
+    def _stream(self, req: Request, rid: str, chat: bool, stops: list[str], usage_prompt: int | None) -> None:
         st = self.state
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -293,6 +308,12 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as err:  # headers are sent: report the failure in-band
             self.wfile.write(b"data: " + json.dumps({"error": {"message": str(err), "type": "server_error",
                                                                "param": None, "code": None}}).encode() + b"\n\n")
+        if usage_prompt is not None:  # stream_options.include_usage: a last chunk with usage and no choices
+            n = len(req.generated)
+            payload = {"id": rid, "object": kind, "created": created, "model": st.model_name, "choices": [],
+                       "usage": {"prompt_tokens": usage_prompt, "completion_tokens": n,
+                                 "total_tokens": usage_prompt + n}}
+            self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
