@@ -29,7 +29,9 @@ def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
 
         return load_checkpoint(path).eval(), path
     try:
-        cfg = get_preset(source, **({"max_seq_len": max_seq_len} if max_seq_len else {}))
+        cfg = get_preset(source)
+        if max_seq_len and max_seq_len > cfg.max_seq_len:  # random weights: any context length will do
+            cfg = get_preset(source, max_seq_len=max_seq_len)
     except ValueError as exc:
         raise SystemExit(f"mythos: {source!r} is neither a checkpoint directory nor a preset ({exc})") from None
     torch.manual_seed(seed)
@@ -40,7 +42,8 @@ def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
 def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="CHECKPOINT_OR_PRESET", help="checkpoint directory or preset name (e.g. small)")
     p.add_argument("--n-loops", type=int, default=None, help="recurrent depth (default: the model's max_loop_iters)")
-    p.add_argument("--max-len", type=int, default=None, help="context length to allocate (default: max_seq_len)")
+    p.add_argument("--max-len", type=int, default=None,
+                   help="context length to allocate (default: max_seq_len; a preset is stretched to fit)")
     p.add_argument("--cache-policy", default="per-loop", help="per-loop | shared | last-K (KV memory across loops)")
     p.add_argument("--adaptive", action="store_true", help="tokens whose ACT halts skip the remaining loops")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
@@ -72,7 +75,7 @@ def generate_main(argv: list[str]) -> int:
     if args.stream and len(args.prompt) > 1:
         p.error("--stream prints one sequence: give a single --prompt")
 
-    model, ckpt = load_model(args.model, seed=args.seed)
+    model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
     if args.dtype:
         model = model.to(DTYPES[args.dtype])
     tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
@@ -152,7 +155,7 @@ def serve_main(argv: list[str]) -> int:
     from mythos.infer.scheduler import Scheduler
     from mythos.infer.server import ServeState, make_server
 
-    model, ckpt = load_model(args.model, seed=args.seed)
+    model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
     if args.dtype:
         model = model.to(DTYPES[args.dtype])
     tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
