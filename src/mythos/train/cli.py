@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -100,6 +101,8 @@ def train_main(argv: list[str]) -> int:
         return 3
     finally:
         D.teardown()
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     if result.losses:
         finite = [x for x in result.losses if x == x]
         last = f"{finite[-1]:.4f}" if finite else "nan"

@@ -61,8 +61,10 @@ def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [info.device.index] if info.device.type == "cuda" else None
-        # Some parameters legitimately get no gradient (the ACT head when ACT is off), so DDP must look for them.
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        # With ACT off the halting head gets no gradient, so DDP must look for unused parameters (else it hangs).
+        cfg = getattr(model, "cfg", None)
+        find_unused = cfg is None or not getattr(cfg, "act", True)
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
