@@ -7,7 +7,7 @@ next-token loss and answer accuracy, the fraction of recurrent token-loops actua
 KV bytes per token. Fixed depth with the per-loop cache is exact (equal to the model's own forward).
 
     .venv/bin/python benchmarks/infer_adaptive.py            # 400 training steps, 64 eval programs
-    .venv/bin/python benchmarks/infer_adaptive.py --quick    # 150 steps, 16 programs
+    .venv/bin/python benchmarks/infer_adaptive.py --quick    # one model, 100 steps, 16 programs
 """
 
 from __future__ import annotations
@@ -97,13 +97,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--programs", type=int, default=None)
-    ap.add_argument("--ponder", default="0.003,0", help="comma-separated ponder weights, one model each")
+    ap.add_argument("--ponder", default=None, help="comma-separated ponder weights, one model each "
+                    "(default 0.003,0; quick 0.003)")
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "mythos-infer-bench"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    steps = args.steps or (150 if args.quick else 400)
+    steps = args.steps or (100 if args.quick else 400)
+    ponders = args.ponder or ("0.003" if args.quick else "0.003,0")
     n = args.programs or (16 if args.quick else 64)
-    for ponder in (float(p) for p in args.ponder.split(",")):
+    for ponder in (float(p) for p in ponders.split(",")):
         report(load_or_train(steps, ponder, Path(args.cache_dir)), n, steps, ponder)
 
 
