@@ -106,7 +106,7 @@ class KVCache:
 
     @property
     def bytes_per_token(self) -> int:
-        """Cache bytes one token occupies across all slots (for the whole batch row: divide by nothing)."""
+        """Bytes one token of one batch row occupies across all slots (prelude, every loop, coda)."""
         per_slot = sum(t[0].numel() // self.max_len * t.element_size() for t in self.slots[0].tensors)
         return per_slot * len(self.slots)
 
