@@ -138,15 +138,16 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
     source = make_source(cfg, log if info.is_main else (lambda *_: None))
     if info.enabled and info.is_main:
         torch.distributed.barrier()
-    model_cfg = build_model_config(cfg, source.vocab_size, source.seq_len)
-    model = Mythos(model_cfg).to(info.device)
-    raw_model = model
-
     resume_from = latest_checkpoint(run_dir)
     state: dict[str, Any] | None = None
-    if resume_from is not None:
+    if resume_from is not None:  # the checkpoint's own architecture wins over today's command line
         state = read_train_state(resume_from)
-        raw_model.load_state_dict(load_checkpoint(resume_from).state_dict())
+        model = load_checkpoint(resume_from).to(info.device)
+        model_cfg = model.cfg
+    else:
+        model_cfg = build_model_config(cfg, source.vocab_size, source.seq_len)
+        model = Mythos(model_cfg).to(info.device)
+    raw_model = model
     model = D.wrap(model, cfg.parallel, info)
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
