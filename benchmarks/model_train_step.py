@@ -124,26 +124,33 @@ def categorize(name: str, shapes: list, vocab: int) -> str:
     return "elementwise, copies, indexing"
 
 
-def profile_step(attn_type: str, batch: int, seq: int) -> None:
+def profile_step(attn_type: str, batch: int, seq: int, repeats: int = 3) -> None:
     """Where each model's training step spends its time: self CPU time by part of the step."""
     from torch.profiler import profile
 
     vocab = SMALL["vocab_size"]
     models = dict(zip(("ours", "reference"), build_pair(attn_type), strict=True))
     tokens = torch.randint(0, vocab, (batch, seq + 1))
-    table: dict[str, dict[str, float]] = {}
-    for name, model in models.items():
-        step = make_step(model, vocab)
-        step(tokens)
-        with profile(record_shapes=True) as prof:
-            step(tokens)
-        buckets: dict[str, float] = {}
-        for event in prof.key_averages(group_by_input_shape=True):
-            key = categorize(event.key, event.input_shapes, vocab)
-            buckets[key] = buckets.get(key, 0.0) + event.self_cpu_time_total / 1e3
-        table[name] = buckets
+    steps = {name: make_step(model, vocab) for name, model in models.items()}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in models}
+    for step in steps.values():
+        step(tokens)  # warm-up
+    for _ in range(repeats):  # interleaved, per-part median: one profiled step is too noisy on a shared CPU
+        for name, step in steps.items():
+            with profile(record_shapes=True) as prof:
+                step(tokens)
+            buckets: dict[str, float] = {}
+            for event in prof.key_averages(group_by_input_shape=True):
+                key = categorize(event.key, event.input_shapes, vocab)
+                buckets[key] = buckets.get(key, 0.0) + event.self_cpu_time_total / 1e3
+            runs[name].append(buckets)
+    table = {
+        name: {k: statistics.median(r.get(k, 0.0) for r in rs) for k in {k for r in rs for k in r}}
+        for name, rs in runs.items()
+    }
     print(
-        f"\nprofile, {attn_type.upper()} training step, self CPU ms by part (torch.profiler, one step each):"
+        f"\nprofile, {attn_type.upper()} training step, self CPU ms by part "
+        f"(torch.profiler, median of {repeats} steps each):"
     )
     parts = sorted({k for b in table.values() for k in b}, key=lambda k: -table["ours"].get(k, 0.0))
     totals = {name: sum(b.values()) for name, b in table.items()}
