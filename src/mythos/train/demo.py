@@ -7,8 +7,8 @@ What made depth extrapolate in our pilots (numbers in docs/train.md):
 - truncated backprop through the last 3 loops only (``grad_loops=3``): the block must map *any* partially
   solved state one step closer to the answer, instead of learning a fixed unrolled program — with full
   backprop the same model solved the trained depths but not longer ones;
-- loop counts sampled per step over a range (2..8), so the block learns that a solved position must stay solved
-  under more loops (no "overthinking" up to 20 loops);
+- loop counts sampled per step over a range (2..8), so every depth from 2 to 8 is practised and solved positions
+  must stay solved under more loops (a fixed 8 loops also extrapolated, with worse few-loop accuracy);
 - no loop-index embedding (``loop_dim=0``): every loop applies the same map, which gives the clean one carry
   step per loop diagonal; with the embedding on, the model extrapolated as well or better (docs/train.md);
 - the input re-injected every loop (the RDT's LTI injection), dense supervision (every sum digit is a target),

@@ -85,6 +85,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         matrix = np.array(loads).T
         im = right.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis")
         fig.colorbar(im, ax=right, label="fraction of routed tokens")
+        right.set_yticks(range(matrix.shape[0]))
     right.set_title("expert load over steps")
     right.set_xlabel("step")
     right.set_ylabel("expert")
