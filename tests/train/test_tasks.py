@@ -94,6 +94,8 @@ def test_same_seed_same_batch_and_accuracy_by_depth():
 def test_bad_arguments_name_the_field():
     with pytest.raises(ValueError, match="task must be one of"):
         make_task("nope")
+    with pytest.raises(ValueError, match="'n_digit' is not an option of task 'carry'"):
+        make_task("carry", n_digit=3)
     with pytest.raises(ValueError, match="max_hops"):
         VariableBinding(n_statements=6).sample(1, np.random.default_rng(0), 9)
     with pytest.raises(ValueError, match="n_names"):

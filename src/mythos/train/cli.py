@@ -99,6 +99,9 @@ def train_main(argv: list[str]) -> int:
     except NonFiniteLoss as exc:
         print(f"mythos train: {exc}", file=sys.stderr)
         return 3
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # bad option, missing data, missing package
+        print(f"mythos train: {exc}", file=sys.stderr)
+        return 2
     finally:
         D.teardown()
     if os.environ.get("RANK", "0") != "0":

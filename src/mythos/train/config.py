@@ -113,6 +113,11 @@ class TrainConfig:
             raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
         if self.task is None and self.data is None and self.shards is None:
             raise TrainConfigError("data", None, "give a text source (--data), a shard folder (--shards) or --task")
+        if self.task is not None:
+            from .tasks import TASKS
+
+            if self.task not in TASKS:
+                raise TrainConfigError("task", self.task, f"must be one of {sorted(TASKS)}")
         if self.task is not None and (self.data is not None or self.shards is not None):
             raise TrainConfigError("task", self.task, "use either --task or --data/--shards, not both")
 

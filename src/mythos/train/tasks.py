@@ -238,6 +238,12 @@ def make_task(name: str, **kwargs):
     """Build a task by name; unknown names list what exists."""
     if name not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    import inspect
+
+    valid = [p for p in inspect.signature(TASKS[name].__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"task option {unknown[0]!r} is not an option of task {name!r}; valid: {valid}")
     return TASKS[name](**kwargs)
 
 

@@ -71,8 +71,16 @@ def lr_lambda(cfg: TrainConfig):
 
 
 def build_model_config(cfg: TrainConfig, vocab_size: int, seq_len: int):
-    from mythos.model import get_preset
+    import dataclasses
 
+    from mythos.model import MythosConfig, get_preset
+
+    from .config import TrainConfigError
+
+    fields = sorted(f.name for f in dataclasses.fields(MythosConfig))
+    for key in cfg.model_overrides:
+        if key not in fields:
+            raise TrainConfigError("model_overrides", key, f"--set names a MythosConfig field; valid: {fields}")
     overrides = dict(cfg.model_overrides)
     overrides.setdefault("vocab_size", vocab_size)
     base = get_preset(cfg.model)
