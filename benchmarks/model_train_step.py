@@ -6,7 +6,7 @@ alike; we report median seconds per step, tokens/s and the ratio ours / referenc
 units are pushed to p~0 so both models run every loop (the same work); ``--act`` lets each exit once all its
 positions have halted, which at initialisation depends on its random halting unit, not on its speed.
 
-    .venv/bin/python benchmarks/model_train_step.py [--quick] [--steps N] [--threads N] [--act] [--profile]
+    .venv/bin/python benchmarks/model_train_step.py [--quick] [--steps N] [--threads N] [--act] [--bf16] [--profile]
 """
 
 from __future__ import annotations
@@ -55,13 +55,15 @@ def build_pair(
     return ours, reference
 
 
-def make_step(model: torch.nn.Module, vocab: int) -> Any:
+def make_step(model: torch.nn.Module, vocab: int, autocast_bf16: bool = False) -> Any:
+    """One training step; ``autocast_bf16``: mixed precision (bf16 matmuls, fp32 weights and optimizer)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
 
     def step(tokens: torch.Tensor) -> float:
-        logits = model(tokens[:, :-1])
-        logits = logits.logits if hasattr(logits, "logits") else logits
-        loss = F.cross_entropy(logits.reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16):
+            logits = model(tokens[:, :-1])
+            logits = logits.logits if hasattr(logits, "logits") else logits
+        loss = F.cross_entropy(logits.float().reshape(-1, vocab), tokens[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -77,11 +79,20 @@ def count_loops(model: torch.nn.Module) -> list[int]:
 
 
 def bench(
-    attn_type: str, batch: int, seq: int, steps: int, warmup: int, fixed_depth: bool
+    attn_type: str,
+    batch: int,
+    seq: int,
+    steps: int,
+    warmup: int,
+    fixed_depth: bool,
+    autocast_bf16: bool = False,
 ) -> dict[str, float]:
     ours, reference = build_pair(attn_type, fixed_depth=fixed_depth)
     vocab = SMALL["vocab_size"]
-    runners = {"ours": make_step(ours, vocab), "reference": make_step(reference, vocab)}
+    runners = {
+        "ours": make_step(ours, vocab, autocast_bf16),
+        "reference": make_step(reference, vocab, autocast_bf16),
+    }
     loops = {"ours": count_loops(ours), "reference": count_loops(reference)}
     gen = torch.Generator().manual_seed(1)
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -172,6 +183,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="also print where each step spends its time")
     parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="both models under torch.autocast(cpu, bfloat16) (mixed precision)",
+    )
+    parser.add_argument(
         "--act", action="store_true", help="let ACT halting end the loop early (default: both run every loop)"
     )
     args = parser.parse_args()
@@ -185,6 +201,7 @@ def main() -> None:
         f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq}, {steps} timed steps after {warmup} warm-up, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
         + ("ACT may exit early" if args.act else "fixed depth: every loop runs in both models")
+        + (", bf16 autocast" if args.bf16 else ", fp32")
     )
     header = (
         f"{'attn':<5}{'ours s/step':>13}{'ref s/step':>12}{'ours tok/s':>12}{'ref tok/s':>11}{'loops o/r':>11}"
@@ -192,7 +209,9 @@ def main() -> None:
     )
     print(header)
     for attn_type in ("mla", "gqa"):
-        r = bench(attn_type, args.batch, args.seq, steps, warmup, fixed_depth=not args.act)
+        r = bench(
+            attn_type, args.batch, args.seq, steps, warmup, fixed_depth=not args.act, autocast_bf16=args.bf16
+        )
         print(
             f"{attn_type:<5}{r['ours_s']:>13.3f}{r['reference_s']:>12.3f}{r['ours_tok_s']:>12.0f}"
             f"{r['reference_tok_s']:>11.0f}{r['ours_loops']:>6.1f}/{r['reference_loops']:<4.1f}{r['ratio']:>8.2f}x"
