@@ -135,7 +135,7 @@ def categorize(name: str, shapes: list, vocab: int) -> str:
     return "elementwise, copies, indexing"
 
 
-def profile_step(attn_type: str, batch: int, seq: int, repeats: int = 3) -> None:
+def profile_step(attn_type: str, batch: int, seq: int, repeats: int = 5) -> None:
     """Where each model's training step spends its time: self CPU time by part of the step."""
     from torch.profiler import profile
 
