@@ -19,22 +19,20 @@ def test_local_fixture_copy_is_identical_to_shared():
 
 
 def test_compile_reproduces_reference_state_byte_for_byte(tmp_path: Path):
-    shared = shared_fixture()
-    run = copy_inputs(shared, tmp_path / "run")
+    run = copy_inputs(LOCAL_FIXTURE, tmp_path / "run")
     packet = compile_run(run)
     for name in STATE_FILES:
-        assert (run / "state" / name).read_bytes() == (shared / "state" / name).read_bytes(), name
+        assert (run / "state" / name).read_bytes() == (LOCAL_FIXTURE / "state" / name).read_bytes(), name
     assert packet["pass_id"] == "pass-0001"
     assert [item["id"] for item in packet["candidate_actions"]] == ["action:vf-2"]
 
 
 def test_recompile_same_pass_keeps_one_decision_line(tmp_path: Path):
-    shared = shared_fixture()
-    run = copy_inputs(shared, tmp_path / "run")
+    run = copy_inputs(LOCAL_FIXTURE, tmp_path / "run")
     compile_run(run)
     compile_run(run)
     for name in STATE_FILES:
-        assert (run / "state" / name).read_bytes() == (shared / "state" / name).read_bytes(), name
+        assert (run / "state" / name).read_bytes() == (LOCAL_FIXTURE / "state" / name).read_bytes(), name
 
 
 def test_fixture_packet_validates_and_validator_rejects_bad_packets():
@@ -42,7 +40,7 @@ def test_fixture_packet_validates_and_validator_rejects_bad_packets():
 
     from mythos.packets.schema import validate
 
-    packet = json.loads((shared_fixture() / "state" / "next_pass_packet.json").read_text())
+    packet = json.loads((LOCAL_FIXTURE / "state" / "next_pass_packet.json").read_text())
     assert validate(packet) == []
     bad = json.loads(json.dumps(packet))
     bad["evidence"][0]["surprise"] = 1
@@ -61,7 +59,7 @@ def test_fixture_packet_validates_and_validator_rejects_bad_packets():
 def test_outputs_get_ordinary_permissions(tmp_path: Path):
     import os
 
-    run = copy_inputs(shared_fixture(), tmp_path / "run")
+    run = copy_inputs(LOCAL_FIXTURE, tmp_path / "run")
     compile_run(run)
     umask = os.umask(0)
     os.umask(umask)
