@@ -87,9 +87,15 @@ def decode_speed(attn_type: str, prompt: int, new_tokens: int, loops: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short prompt, few decode steps")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared CPU, idle OpenMP threads spin against other jobs and the "
+        "timings swing 5x; use 0 for torch's default on a dedicated machine)",
+    )
     args = parser.parse_args()
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     loops = SMALL["max_loop_iters"]
     prompt, new_tokens = (32, 8) if args.quick else (256, 64)

@@ -180,7 +180,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per model (default 10, quick 3)")
     parser.add_argument("--batch", type=int, default=None, help="default 8 (quick: 4)")
     parser.add_argument("--seq", type=int, default=None, help="default 256 (quick: 128)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared CPU, idle OpenMP threads spin against other jobs and the "
+        "timings swing 5x; use 0 for torch's default on a dedicated machine)",
+    )
     parser.add_argument("--profile", action="store_true", help="also print where each step spends its time")
     parser.add_argument(
         "--bf16",
@@ -191,7 +197,7 @@ def main() -> None:
         "--act", action="store_true", help="let ACT halting end the loop early (default: both run every loop)"
     )
     args = parser.parse_args()
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     steps = args.steps or (2 if args.quick else 6)
     warmup = 1
