@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from mythos.cli import main as mythos_in_process
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -35,24 +37,23 @@ def test_demo_quick_prints_a_grid_and_writes_plots(demo_run):
 
 def test_demo_is_deterministic_given_its_seed(demo_run, tmp_path):
     out, _ = demo_run
-    again = mythos("demo", "--quick", "--out", str(tmp_path))
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert mythos_in_process(["demo", "--quick", "--out", str(tmp_path)]) == 0  # in-process: same code path
     assert json.loads((tmp_path / "grid.json").read_text()) == json.loads((out / "grid.json").read_text())
 
 
-def test_eval_of_the_demo_checkpoint_reproduces_the_demo_grid(demo_run, tmp_path):
+def test_eval_of_the_demo_checkpoint_reproduces_the_demo_grid(demo_run, tmp_path, capsys):
     out, _ = demo_run
-    result = mythos("eval", str(out), "--lengths", "1,2,4", "--loops", "1,2,4", "--samples", "16", "--seed", "1000",
-                    "--json", str(tmp_path / "g.json"))
-    assert result.returncode == 0, result.stderr
-    assert "chain\\loops" in result.stdout
+    status = mythos_in_process(["eval", str(out), "--lengths", "1,2,4", "--loops", "1,2,4", "--samples", "16",
+                                "--seed", "1000", "--json", str(tmp_path / "g.json")])
+    assert status == 0
+    assert "chain\\loops" in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "g.json").read_text())
     assert evaluated["accuracy"] == json.loads((out / "grid.json").read_text())["accuracy"]
-    missing = mythos("eval", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and "neither a checkpoint" in missing.stderr
+    assert mythos_in_process(["eval", str(tmp_path / "nothing")]) == 2
+    assert "neither a checkpoint" in capsys.readouterr().err
 
 
-def test_plot_and_text_training(tmp_path):
+def test_plot_and_text_training(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(30):
@@ -63,8 +64,7 @@ def test_plot_and_text_training(tmp_path):
                     "--set", "dim=32", "--out", str(run), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "shards" / "index.json").exists() and (run / "shards" / "tokenizer.json").exists()
-    plotted = mythos("plot", str(run))
-    assert plotted.returncode == 0, plotted.stderr
-    assert (run / "plots" / "training.png").exists()
-    text_eval = mythos("eval", str(run))
-    assert text_eval.returncode == 2 and "trained on text" in text_eval.stderr
+    assert mythos_in_process(["plot", str(run)]) == 0
+    assert (run / "plots" / "training.png").read_bytes()[:4] == b"\x89PNG"
+    assert mythos_in_process(["eval", str(run)]) == 2
+    assert "trained on text" in capsys.readouterr().err
