@@ -129,3 +129,18 @@ def test_a_killed_run_loses_only_the_steps_since_its_last_checkpoint(tmp_path):
         if saved_step <= record["step"] in killed:
             assert record["loss"] == killed[record["step"]]
     json.loads((tmp_path / "train_config.json").read_text())
+
+
+def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
+    big = train(tiny_config(tmp_path / "big", batch_size=8, steps=3), log=lambda *_: None)
+    accumulated = train(tiny_config(tmp_path / "acc", batch_size=4, grad_accum=2, steps=3), log=lambda *_: None)
+    assert accumulated.losses == pytest.approx(big.losses, rel=1e-5)
+
+
+def test_act_ponder_cost_checkpointing_and_truncation_train(tmp_path):
+    cfg = tiny_config(tmp_path, model_overrides={"dim": 32, "act": True}, ponder_weight=0.01, grad_loops=1,
+                      checkpoint_loops=True, loops="3", steps=2)
+    result = train(cfg, log=lambda *_: None)
+    assert all(loss == loss for loss in result.losses)
+    record = read_telemetry(tmp_path)[-1]
+    assert 1 <= record["mean_depth"] <= 3

@@ -28,14 +28,19 @@ class TaskSource:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.task = make_task(cfg.task, **cfg.task_options)
-        self.seed, self.max_hops = cfg.seed, cfg.train_hops
+        self.seed, self.max_hops, self.grad_accum = cfg.seed, cfg.train_hops, cfg.grad_accum
         self.vocab_size, self.seq_len = self.task.vocab_size, self.task.seq_len
         self.tokens_per_sample = self.seq_len
+        self._cached: tuple[int, object] | None = None
 
     def batch(self, step: int, micro: int, rank: int, world: int, batch_size: int) -> Batch:
-        rng = np.random.default_rng([self.seed, 1, step, micro])
-        full = self.task.sample(batch_size * world, rng, self.max_hops)
-        rows = slice(rank * batch_size, (rank + 1) * batch_size)
+        """Rows of the step's global batch (micro-steps × ranks × batch): accumulation == a bigger batch."""
+        if self._cached is None or self._cached[0] != step:
+            rng = np.random.default_rng([self.seed, 1, step, 0])
+            self._cached = (step, self.task.sample(batch_size * world * self.grad_accum, rng, self.max_hops))
+        full = self._cached[1]
+        first = (micro * world + rank) * batch_size
+        rows = slice(first, first + batch_size)
         return Batch(torch.from_numpy(full.inputs[rows]), torch.from_numpy(full.targets[rows]))
 
 
