@@ -215,7 +215,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
             grad_loops = min(cfg.grad_loops, n_loops) if cfg.grad_loops else None
             model.train()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
+            loss_sum = torch.zeros((), device=info.device)  # summed on device: one host sync per step
             aux = None
             load_sum = None
             for micro in range(cfg.grad_accum):
@@ -236,19 +236,22 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                     total = loss + cfg.ponder_weight * out.aux.ponder_cost if cfg.ponder_weight else loss
                     scaled = total / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                loss_sum += float(loss.detach())
+                loss_sum += loss.detach()
                 aux = out.aux
                 load = aux.expert_load.detach().float()
                 load_sum = load if load_sum is None else load_sum + load
-            step_loss = loss_sum / cfg.grad_accum
-            if info.enabled:
-                step_loss = float(D.all_reduce_mean(torch.tensor([step_loss], device=info.device), info).item())
+            step_loss = float(D.all_reduce_mean(loss_sum / cfg.grad_accum, info))
 
             if scaler is not None:
                 scaler.unscale_(optimizer)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
-            bad = D.any_rank(not (math.isfinite(step_loss) and math.isfinite(grad_norm)), info)
-            if bad and scaler is None:
+            # With fp16 an infinite gradient is the grad scaler's business (it skips and lowers the scale);
+            # a non-finite loss, or any non-finite gradient without a scaler, is a real fault.
+            bad_grad = not math.isfinite(grad_norm) and scaler is None
+            bad = D.any_rank(not math.isfinite(step_loss) or bad_grad, info)
+            if bad:
+                if scaler is not None:
+                    scaler.update()  # close this iteration's unscale_ so the next step starts clean
                 bad_in_a_row += 1
                 result.skipped_steps.append(step)
                 optimizer.zero_grad(set_to_none=True)
