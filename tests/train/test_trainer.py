@@ -144,3 +144,14 @@ def test_act_ponder_cost_checkpointing_and_truncation_train(tmp_path):
     assert all(loss == loss for loss in result.losses)
     record = read_telemetry(tmp_path)[-1]
     assert 1 <= record["mean_depth"] <= 3
+
+
+def test_tensorboard_is_optional_and_its_absence_is_explained(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="pip install tensorboard"):
+            train(tiny_config(tmp_path, steps=1, tensorboard=True), log=lambda *_: None)
+    else:
+        train(tiny_config(tmp_path, steps=1, tensorboard=True), log=lambda *_: None)
+        assert any((tmp_path / "tensorboard").iterdir())
