@@ -74,3 +74,11 @@ def test_small_presets_are_the_issue_config():
     assert set(PRESETS) >= {"tiny", "small", "small-gqa", "1b", "1t"}
     with pytest.raises(ConfigError, match="preset"):
         get_preset("huge")
+
+
+def test_unknown_field_names_it_in_replace_and_presets():
+    with pytest.raises(ConfigError) as info:
+        get_preset("tiny").replace(n_layerz=3)
+    assert info.value.field == "n_layerz" and "not a MythosConfig field" in str(info.value)
+    with pytest.raises(ConfigError):
+        get_preset("tiny", bogus=1)

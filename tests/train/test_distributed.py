@@ -46,3 +46,21 @@ def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(tmp_path):
     resumed = _torchrun(tmp_path / "fsdp", "fsdp")
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert _losses(tmp_path / "fsdp") == pytest.approx(expected, rel=1e-5)
+
+
+def test_wrapping_for_several_ranks_turns_off_the_data_dependent_early_exit():
+    """A rank whose positions all halted would skip loops (and their collectives) that the others run: deadlock."""
+    import torch.distributed as dist
+
+    from mythos.model import Mythos, get_preset
+    from mythos.train.distributed import DistInfo, wrap
+
+    model = Mythos(get_preset("tiny", act=True, act_early_exit=True))
+    assert wrap(model, "auto", DistInfo(world=1)) is model and model.cfg.act_early_exit  # one process: kept
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        wrapped = wrap(model, "ddp", DistInfo(world=2))  # a real DDP wrapper; the info says several ranks
+        assert not model.cfg.act_early_exit
+        assert wrapped.module is model
+    finally:
+        dist.destroy_process_group()

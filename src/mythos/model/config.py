@@ -182,6 +182,10 @@ class MythosConfig:
 
     def replace(self, **changes: Any) -> MythosConfig:
         """A validated copy with some fields changed; dim-derived defaults follow a new dim."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ConfigError(unknown[0], changes[unknown[0]], f"is not a MythosConfig field; valid: {sorted(names)}")
         if "dim" in changes:
             if "loop_dim" not in changes and self.loop_dim == self.dim // 8:
                 changes["loop_dim"] = None

@@ -57,12 +57,16 @@ def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         mode = "ddp" if info.enabled else "none"
     if mode == "none" or not info.enabled:
         return model
+    # ACT's early exit is data-dependent: ranks would run different loop counts and FSDP/DDP collectives would
+    # deadlock. With several ranks every rank runs all the loops it was asked for (outputs are unchanged).
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and hasattr(cfg, "act_early_exit"):
+        cfg.act_early_exit = False
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [info.device.index] if info.device.type == "cuda" else None
         # With ACT off the halting head gets no gradient, so DDP must look for unused parameters (else it hangs).
-        cfg = getattr(model, "cfg", None)
         find_unused = cfg is None or not getattr(cfg, "act", True)
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
     if mode == "fsdp":
