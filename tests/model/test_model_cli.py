@@ -144,4 +144,4 @@ def test_info_on_a_training_run_reads_its_latest_checkpoint(tmp_path, capsys):
     assert model_main(["info", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["attn_type"] == "mla"  # what `latest` names
     assert model_main(["info", str(tmp_path)]) == 2
-    assert "not a checkpoint or run" in capsys.readouterr().err
+    assert "neither a checkpoint" in capsys.readouterr().err

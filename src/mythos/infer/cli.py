@@ -17,7 +17,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
-    """A checkpoint directory, or a preset name (random weights, for trying the machinery).
+    """A checkpoint directory (or a training run folder: its latest checkpoint), or a preset name (random weights, for trying the machinery).
 
     Returns (model, checkpoint directory or None).
     """
@@ -26,7 +26,12 @@ def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
     path = Path(source)
     if path.is_dir():
         from mythos.model.checkpoint import load_checkpoint
+        from mythos.model.locate import find_checkpoint
 
+        try:
+            path = find_checkpoint(path)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"mythos: {exc}") from None
         return load_checkpoint(path).eval(), path
     try:
         cfg = get_preset(source)

@@ -18,10 +18,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import MythosConfig
+from .locate import CONFIG_NAME, WEIGHTS_NAME
 from .model import Mythos
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 FORMAT = "mythos-checkpoint-v1"
 TIED_KEYS = ("head.weight",)
 

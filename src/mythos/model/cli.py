@@ -34,12 +34,13 @@ def _fail(message: str) -> int:
 def resolve_config(target: str) -> tuple[Any, str, Path | None]:
     """A preset name or a checkpoint directory (or its config.json) -> (config, label, checkpoint dir)."""
     from .config import MythosConfig
+    from .locate import find_checkpoint
     from .presets import PRESETS, get_preset
 
     path = Path(target)
     if path.exists():
         if path.is_dir() and not (path / "config.json").is_file():
-            path = latest_run_checkpoint(path)
+            path = find_checkpoint(path)
         config_path = path / "config.json" if path.is_dir() else path
         if not config_path.is_file():
             raise ValueError(f"{target}: a checkpoint directory must contain config.json")
@@ -53,30 +54,6 @@ def resolve_config(target: str) -> tuple[Any, str, Path | None]:
     raise ValueError(
         f"{target!r} is neither an existing checkpoint path nor a preset; presets: {', '.join(PRESETS)}"
     )
-
-
-def latest_run_checkpoint(run_dir: Path) -> Path:
-    """A training run folder -> its newest model checkpoint (``checkpoints/latest`` if it names one).
-
-    Mirrors the layout `mythos train` writes (checkpoints/step_XXXXXXXX/ with config.json + model.safetensors)
-    without importing the train wing, which depends on this one.
-    """
-    root = run_dir / "checkpoints"
-    pointer = root / "latest"
-    if pointer.is_file():
-        named = root / pointer.read_text().strip()
-        if (named / "config.json").is_file():
-            return named
-    found = sorted(
-        p
-        for p in root.glob("step_*")
-        if (p / "config.json").is_file() and (p / "model.safetensors").is_file()
-    )
-    if not found:
-        raise ValueError(
-            f"{run_dir} has no config.json and no checkpoints/step_*/ with one: not a checkpoint or run"
-        )
-    return found[-1]
 
 
 def checkpoint_tensor_elements(checkpoint_dir: Path) -> int | None:

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mythos.model.locate import LATEST_POINTER, find_checkpoint
+
 STATE_FILE = "train_state.pt"
-LATEST = "latest"
+LATEST = LATEST_POINTER
 FORMAT_VERSION = 1
 
 
@@ -117,13 +119,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a checkpoint folder, a run folder (-> its latest checkpoint) or a bare model folder."""
-    path = Path(path)
-    if (path / "config.json").exists() and (path / "model.safetensors").exists():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is None:
-        raise FileNotFoundError(f"{path} is neither a checkpoint (model.safetensors + config.json) nor a run with one")
-    return latest
+    return find_checkpoint(path)
 
 
 def read_train_state(ckpt: str | Path) -> dict[str, Any]:
