@@ -68,3 +68,16 @@ def test_plot_and_text_training(tmp_path, capsys):
     assert (run / "plots" / "training.png").read_bytes()[:4] == b"\x89PNG"
     assert mythos_in_process(["eval", str(run)]) == 2
     assert "trained on text" in capsys.readouterr().err
+    # the checkpoint carries the tokenizer: `mythos generate` speaks text to the trained model from the run folder
+    ckpt = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    assert (ckpt / "tokenizer.json").read_bytes() == (run / "shards" / "tokenizer.json").read_bytes()
+    assert mythos_in_process(["generate", str(run), "--prompt", "story 3:", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("story 3:")
+
+
+def test_generate_on_a_task_model_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert mythos_in_process(["demo", "--quick", "--out", str(run)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="no text vocabulary"):
+        mythos_in_process(["generate", str(run), "--prompt", "1+2="])

@@ -16,6 +16,14 @@ from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _tokenizer_for(ckpt, model):
+    """The checkpoint's text tokenizer, or a clear exit when the model has none."""
+    try:
+        return load_tokenizer(ckpt, model.cfg.vocab_size)
+    except ValueError as exc:
+        raise SystemExit(f"mythos: {exc}") from None
+
+
 def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
     """A checkpoint directory (or a training run folder: its latest checkpoint), or a preset name (random weights, for trying the machinery).
 
@@ -83,7 +91,7 @@ def generate_main(argv: list[str]) -> int:
     model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
     if args.dtype:
         model = model.to(DTYPES[args.dtype])
-    tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
+    tokenizer = _tokenizer_for(ckpt, model)
     prompts = [tokenizer.encode(t) for t in args.prompt]
     if any(not ids for ids in prompts):
         p.error("--prompt must not be empty")
@@ -163,7 +171,7 @@ def serve_main(argv: list[str]) -> int:
     model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
     if args.dtype:
         model = model.to(DTYPES[args.dtype])
-    tokenizer = load_tokenizer(ckpt, model.cfg.vocab_size)
+    tokenizer = _tokenizer_for(ckpt, model)
     try:
         engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
                                    cache_policy=args.cache_policy, adaptive=args.adaptive)

@@ -55,7 +55,8 @@ def load_tokenizer(checkpoint_dir: str | Path | None, vocab_size: int) -> Tokeni
     if vocab_size < 256:
         raise ValueError(
             f"the model's vocab_size={vocab_size} is below 256 and there is no tokenizer.json beside the "
-            "checkpoint: put the training tokenizer.json next to config.json"
+            "checkpoint, so text cannot be encoded for it: put the training tokenizer.json next to config.json "
+            "(a model trained on a synthetic task has no text vocabulary: evaluate it with `mythos eval`)"
         )
     return ByteTokenizer()
 

@@ -72,8 +72,12 @@ def write_checkpoint(
     train_state: dict[str, Any],
     train_config_json: str,
     keep: int = 2,
+    tokenizer_path: str | Path | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` (the number of completed steps) atomically; prune all but the newest ``keep``."""
+    """Write checkpoint ``step`` (the number of completed steps) atomically; prune all but the newest ``keep``.
+
+    A text model's ``tokenizer.json`` is copied in, so the checkpoint alone is enough to generate or serve.
+    """
     from mythos.model.checkpoint import save_checkpoint
 
     root = Path(run_dir) / "checkpoints"
@@ -84,6 +88,8 @@ def write_checkpoint(
         save_checkpoint(model_cpu, tmp)
         torch.save({"format": FORMAT_VERSION, "step": step, **train_state}, tmp / STATE_FILE)
         (tmp / "train_config.json").write_text(train_config_json, encoding="utf-8")
+        if tokenizer_path is not None:
+            shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
         _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)

@@ -47,8 +47,9 @@ def train_parser() -> argparse.ArgumentParser:
     opt = p.add_argument_group("optimisation")
     for name in ("batch_size", "grad_accum", "steps", "warmup"):
         opt.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default)
-    for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "ponder_weight"):
+    for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
         opt.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default)
+    opt.add_argument("--ponder-weight", type=float, help="weight of ACT's ponder cost (default: the model config's)")
     rec = p.add_argument_group("recurrence")
     rec.add_argument("--loops", default=d["loops"].default, help="N, or MIN:MAX sampled per step")
     rec.add_argument("--grad-loops", type=int, help="backprop through only the last K loops")

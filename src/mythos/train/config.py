@@ -69,7 +69,7 @@ class TrainConfig:
     loops: str = "4"  # N or MIN:MAX (sampled per step, same on every rank)
     grad_loops: int | None = None  # backprop through only the last k loops
     checkpoint_loops: bool = False
-    ponder_weight: float = 0.0
+    ponder_weight: float | None = None  # weight of aux.ponder_cost; None: the model config's ponder_weight
     balance_router: bool = True
     # --- systems ---
     precision: str = "auto"
@@ -97,6 +97,8 @@ class TrainConfig:
                 raise TrainConfigError(name, value, "must be an integer >= 0")
         for name in ("lr", "weight_decay", "grad_clip", "ponder_weight", "min_lr_ratio"):
             value = getattr(self, name)
+            if name == "ponder_weight" and value is None:
+                continue
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise TrainConfigError(name, value, "must be a finite number >= 0")
         if self.min_lr_ratio > 1:

@@ -62,6 +62,10 @@ class TextSource:
                 )
             log(f"tokenizing {cfg.data} into {shard_dir}")
             write_shards(iter_documents(cfg.data, cfg.text_field, cfg.max_documents), tokenizer, shard_dir)
+        candidates = [Path(cfg.tokenizer)] if cfg.tokenizer else []
+        candidates.append(shard_dir / "tokenizer.json")
+        # travels with every checkpoint, so `mythos generate/serve` can speak text to the model
+        self.tokenizer_path = next((path for path in candidates if path.is_file()), None)
         self.shards = TokenShards.open(shard_dir)
         self.vocab_size = int(self.shards.index["vocab_size"])
         self.seq_len = cfg.seq_len

@@ -156,6 +156,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
         model_cfg = build_model_config(cfg, source.vocab_size, source.seq_len)
         model = Mythos(model_cfg).to(info.device)
     raw_model = model
+    ponder_weight = model_cfg.ponder_weight if cfg.ponder_weight is None else cfg.ponder_weight
     model = D.wrap(model, cfg.parallel, info)
 
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
@@ -204,7 +205,8 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_state(),
         }
-        return write_checkpoint(run_dir, step_done, cpu_model, train_state, cfg.to_json(), cfg.keep_checkpoints)
+        return write_checkpoint(run_dir, step_done, cpu_model, train_state, cfg.to_json(), cfg.keep_checkpoints,
+                                tokenizer_path=getattr(source, "tokenizer_path", None))
 
     end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
     try:
@@ -233,7 +235,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                     logits = out.logits.float()
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                            ignore_index=IGNORE)
-                    total = loss + cfg.ponder_weight * out.aux.ponder_cost if cfg.ponder_weight else loss
+                    total = loss + ponder_weight * out.aux.ponder_cost if ponder_weight else loss
                     scaled = total / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 loss_sum += loss.detach()
