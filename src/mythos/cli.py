@@ -7,6 +7,7 @@ Each entry names ``module:function``; the function takes the remaining argv and 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> (target "module:function", one-line summary). Order is the order of `mythos --help`.
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mythos: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mythos ... | head`: the reader left; stop quietly instead of a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail too
+        return 141
     return int(status or 0)
 
 

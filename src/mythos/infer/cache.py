@@ -37,7 +37,7 @@ def parse_policy(policy: str, n_loops: int) -> list[int]:
         k = min(k, n_loops - 1)
         shared = n_loops - k
         return [0 if t < shared else t - shared + 1 for t in range(n_loops)]
-    raise ValueError(f"cache_policy={policy!r} is not valid; use 'per-loop', 'shared' or 'last-K' (e.g. 'last-2')")
+    raise ValueError(f"cache_policy={policy!r} is not valid; use 'per-loop', 'shared' or 'last-<K>' with K a positive integer, e.g. 'last-2'")
 
 
 def entry_width(view: DecodeView) -> int:

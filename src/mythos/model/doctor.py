@@ -185,7 +185,7 @@ def check_spectral_radius(model: nn.Module, probe: Probe) -> list[Finding]:
             Finding(
                 "rho_A",
                 "ok",
-                f"A in [{lo:.4f}, {hi:.6f}]; < 1 in fp32/bf16/fp16 and saturated (max {worst[0]})",
+                f"A in [{lo:.6f}, {hi:.6f}]; < 1 in fp32/bf16/fp16 and saturated (max {worst[0]})",
             )
         )
     if finite and A_NEAR_ONE <= hi < 1.0:
@@ -770,7 +770,7 @@ def load_target(target: str, max_params: int = DEFAULT_MAX_PARAMS, seed: int = 0
     total = count_params(cfg).total
     if total > max_params:
         raise ValueError(
-            f"{label} has {human(total)} parameters ({human(total * 4)}B in fp32); the doctor probes a real forward, "
+            f"{label} has {human(total)} parameters ({total * 4 / 2**30:.1f} GiB in fp32); the doctor probes a real forward, "
             f"so it builds at most {human(max_params)} (--max-params); use `mythos model info {target}` for sizes"
         )
     from . import Mythos

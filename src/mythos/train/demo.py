@@ -56,7 +56,7 @@ def demo_main(argv: list[str]) -> int:
 
     import torch
 
-    from .evaluate import Grid, accuracy_grid
+    from .evaluate import HELD_OUT_SEED_OFFSET, Grid, accuracy_grid
     from .plot import plot_grid, plot_run
     from .tasks import make_task
     from .trainer import train
@@ -89,7 +89,7 @@ def demo_main(argv: list[str]) -> int:
         lengths, loops, samples = [1, 2, 4], [1, 2, 4], args.samples or 16
     else:
         lengths, loops, samples = list(range(1, 15)), [1, 2, 3, 4, 6, 8, 10, 12, 16, 20], args.samples or 256
-    acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=cfg.seed + 1000,
+    acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=cfg.seed + HELD_OUT_SEED_OFFSET,
                         distractor_hops=cfg.train_hops)
     grid = Grid(lengths, loops, acc, cfg.train_hops, (lo, hi), cfg.task)
     (out / "grid.json").write_text(json.dumps(grid.to_dict(), indent=2, sort_keys=True), encoding="utf-8")

@@ -1,7 +1,9 @@
 """The accuracy grid: chain length × test-time loop count, for any checkpoint trained on a synthetic task.
 
-Each chain length L gets its own seeded batch with one chain of exactly L steps (plus distractors), and the
-cell is the accuracy at the positions of depth L. Rows are lengths, columns loop counts.
+One seeded batch with a planted chain of the longest requested length covers every shorter depth (a chain of L
+steps passes through depths 1..L); a length with too few positions there gets a batch of its own. A cell is the
+accuracy at the positions of depth L, so it depends on the longest length asked for, which fixes the batch. Rows are
+lengths, columns loop counts. Held-out programs use the training seed + ``HELD_OUT_SEED_OFFSET``, as the demo does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 
 from .tasks import make_task
+
+HELD_OUT_SEED_OFFSET = 1000  # evaluation programs never share a seed with training batches
 
 
 @dataclass
@@ -90,7 +94,7 @@ def _parse_list(text: str) -> list[int]:
 
 
 def grid_for_checkpoint(path: str | Path, lengths: list[int] | None = None, loops: list[int] | None = None,
-                        samples: int = 256, seed: int = 1234) -> Grid:
+                        samples: int = 256, seed: int | None = None) -> Grid:
     from mythos.model.checkpoint import load_checkpoint
 
     from .checkpoint import resolve_checkpoint
@@ -107,6 +111,7 @@ def grid_for_checkpoint(path: str | Path, lengths: list[int] | None = None, loop
     model = load_checkpoint(ckpt)
     lengths = lengths or list(range(1, min(task.max_depth, 2 * cfg.train_hops + 2) + 1))
     loops = loops or sorted({1, 2, 4, *range(cfg.loop_range[1], 2 * cfg.loop_range[1] + 1, 2)})
+    seed = cfg.seed + HELD_OUT_SEED_OFFSET if seed is None else seed
     acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=seed, distractor_hops=cfg.train_hops)
     return Grid(lengths, loops, acc, cfg.train_hops, cfg.loop_range, cfg.task)
 
@@ -118,7 +123,7 @@ def eval_main(argv: list[str]) -> int:
     p.add_argument("--lengths", help="chain lengths, e.g. 1:12 or 1,2,4,8")
     p.add_argument("--loops", help="loop counts, e.g. 1:16 or 1,2,4,8,16")
     p.add_argument("--samples", type=int, default=256)
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=int, help="seed of the held-out programs (default: the run's seed + 1000, as the demo)")
     p.add_argument("--json", help="also write the grid to this JSON file")
     args = p.parse_args(argv)
     try:
