@@ -307,6 +307,8 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                     last_ckpt = path
     finally:
         telemetry.close()
+    if info.enabled:  # leave together: rank 0 may still be writing the last checkpoint when the others finish
+        torch.distributed.barrier()
     result.last_checkpoint = last_ckpt
     result.wall_s = time.perf_counter() - t_start
     return result
