@@ -2,12 +2,10 @@
 
 import pytest
 import torch
+from open_mythos.main import MythosConfig as RefConfig
+from open_mythos.main import OpenMythos
 
-pytest.importorskip("open_mythos.main")
-from open_mythos.main import MythosConfig as RefConfig  # noqa: E402
-from open_mythos.main import OpenMythos  # noqa: E402
-
-from mythos.model import from_open_mythos  # noqa: E402
+from mythos.model import from_open_mythos
 
 TOL = 1e-5
 
