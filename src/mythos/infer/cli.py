@@ -16,10 +16,13 @@ from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _tokenizer_for(ckpt, model):
-    """The checkpoint's text tokenizer, or a clear exit when the model has none."""
+def _model_and_tokenizer(args):
+    """The model (in ``--dtype`` if given) and its text tokenizer, or a clear exit when it has none."""
+    model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
+    if args.dtype:
+        model = model.to(DTYPES[args.dtype])
     try:
-        return load_tokenizer(ckpt, model.cfg.vocab_size)
+        return model, load_tokenizer(ckpt, model.cfg.vocab_size)
     except ValueError as exc:
         raise SystemExit(f"mythos: {exc}") from None
 
@@ -88,10 +91,7 @@ def generate_main(argv: list[str]) -> int:
     if args.stream and len(args.prompt) > 1:
         p.error("--stream prints one sequence: give a single --prompt")
 
-    model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
-    if args.dtype:
-        model = model.to(DTYPES[args.dtype])
-    tokenizer = _tokenizer_for(ckpt, model)
+    model, tokenizer = _model_and_tokenizer(args)
     prompts = [tokenizer.encode(t) for t in args.prompt]
     if any(not ids for ids in prompts):
         p.error("--prompt must not be empty")
@@ -168,10 +168,7 @@ def serve_main(argv: list[str]) -> int:
     from mythos.infer.scheduler import Scheduler
     from mythos.infer.server import ServeState, make_server
 
-    model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
-    if args.dtype:
-        model = model.to(DTYPES[args.dtype])
-    tokenizer = _tokenizer_for(ckpt, model)
+    model, tokenizer = _model_and_tokenizer(args)
     try:
         engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
                                    cache_policy=args.cache_policy, adaptive=args.adaptive)
@@ -180,7 +177,7 @@ def serve_main(argv: list[str]) -> int:
     if args.compile:
         engine.compile()
     scheduler = Scheduler(engine).start()
-    name = args.name or (Path(args.model).name if ckpt else args.model)
+    name = args.name or (Path(args.model).name if Path(args.model).is_dir() else args.model)
     state = ServeState(scheduler, tokenizer, name, default_max_tokens=args.max_tokens)
     server = make_server(state, args.host, args.port, verbose=args.verbose)
     host, port = server.server_address[:2]
