@@ -28,22 +28,61 @@ def _attend(
     gqa: bool = False,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """SDPA over (B, H, T, D) queries and (B, Hkv, S, D) keys where the queries sit at positions start.."""
+    """Attention over (B, H, T, D) queries and (B, Hkv, S, Dv) values where the queries sit at positions start..
+
+    A whole causal sequence on CPU without dropout takes ``_causal_blocked`` (matmul + softmax); everything
+    else SDPA, with ``is_causal`` from position 0 and a boolean mask for chunked prefill.
+    """
     t, s = q.shape[-2], k.shape[-2]
+    causal_whole = start == 0 and s == t and t > 1
+    if causal_whole and dropout == 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
+        return _causal_blocked(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale)
+    dv = v.shape[-1]
+    v = _pad_to(v, q.shape[-1])
     opts = dict(dropout_p=dropout, enable_gqa=gqa, scale=scale)
     if t == 1:  # one new token sees every cached key
-        return F.scaled_dot_product_attention(q, k, v, **opts)
-    if start == 0 and s == t:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **opts)
-    query_pos = torch.arange(start, start + t, device=q.device)[:, None]
-    key_pos = torch.arange(s, device=q.device)[None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_pos <= query_pos, **opts)
+        out = F.scaled_dot_product_attention(q, k, v, **opts)
+    elif causal_whole:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **opts)
+    else:
+        query_pos = torch.arange(start, start + t, device=q.device)[:, None]
+        key_pos = torch.arange(s, device=q.device)[None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_pos <= query_pos, **opts)
+    return out[..., :dv]
 
 
 def _pad_to(v: torch.Tensor, width: int) -> torch.Tensor:
     """Zero-pad the last dim to ``width``: equal q/k/v widths let SDPA use its fused kernel (the math
     fallback it takes otherwise was 3x slower on CPU); the extra output columns are sliced off."""
     return F.pad(v, (0, width - v.shape[-1])) if v.shape[-1] < width else v
+
+
+CAUSAL_BLOCK = 64
+"""Query rows per block in ``_causal_blocked``: measured fastest at T=256 on CPU (32 and 128 were slower)."""
+
+
+def _causal_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal attention as matmul + softmax in blocks of query rows, each against only the keys it can see.
+
+    On CPU this is ~25% faster forward+backward than SDPA's flash kernel (T=256, head dims 32-48): the
+    blocks skip the masked upper triangle (like flash) but run as plain batched GEMMs. The additive mask is
+    built in the activations' dtype. Grouped-query heads are folded into the rows, so shared keys are not
+    copied per query head.
+    """
+    b, h, t, d = q.shape
+    hkv, dv = k.shape[1], v.shape[-1]
+    g = h // hkv
+    q = q.reshape(b * hkv, g, t, d)
+    kt = k.reshape(b * hkv, t, d).transpose(1, 2)
+    v = v.reshape(b * hkv, t, dv)
+    mask = torch.full((t, t), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    outs = []
+    for lo in range(0, t, CAUSAL_BLOCK):  # a handful of fixed blocks of positions, not a loop over tokens
+        hi = min(lo + CAUSAL_BLOCK, t)
+        rows = q[:, :, lo:hi].reshape(b * hkv, g * (hi - lo), d)
+        scores = torch.baddbmm(mask[lo:hi, :hi].repeat(g, 1), rows, kt[:, :, :hi], alpha=scale)
+        outs.append(torch.bmm(scores.softmax(-1), v[:, :hi]).view(b * hkv, g, hi - lo, dv))
+    return torch.cat(outs, dim=2).view(b, h, t, dv)
 
 
 class GQAttention(nn.Module):
@@ -110,8 +149,7 @@ class MLAttention(nn.Module):
         k_nope, v = self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
         q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)
         k = torch.cat([k_nope, k_rope[:, :, None, :].expand(b, s, h, rd)], dim=-1).transpose(1, 2)
-        v = _pad_to(v.transpose(1, 2), q.shape[-1])
-        out = _attend(q, k, v, start, self.dropout if self.training else 0.0)[..., : self.v_dim]
+        out = _attend(q, k, v.transpose(1, 2), start, self.dropout if self.training else 0.0)
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
     def _absorbed(
@@ -129,10 +167,10 @@ class MLAttention(nn.Module):
         latent = self.kv_norm(c_kv)  # (B, S, L)
         q = torch.cat([torch.einsum("bthn,hnl->bhtl", q_nope, w_k), q_rope.transpose(1, 2)], dim=-1)
         k = torch.cat([latent, k_rope], dim=-1).unsqueeze(1)  # (B, 1, S, L + rope): one "kv head"
-        v = _pad_to(latent.unsqueeze(1), q.shape[-1])
+        v = latent.unsqueeze(1)
         scale = (nope + self.rope_dim) ** -0.5
         out = _attend(q, k, v, start, self.dropout if self.training else 0.0, gqa=True, scale=scale)
-        out = torch.einsum("bhtl,hvl->bthv", out[..., : self.kv_lora], w_v)
+        out = torch.einsum("bhtl,hvl->bthv", out, w_v)
         return self.wo(out.reshape(b, t, -1))
 
 
