@@ -24,7 +24,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mythos.infer.cache import StaticKVCache
-from mythos.infer.kernels import StepContext, gqa_attend, halt_prob, linear, lora_delta, mla_attend, moe, swiglu
+from mythos.infer.kernels import (
+    StepContext,
+    gqa_attend,
+    halt_prob,
+    linear,
+    lora_delta,
+    mla_attend,
+    moe,
+    swiglu,
+)
 from mythos.infer.view import BlockWeights, DecodeView, MLAWeights, rms_norm, view_from_model
 
 

@@ -13,7 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mythos.infer.view import GQAWeights, HaltWeights, LoRAWeights, MLAWeights, MoEWeights, SwiGLUWeights, rms_norm
+from mythos.infer import native
+from mythos.infer.view import (
+    GQAWeights,
+    HaltWeights,
+    LoRAWeights,
+    MLAWeights,
+    MoEWeights,
+    SwiGLUWeights,
+    rms_norm,
+)
 
 
 @dataclass
@@ -27,6 +36,12 @@ class StepContext:
     cos_sin: tuple[Tensor, Tensor] | None  # the same as real cos, sin (compiled: inductor has no complex codegen)
     kv_len: int  # S: keys read from the cache
     _folded: dict = field(default_factory=dict)
+
+    def key_counts(self) -> Tensor:
+        """(B, T) keys visible to each query: the visible keys of a query are always a prefix."""
+        if "counts" not in self._folded:
+            self._folded["counts"] = self.visible.squeeze(1).sum(-1)
+        return self._folded["counts"]
 
     def folded_mask(self, repeat: int, dtype: torch.dtype) -> Tensor:
         """The mask with each query repeated ``repeat`` times (heads folded into the query axis), built once
@@ -125,6 +140,11 @@ def per_head(x: Tensor, w: Tensor) -> Tensor:
     return torch.einsum("...hc,hcn->...hn", x, w)
 
 
+def use_native(keys: Tensor) -> bool:
+    """Whether decode attention over ``keys`` runs in the native kernel (fp32 CPU, library available)."""
+    return keys.device.type == "cpu" and keys.dtype == torch.float32 and native.available()
+
+
 def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Tensor:
     """Multi-latent attention with weight absorption over the cached latent.
 
@@ -141,7 +161,11 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     keys = cache[:, : ctx.kv_len]
     if keys.dtype != x.dtype:
         keys = keys.to(x.dtype)  # (B, S, r+rope): one latent "head" shared by every query head
-    query = torch.cat((q_latent, q_rope), dim=-1).view(B, T * H, r + rd)
+    query = torch.cat((q_latent, q_rope), dim=-1)  # (B, T, H, r + rope)
+    if T <= SHORT_QUERY and use_native(keys):  # decode: one fused pass over the keys (native/)
+        out = native.latent_attention(query, keys, ctx.key_counts(), w.scale, r)
+        return linear(per_head(out, w.w_uv).flatten(2), w.w_o)
+    query = query.view(B, T * H, r + rd)
     mask = ctx.folded_mask(H, x.dtype).squeeze(1)
     if T <= SHORT_QUERY:  # decode: batched 3-D matmuls with scale and mask fused into the first
         scores = torch.baddbmm(mask, query, keys.transpose(1, 2), alpha=w.scale)

@@ -1,0 +1,249 @@
+/* Decode attention over an MLA latent cache, fp32, one pass over the keys (online softmax).
+ *
+ * Every query head attends to the same cached rows: row = [latent (r) | rope key (C - r)], and the values
+ * are the latent part of the same rows (weight absorption). Per query row the visible keys are the first
+ * n_keys[i] rows of its batch's cache. Keys are read once per query row, in blocks that stay in L1 while
+ * every head uses them; nothing of size S is materialised.
+ *
+ * Written with GCC/Clang vector extensions (16 floats per vector): -march=native turns them into AVX-512
+ * here, into pairs of AVX2 registers or NEON elsewhere. No intrinsics, no libm.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+#define BLOCK 32
+#define MAX_HEADS 64
+
+static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+static inline float hsum16(v16 v) {
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+
+/* exp(x) for x <= 0 (softmax arguments) to about 2 ulp; vectorisable (no branches, no libm call). */
+static inline float exp_nonpositive(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    float n = __builtin_floorf(x * log2e + 0.5f);
+    float f = x - n * ln2_hi - n * ln2_lo;
+    float p = 1.9875691500e-4f;
+    p = p * f + 1.3981999507e-3f;
+    p = p * f + 8.3334519073e-3f;
+    p = p * f + 4.1665795894e-2f;
+    p = p * f + 1.6666665459e-1f;
+    p = p * f + 5.0000001201e-1f;
+    p = p * f * f + f + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* scores[h * BLOCK + j] = q_h . k_j for the nb keys of a block; C a multiple of 16, H <= 8 per pass. */
+static inline __attribute__((always_inline)) void block_scores16(
+    const float *restrict qs, const float *restrict blk, int64_t row_stride, int64_t nb, int64_t H, int64_t C,
+    float *restrict s) {
+    for (int64_t h0 = 0; h0 < H; h0 += 8) {
+        const int64_t hn = H - h0 < 8 ? H - h0 : 8;
+        for (int64_t j = 0; j < nb; j++) {
+            const float *k = blk + j * row_stride;
+            v16 acc[8] = {0};
+            for (int64_t c = 0; c < C; c += 16) {
+                const v16 kv = load16(k + c);
+                for (int64_t h = 0; h < hn; h++) acc[h] += load16(qs + (h0 + h) * C + c) * kv;
+            }
+            for (int64_t h = 0; h < hn; h++) s[(h0 + h) * BLOCK + j] = hsum16(acc[h]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void block_scores(
+    const float *restrict qs, const float *restrict blk, int64_t row_stride, int64_t nb, int64_t H, int64_t C,
+    float *restrict s) {
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t j = 0; j < nb; j++) {
+            const float *k = blk + j * row_stride;
+            float d = 0.0f;
+            for (int64_t c = 0; c < C; c++) d += qs[h * C + c] * k[c];
+            s[h * BLOCK + j] = d;
+        }
+}
+
+/* out_h += sum_j p[h, j] * k_j[:r] with the accumulators in registers; r a multiple of 16, at most 64.
+ * Even and odd keys accumulate separately: twice the independent FMA chains. */
+static inline __attribute__((always_inline)) void block_values16(
+    const float *restrict p, const float *restrict blk, int64_t row_stride, int64_t nb, int64_t r, float *restrict oh) {
+    v16 even[4] = {0}, odd[4] = {0};
+    const int64_t nv = r / 16;
+    int64_t j = 0;
+    for (; j + 2 <= nb; j += 2) {
+        const float *k = blk + j * row_stride;
+        const float p0 = p[j], p1 = p[j + 1];
+        for (int64_t v = 0; v < nv; v++) {
+            even[v] += p0 * load16(k + 16 * v);
+            odd[v] += p1 * load16(k + row_stride + 16 * v);
+        }
+    }
+    if (j < nb)
+        for (int64_t v = 0; v < nv; v++) even[v] += p[j] * load16(blk + j * row_stride + 16 * v);
+    for (int64_t v = 0; v < nv; v++) store16(oh + 16 * v, load16(oh + 16 * v) + even[v] + odd[v]);
+}
+
+static inline __attribute__((always_inline)) void attend_row(
+    const float *restrict q, const float *restrict keys, int64_t row_stride, int64_t n, int64_t H, int64_t C,
+    int64_t r, float scale, float *restrict out, float *restrict qs, float *restrict s, float *restrict m,
+    float *restrict l) {
+    const int vec = C % 16 == 0 && r % 16 == 0 && r <= 64;
+    for (int64_t i = 0; i < H * C; i++) qs[i] = q[i] * scale;
+    for (int64_t h = 0; h < H; h++) { m[h] = -INFINITY; l[h] = 0.0f; }
+    for (int64_t i = 0; i < H * r; i++) out[i] = 0.0f;
+    for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
+        const int64_t nb = n - j0 < BLOCK ? n - j0 : BLOCK;
+        const float *blk = keys + j0 * row_stride;
+        if (vec) block_scores16(qs, blk, row_stride, nb, H, C, s);
+        else block_scores(qs, blk, row_stride, nb, H, C, s);
+        for (int64_t h = 0; h < H; h++) {
+            float *sh = s + h * BLOCK;
+            float mx = m[h];
+            for (int64_t j = 0; j < nb; j++) mx = sh[j] > mx ? sh[j] : mx;
+            const float corr = exp_nonpositive(m[h] - mx); /* m = -inf on the first block: corr = 0 */
+            float sum = 0.0f;
+            for (int64_t j = 0; j < nb; j++) {
+                sh[j] = exp_nonpositive(sh[j] - mx);
+                sum += sh[j];
+            }
+            l[h] = l[h] * corr + sum;
+            m[h] = mx;
+            float *oh = out + h * r;
+            for (int64_t v = 0; v < r; v++) oh[v] *= corr;
+            if (vec) block_values16(sh, blk, row_stride, nb, r, oh);
+            else
+                for (int64_t j = 0; j < nb; j++)
+                    for (int64_t v = 0; v < r; v++) oh[v] += sh[j] * blk[j * row_stride + v];
+        }
+    }
+    for (int64_t h = 0; h < H; h++) {
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t v = 0; v < r; v++) out[h * r + v] *= inv;
+    }
+}
+
+static inline v8 exp8(v8 x) {
+    v8 y;
+    for (int i = 0; i < 8; i++) y[i] = exp_nonpositive(x[i]);
+    return y;
+}
+
+/* Eight heads, one per vector lane: scores, running max and sum are 8-wide vectors, so no horizontal sums.
+ * Eight keys share each load of the transposed query. */
+static void attend_row_8heads(const float *restrict q, const float *restrict keys, int64_t row_stride, int64_t n,
+                              int64_t C, int64_t r, float scale, float *restrict out, float *restrict work) {
+    v8 *qt = (v8 *)work; /* qt[c] = the 8 heads' query component c, pre-scaled */
+    float *p = work + 8 * C; /* p[j * 8 + h] for one block */
+    for (int64_t c = 0; c < C; c++)
+        for (int h = 0; h < 8; h++) qt[c][h] = q[h * C + c] * scale;
+    v8 m = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    v8 l = {0};
+    for (int64_t i = 0; i < 8 * r; i++) out[i] = 0.0f;
+    for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
+        const int64_t nb = n - j0 < BLOCK ? n - j0 : BLOCK;
+        const float *blk = keys + j0 * row_stride;
+        v8 sc[BLOCK];
+        int64_t j = 0;
+        for (; j + 8 <= nb; j += 8) { /* eight independent FMA chains hide the FMA latency */
+            const float *k = blk + j * row_stride;
+            const int64_t rs = row_stride;
+            v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            for (int64_t c = 0; c < C; c++) {
+                const v8 qc = qt[c];
+                a0 += qc * k[c]; a1 += qc * k[rs + c]; a2 += qc * k[2 * rs + c]; a3 += qc * k[3 * rs + c];
+                a4 += qc * k[4 * rs + c]; a5 += qc * k[5 * rs + c]; a6 += qc * k[6 * rs + c]; a7 += qc * k[7 * rs + c];
+            }
+            sc[j] = a0; sc[j + 1] = a1; sc[j + 2] = a2; sc[j + 3] = a3;
+            sc[j + 4] = a4; sc[j + 5] = a5; sc[j + 6] = a6; sc[j + 7] = a7;
+        }
+        for (; j < nb; j++) {
+            const float *k = blk + j * row_stride;
+            v8 a = {0};
+            for (int64_t c = 0; c < C; c++) a += qt[c] * k[c];
+            sc[j] = a;
+        }
+        v8 mx = m;
+        for (j = 0; j < nb; j++)
+            for (int h = 0; h < 8; h++) mx[h] = sc[j][h] > mx[h] ? sc[j][h] : mx[h];
+        const v8 corr = exp8(m - mx); /* m = -inf on the first block: corr = 0 */
+        v8 sum = {0};
+        for (j = 0; j < nb; j++) {
+            const v8 e = exp8(sc[j] - mx);
+            sum += e;
+            memcpy(p + 8 * j, &e, sizeof e);
+        }
+        l = l * corr + sum;
+        m = mx;
+        if (r % 32 == 0) { /* all eight heads at once, 32 value columns per pass: 16 independent chains */
+            for (int64_t v0 = 0; v0 < r; v0 += 32) {
+                v16 acc[8][2];
+                for (int h = 0; h < 8; h++) {
+                    acc[h][0] = load16(out + h * r + v0) * corr[h];
+                    acc[h][1] = load16(out + h * r + v0 + 16) * corr[h];
+                }
+                for (j = 0; j < nb; j++) {
+                    const float *k = blk + j * row_stride + v0;
+                    const v16 k0 = load16(k), k1 = load16(k + 16);
+                    for (int h = 0; h < 8; h++) {
+                        acc[h][0] += p[8 * j + h] * k0;
+                        acc[h][1] += p[8 * j + h] * k1;
+                    }
+                }
+                for (int h = 0; h < 8; h++) {
+                    store16(out + h * r + v0, acc[h][0]);
+                    store16(out + h * r + v0 + 16, acc[h][1]);
+                }
+            }
+            continue;
+        }
+        for (int h = 0; h < 8; h++) {
+            float *oh = out + h * r;
+            for (int64_t v = 0; v < r; v++) oh[v] *= corr[h];
+            if (r % 16 == 0 && r <= 64) {
+                float ph[BLOCK];
+                for (j = 0; j < nb; j++) ph[j] = p[8 * j + h];
+                block_values16(ph, blk, row_stride, nb, r, oh);
+            } else {
+                for (j = 0; j < nb; j++)
+                    for (int64_t v = 0; v < r; v++) oh[v] += p[8 * j + h] * blk[j * row_stride + v];
+            }
+        }
+    }
+    for (int h = 0; h < 8; h++) {
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        for (int64_t v = 0; v < r; v++) out[h * r + v] *= inv;
+    }
+}
+
+/* q: (rows, H, C) contiguous; row i belongs to batch i / rows_per_batch. cache: batch b's key j at
+ * cache + b * batch_stride + j * row_stride. n_keys: (rows,) visible keys per row. out: (rows, H, r).
+ * work: at least H * (C + BLOCK + 2) floats, 32-byte aligned. Returns 0, or -1 for an unsupported head count. */
+int latent_attention_f32(const float *q, int64_t rows, int64_t rows_per_batch, int64_t H, int64_t C,
+                         const float *cache, int64_t batch_stride, int64_t row_stride, const int64_t *n_keys,
+                         int64_t r, float scale, float *out, float *work) {
+    if (H > MAX_HEADS) return -1;
+    float *qs = work, *s = qs + H * C, *m = s + H * BLOCK, *l = m + H;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *keys = cache + (i / rows_per_batch) * batch_stride;
+        const float *qi = q + i * H * C;
+        float *oi = out + i * H * r;
+        if (H == 8 && C == 80 && r == 64) /* the common MLA shape, with constant trip counts */
+            attend_row_8heads(qi, keys, row_stride, n_keys[i], 80, 64, scale, oi, work);
+        else if (H == 8)
+            attend_row_8heads(qi, keys, row_stride, n_keys[i], C, r, scale, oi, work);
+        else
+            attend_row(qi, keys, row_stride, n_keys[i], H, C, r, scale, oi, qs, s, m, l);
+    }
+    return 0;
+}
