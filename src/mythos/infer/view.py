@@ -1,11 +1,12 @@
 """A decode-time view of a looped model: the weights the engine needs, arranged for fast decoding.
 
 The engine never owns weights. A *view* borrows them from a ``mythos.model.Mythos`` (a reference
-``open_mythos`` model gets there through ``mythos.model.from_open_mythos``) and re-arranges only what
-decoding wants in another shape: MLA projections are pre-multiplied for weight absorption (queries land in
-the latent space; the output projection reads the latent directly), and expert weights are laid out so a
-few decode tokens run every expert in one matmul. Everything else — FFNs, LoRA, injection, halting — is called through the model's own
-modules, so the engine follows the model's semantics rather than restating them.
+``open_mythos`` model gets there through ``mythos.model.from_open_mythos``) as plain tensors, so the
+engine's kernels (``kernels.py``) can choose per call how to multiply them — a fused multiply-and-sum in a
+compiled batch-1 step, a matmul otherwise. Only what decoding wants in another shape is re-arranged: MLA's
+key/value up-projection is split per head for weight absorption (queries land in the latent space; values
+leave it after attention), and expert weights are laid out so a few decode tokens read only their
+experts. The model's MoE module still runs prompts, and the engine's tests hold its outputs to the model's.
 """
 
 from __future__ import annotations
