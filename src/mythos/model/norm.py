@@ -16,7 +16,34 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:
+            if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return _RMSNormFn.apply(x, self.weight, self.eps)
             return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.to(x.dtype) * self.weight
+
+
+class _RMSNormFn(torch.autograd.Function):
+    """fp32 RMSNorm with a hand-written backward: the same forward ops, but about half the kernels of
+    autograd's chain-rule backward through pow/mean/rsqrt/mul (measured ~2x faster fwd+bwd at 2048x256)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):  # type: ignore[no-untyped-def]
+        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        normed = x * r
+        ctx.save_for_backward(normed, weight, r)
+        return normed * weight
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def]
+        normed, weight, r = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            g = grad * weight
+            # d/dx [x r]: r (g - normed * mean(g * normed))
+            dot = torch.linalg.vecdot(g, normed).unsqueeze(-1).div_(normed.shape[-1])
+            grad_x = torch.addcmul(g, normed, dot, value=-1).mul_(r)
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad * normed).flatten(0, -2).sum(0)
+        return grad_x, grad_w, None
