@@ -4,7 +4,8 @@ Trains (once, cached) a small looped model on the multi-hop variable-binding tas
 with a ponder cost so ACT learns to halt easy tokens early. Then it decodes held-out programs token by
 token, teacher-forced (prefill the first token, decode the rest), under each engine setting and reports
 next-token loss and answer accuracy, the fraction of recurrent token-loops actually run, CPU time, and
-KV bytes per token. Fixed depth with the per-loop cache is exact (equal to the model's own forward).
+KV bytes per token. Fixed depth with the per-loop cache is exact (equal to the model's own forward); the
+"bf16 weights" row is the cost of the engine's weight-only bf16 storage (``Engine(weight_dtype=...)``).
 
     .venv/bin/python benchmarks/infer_adaptive.py            # 400 training steps, 64 eval programs
     .venv/bin/python benchmarks/infer_adaptive.py --quick    # one model, 100 steps, 16 programs
@@ -122,6 +123,7 @@ def report(model: Mythos, n: int, steps: int, ponder: float) -> None:
         ("fixed depth, per-loop cache (exact)", dict()),
         ("fixed depth, last-2 cache", dict(cache_policy="last-2")),
         ("fixed depth, shared cache", dict(cache_policy="shared")),
+        ("fixed depth, bf16 weights", dict(weight_dtype=torch.bfloat16)),
         ("adaptive depth, per-loop cache", dict(adaptive=True)),
         ("adaptive depth, shared cache", dict(adaptive=True, cache_policy="shared")),
     ]

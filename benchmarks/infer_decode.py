@@ -8,6 +8,10 @@ hits both alike; medians of per-token times are reported. Also: KV-cache bytes p
     .venv/bin/python benchmarks/infer_decode.py            # prompts 128 and 2048, 64 new tokens, 3 rounds
     .venv/bin/python benchmarks/infer_decode.py --quick    # 16 new tokens, 1 round
     .venv/bin/python benchmarks/infer_decode.py --compile  # also time the torch.compile'd decode step
+    .venv/bin/python benchmarks/infer_decode.py --compile --bf16-weights  # and with weights stored in bf16
+
+``--bf16-weights`` adds a compiled engine whose matrices are stored in bf16 (activations, cache and sums stay
+fp32): batch-1 decode is bound by reading weights. Its accuracy cost is measured in infer_adaptive.py.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=None, help="new tokens per round (default 64, quick 16)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd step")
+    ap.add_argument("--bf16-weights", action="store_true", help="also a compiled engine with bf16 weight storage")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared; default 1)")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock instead of thread CPU time")
     ap.add_argument("--attn", default="mla", help="mla, gqa or mla,gqa (the small-gqa variant: 2 KV heads)")
@@ -95,18 +100,21 @@ def main() -> None:
         print(f"\nsmall config ({attn.upper()}), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
               f"{args.threads} thread(s), fp32; median per-token decode time "
               f"({'wall clock' if args.wall else 'thread CPU time'})")
-        rows, ref_cache = measure(ref, model, lengths, new, rounds, args.compile)
+        rows, ref_cache = measure(ref, model, lengths, new, rounds, args.compile, args.bf16_weights)
         print(f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
-              + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else ""))
-        for P, r, o, c in rows:
+              + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else "")
+              + (f" | {'bf16-weights tok/s':>18} | {'ratio':>6}" if args.bf16_weights else ""))
+        for P, r, o, c, b in rows:
             line = f"{P:>6} | {1 / r:>15.1f} | {1 / o:>10.1f} | {r / o:>5.1f}x"
             if c is not None:
                 line += f" | {1 / c:>14.1f} | {r / c:>5.1f}x"
+            if b is not None:
+                line += f" | {1 / b:>18.1f} | {r / b:>5.1f}x"
             print(line)
         print_cache_bytes(ref_cache, model, attn)
 
 
-def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool):
+def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool, bf16_too: bool = False):
     from mythos.infer.engine import Engine
 
     rows = []
@@ -121,7 +129,12 @@ def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: 
             t = time.perf_counter()
             time_ours(compiled, prompt, 2)
             print(f"  (compile for prompt {P}: {time.perf_counter() - t:.1f} s wall)")
-        ours_t, ref_t, comp_t = [], [], []
+        low = None
+        if bf16_too:
+            low = Engine.from_model(model, max_len=P + new + 1, weight_dtype=torch.bfloat16)
+            low.compile()
+            time_ours(low, prompt, 2)
+        ours_t, ref_t, comp_t, low_t = [], [], [], []
         time_ours(engine, prompt, 2)  # warm-up
         for _ in range(rounds):
             ours_t += time_ours(engine, prompt, new)
@@ -129,8 +142,10 @@ def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: 
             ref_t += times
             if compiled is not None:
                 comp_t += time_ours(compiled, prompt, new)
+            if low is not None:
+                low_t += time_ours(low, prompt, new)
         rows.append((P, statistics.median(ref_t), statistics.median(ours_t),
-                     statistics.median(comp_t) if comp_t else None))
+                     statistics.median(comp_t) if comp_t else None, statistics.median(low_t) if low_t else None))
     return rows, ref_cache
 
 

@@ -201,3 +201,38 @@ def test_decode_width_pads_compiled_batches_to_powers_of_two() -> None:
     assert [engine.decode_width(n) for n in (1, 2, 3, 5, 6)] == [1, 2, 4, 6, 6]
     with pytest.raises(ValueError, match="at least one token"):
         engine.prefill(0, [[]])
+
+
+def test_bf16_weight_storage_keeps_activations_and_cache_fp32(attn_preset: str) -> None:
+    """weight_dtype=bf16: matrices are stored in bf16, everything else (and every sum) stays fp32; the logits
+    are those of the model with bf16-rounded matrices, close to fp32 but not equal."""
+    model = make_model(attn_preset)
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))
+    exact = Engine.from_model(model, slots=2, max_len=16)
+    low = Engine.from_model(model, slots=2, max_len=16, weight_dtype=torch.bfloat16)
+    v = low.view
+    assert v.embed.dtype == v.head.dtype == v.recurrent.moe.rows_gate_up.dtype == torch.bfloat16
+    assert v.recurrent.attn_norm.weight.dtype == v.recurrent.moe.router.dtype == torch.float32
+    assert all(b.dtype == torch.float32 for b in low.cache.buffers)
+    a, b = exact.prefill(0, ids[:, :6].tolist()), low.prefill(0, ids[:, :6].tolist())
+    for j in range(6, 12):
+        a, b = exact.decode(0, ids[:, j]), low.decode(0, ids[:, j])
+        assert b.dtype == torch.float32
+        assert 0 < (a - b).abs().max() < 0.05, f"position {j}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weight_dtype", [None, torch.bfloat16])
+def test_compiled_batch1_decode_at_the_small_config_matches_eager(weight_dtype) -> None:
+    """The benchmark's shape: one row (fused multiply-and-sum projections, gathered experts, the native
+    attention kernel on eight heads) compiled, against the eager engine with the same weights."""
+    torch.manual_seed(0)
+    model = Mythos(get_preset("small", vocab_size=300, max_seq_len=64)).eval()
+    ids = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(2))
+    eager = Engine.from_model(model, max_len=24, weight_dtype=weight_dtype)
+    compiled = Engine.from_model(model, max_len=24, weight_dtype=weight_dtype)
+    compiled.compile()
+    a, b = eager.prefill(0, ids[:, :12].tolist()), compiled.prefill(0, ids[:, :12].tolist())
+    for j in range(12, 20):
+        a, b = eager.decode(0, ids[:, j]), compiled.decode(0, ids[:, j])
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=f"position {j}")

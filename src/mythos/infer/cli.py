@@ -66,6 +66,9 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="run the model in this dtype (default: the checkpoint's)")
+    p.add_argument("--weight-dtype", choices=sorted(DTYPES), default=None,
+                   help="store the decode engine's matrices in this dtype, activations and cache unchanged "
+                        "(bfloat16: faster batch-1 decode, see docs/infer.md)")
 
 
 def generate_main(argv: list[str]) -> int:
@@ -102,7 +105,8 @@ def generate_main(argv: list[str]) -> int:
     n_loops = args.n_loops or model.cfg.max_loop_iters
     try:
         engine = Engine.from_model(model, slots=len(prompts), max_len=max_len, n_loops=n_loops,
-                                   cache_policy=args.cache_policy, adaptive=args.adaptive)
+                                   cache_policy=args.cache_policy, adaptive=args.adaptive,
+                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None)
     except ValueError as exc:
         p.error(str(exc))
     if args.compile:
@@ -171,7 +175,8 @@ def serve_main(argv: list[str]) -> int:
     model, tokenizer = _model_and_tokenizer(args)
     try:
         engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
-                                   cache_policy=args.cache_policy, adaptive=args.adaptive)
+                                   cache_policy=args.cache_policy, adaptive=args.adaptive,
+                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None)
     except ValueError as exc:
         p.error(str(exc))
     if args.compile:

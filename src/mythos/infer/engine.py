@@ -34,7 +34,14 @@ from mythos.infer.kernels import (
     moe,
     swiglu,
 )
-from mythos.infer.view import BlockWeights, DecodeView, MLAWeights, rms_norm, view_from_model
+from mythos.infer.view import (
+    BlockWeights,
+    DecodeView,
+    MLAWeights,
+    rms_norm,
+    view_from_model,
+    with_weight_dtype,
+)
 
 
 @dataclass
@@ -73,11 +80,14 @@ class Engine:
         prefill_chunk: int = 512,
         device: torch.device | str = "cpu",
         act_threshold: float | None = None,
+        weight_dtype: torch.dtype | None = None,
     ) -> None:
         if act_threshold is not None:  # trade accuracy for depth at inference: lower halts sooner
             if not 0.0 < act_threshold <= 1.0:
                 raise ValueError(f"act_threshold={act_threshold} is invalid: use a number in (0, 1]")
             view = replace(view, act=replace(view.act, threshold=act_threshold))
+        if weight_dtype is not None and weight_dtype != view.dtype:  # weight-only low precision (see view.py)
+            view = with_weight_dtype(view, weight_dtype)
         self.view = view
         self.max_loops = n_loops or view.max_loop_iters
         self.cache = StaticKVCache.allocate(
@@ -287,7 +297,7 @@ class Engine:
         v = self.view
         B, T = tokens.shape
         ctx = self._context(slot0, B, T, lens, kv_len)
-        x = F.embedding(tokens, v.embed)
+        x = F.embedding(tokens, v.embed).to(v.dtype)
         x = self._outer(x, slot0, B, ctx, self.cache.prelude_sites, v.prelude)
         e = h = x
         A, Be = v.inject_A, v.inject_B * e  # B*e is the same in every loop: computed once
@@ -338,7 +348,7 @@ class Engine:
         v = self.view
         B, T = tokens.shape
         ctx = self._context(slot0, B, T, lens, kv_len)
-        x = F.embedding(tokens, v.embed)
+        x = F.embedding(tokens, v.embed).to(v.dtype)
         x = self._outer(x, slot0, B, ctx, self.cache.prelude_sites, v.prelude)
         e, h = x, x.clone()  # h is updated in place below; e must stay frozen
         A, Be = v.inject_A, v.inject_B * e

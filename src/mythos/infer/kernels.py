@@ -74,8 +74,8 @@ def linear(x: Tensor, w: Tensor) -> Tensor:
     CPU, benchmarks/infer_decode.py). Eager mode keeps ``F.linear``: there the product would materialise.
     """
     if torch.compiler.is_compiling() and x.numel() <= GEMV_ROWS * x.shape[-1]:
-        return (x.unsqueeze(-2) * w).sum(-1)
-    return F.linear(x, w)
+        return (x.unsqueeze(-2) * w.to(x.dtype)).sum(-1)  # a low-precision weight widens as it is read
+    return F.linear(x, w.to(x.dtype))
 
 
 def swiglu(x: Tensor, w: SwiGLUWeights) -> Tensor:
@@ -136,8 +136,8 @@ def _fold_heads_attention(q: Tensor, k: Tensor, v: Tensor, ctx: StepContext, sca
 def per_head(x: Tensor, w: Tensor) -> Tensor:
     """``x`` (..., H, c) times ``w`` (H, c, n) head by head -> (..., H, n); fused like :func:`linear`."""
     if torch.compiler.is_compiling() and x.numel() <= GEMV_ROWS * x.shape[-1] * x.shape[-2]:
-        return (x.unsqueeze(-1) * w).sum(-2)
-    return torch.einsum("...hc,hcn->...hn", x, w)
+        return (x.unsqueeze(-1) * w.to(x.dtype)).sum(-2)
+    return torch.einsum("...hc,hcn->...hn", x, w.to(x.dtype))
 
 
 def use_native(keys: Tensor) -> bool:
@@ -230,8 +230,8 @@ def moe_grouped(x: Tensor, m: MoEWeights) -> Tensor:
     order = torch.argsort(expert_of, stable=True)
     token_of = order // m.top_k
     offsets = torch.cumsum(torch.bincount(expert_of, minlength=m.n_experts), dim=0).to(torch.int32)
-    gate, up = torch._grouped_mm(x.index_select(0, token_of), m.stacked_gate_up, offs=offsets).chunk(2, dim=-1)
-    routed = torch._grouped_mm(F.silu(gate) * up, m.stacked_down, offs=offsets)
+    gate, up = torch._grouped_mm(x.index_select(0, token_of), m.stacked_gate_up.to(x.dtype), offs=offsets).chunk(2, dim=-1)
+    routed = torch._grouped_mm(F.silu(gate) * up, m.stacked_down.to(x.dtype), offs=offsets)
     routed = routed * gates.reshape(-1, 1).index_select(0, order)
     out = torch.zeros(n, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, token_of, routed)
     return out if m.shared is None else out + swiglu(x, m.shared)
@@ -246,9 +246,9 @@ def moe_gathered(x: Tensor, m: MoEWeights) -> Tensor:
     """
     n, d = x.shape
     idx, gates = route(x, m)  # (n, k)
-    gate, up = (x.view(n, 1, 1, d) * m.rows_gate_up[idx]).sum(-1).chunk(2, dim=-1)  # (n, k, Ed) each
+    gate, up = (x.view(n, 1, 1, d) * m.rows_gate_up[idx].to(x.dtype)).sum(-1).chunk(2, dim=-1)  # (n, k, Ed) each
     hidden = F.silu(gate) * up * gates.unsqueeze(-1)
-    routed = (hidden.unsqueeze(-2) * m.rows_down[idx]).sum(-1)  # (n, k, D)
+    routed = (hidden.unsqueeze(-2) * m.rows_down[idx].to(x.dtype)).sum(-1)  # (n, k, D)
     out = routed.sum(1)
     return out if m.shared is None else out + swiglu(x, m.shared)
 

@@ -12,7 +12,7 @@ experts. The model's MoE module still runs prompts, and the engine's tests hold 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -286,3 +286,36 @@ def view_from_model(model: nn.Module) -> DecodeView:
         dim=cfg.dim,
         dtype=dtype,
     )
+
+
+def with_weight_dtype(view: DecodeView, dtype: torch.dtype) -> DecodeView:
+    """A view whose matrices are stored in ``dtype`` (weight-only low precision; new tensors).
+
+    Activations, norms, the router, the KV cache and every sum stay in the view's own dtype: the kernels
+    widen each weight as they read it. Batch-1 decode is bound by reading weights, so bf16 storage reads
+    half the bytes per token; what that costs in accuracy is measured in benchmarks/infer_decode.py.
+    The prompt path's MoE (the model's module) keeps the model's weights.
+    """
+    def cast(t: Tensor) -> Tensor:
+        return t.to(dtype)
+
+    def block(bw: BlockWeights) -> BlockWeights:
+        a = bw.attn
+        if isinstance(a, MLAWeights):
+            attn = replace(a, w_down=cast(a.w_down), w_q=cast(a.w_q), w_uk=cast(a.w_uk), w_uv=cast(a.w_uv),
+                           w_o=cast(a.w_o))
+        else:
+            attn = replace(a, w_qkv=cast(a.w_qkv), w_o=cast(a.w_o))
+        ffn = None if bw.ffn is None else SwiGLUWeights(cast(bw.ffn.w_gate_up), cast(bw.ffn.w_down))
+        moe = bw.moe
+        if moe is not None:
+            shared = None if moe.shared is None else SwiGLUWeights(cast(moe.shared.w_gate_up), cast(moe.shared.w_down))
+            moe = replace(moe, w_gate_up=cast(moe.w_gate_up), w_down=cast(moe.w_down),
+                          stacked_gate_up=cast(moe.stacked_gate_up), stacked_down=cast(moe.stacked_down),
+                          rows_gate_up=cast(moe.rows_gate_up), rows_down=cast(moe.rows_down), shared=shared)
+        return replace(bw, attn=attn, ffn=ffn, moe=moe)
+
+    embed = cast(view.embed)
+    head = embed if view.head is view.embed else cast(view.head)
+    return replace(view, embed=embed, head=head, prelude=[block(b) for b in view.prelude],
+                   recurrent=block(view.recurrent), coda=[block(b) for b in view.coda])
