@@ -67,22 +67,28 @@ def _causal_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     On CPU this is ~25% faster forward+backward than SDPA's flash kernel (T=256, head dims 32-48): the
     blocks skip the masked upper triangle (like flash) but run as plain batched GEMMs. The additive mask is
     built in the activations' dtype. Grouped-query heads are folded into the rows, so shared keys are not
-    copied per query head.
+    copied per query head. The result is a (B, H, T, Dv) view of a (B, T, H, Dv) tensor, so merging the
+    heads for the output projection is free.
     """
     b, h, t, d = q.shape
     hkv, dv = k.shape[1], v.shape[-1]
     g = h // hkv
-    q = q.reshape(b * hkv, g, t, d)
     kt = k.reshape(b * hkv, t, d).transpose(1, 2)
     v = v.reshape(b * hkv, t, dv)
     mask = torch.full((t, t), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
     outs = []
-    for lo in range(0, t, CAUSAL_BLOCK):  # a handful of fixed blocks of positions, not a loop over tokens
-        hi = min(lo + CAUSAL_BLOCK, t)
-        rows = q[:, :, lo:hi].reshape(b * hkv, g * (hi - lo), d)
+    # a handful of fixed blocks of positions, not a loop over tokens; split (not slicing) keeps the
+    # backward to one concatenation of the blocks' query gradients
+    lo = 0
+    for rows in q.reshape(b * hkv, g, t, d).split(CAUSAL_BLOCK, dim=2):
+        n = rows.shape[2]
+        hi = lo + n
+        rows = rows.reshape(b * hkv, g * n, d)
         scores = torch.baddbmm(mask[lo:hi, :hi].repeat(g, 1), rows, kt[:, :, :hi], alpha=scale)
-        outs.append(torch.bmm(scores.softmax(-1), v[:, :hi]).view(b * hkv, g, hi - lo, dv))
-    return torch.cat(outs, dim=2).view(b, h, t, dv)
+        out = torch.bmm(scores.softmax(-1), v[:, :hi])
+        outs.append(out.view(b, hkv, g, n, dv).permute(0, 3, 1, 2, 4))
+        lo = hi
+    return torch.cat(outs, dim=1).view(b, t, h, dv).transpose(1, 2)
 
 
 class GQAttention(nn.Module):
@@ -147,8 +153,9 @@ class MLAttention(nn.Module):
                 return self._absorbed(q_nope, q_rope, c_kv, k_rope, start)
         s = c_kv.shape[1]
         k_nope, v = self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
-        q = torch.cat([q_nope, q_rope], dim=-1).transpose(1, 2)
-        k = torch.cat([k_nope, k_rope[:, :, None, :].expand(b, s, h, rd)], dim=-1).transpose(1, 2)
+        # concatenated straight into (B, H, T, D) order: no copy when attention flattens the heads
+        q = torch.cat([q_nope.transpose(1, 2), q_rope.transpose(1, 2)], dim=-1)
+        k = torch.cat([k_nope.transpose(1, 2), k_rope[:, None, :, :].expand(b, h, s, rd)], dim=-1)
         out = _attend(q, k, v.transpose(1, 2), start, self.dropout if self.training else 0.0)
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
