@@ -149,10 +149,19 @@ class GroupedExperts(nn.Module):
         nn.init.normal_(self.w_gate_up, std=0.02)
         nn.init.normal_(self.w_down, std=0.02)
 
-    def forward(self, x_sorted: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        """x_sorted: rows grouped by expert (expert e owns rows offsets[e-1]:offsets[e])."""
+    def forward(
+        self, x_sorted: torch.Tensor, offsets: torch.Tensor, row_scale: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x_sorted: rows grouped by expert (expert e owns rows offsets[e-1]:offsets[e]).
+
+        ``row_scale`` (rows, 1), e.g. the gate weights, multiplies the hidden activations: the same as
+        scaling the output (``w_down`` is linear) on a narrower tensor.
+        """
         gate, up = grouped_matmul(x_sorted, self.w_gate_up, offsets).chunk(2, dim=-1)
-        return grouped_matmul(F.silu(gate) * up, self.w_down, offsets)
+        hidden = F.silu(gate) * up
+        if row_scale is not None:
+            hidden = hidden * row_scale
+        return grouped_matmul(hidden, self.w_down, offsets)
 
 
 class MoE(nn.Module):
@@ -189,11 +198,10 @@ class MoE(nn.Module):
         counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device)
         counts = counts.index_add_(0, expert_of, torch.ones_like(expert_of))  # static shape, unlike bincount
         offsets = torch.cumsum(counts, dim=0).to(torch.int32)
-        routed = self.experts(flat.index_select(0, token_of), offsets)
-        routed = routed * gates.reshape(-1, 1).index_select(0, order)
-        out = torch.zeros_like(flat).index_add_(0, token_of, routed)
-        if self.shared is not None:
-            out = out + self.shared(flat)
+        routed = self.experts(flat.index_select(0, token_of), offsets, gates.reshape(-1, 1).index_select(0, order))
+        # routed outputs summed straight into the shared experts' output (no zeros, no extra add)
+        out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
+        out = out.index_add_(0, token_of, routed)
         self.last_load = (counts.float() / max(n * self.top_k, 1)).detach()
         return out.view(shape)
 
