@@ -91,7 +91,9 @@ def test_calibrate_scripted_is_100_percent_and_writes_a_report(clean_env, capsys
 
 
 def test_calibrate_over_http_scores_structure(clean_env, capsys):
-    with LoopbackServer() as srv:
+    # each call takes 50 ms, as a real model's would take longer: the "wall <= 0.6 x summed call time" check
+    # then measures the agent fan-out's parallelism rather than scheduler noise (an instant server made it flaky)
+    with LoopbackServer(latency_s=0.05) as srv:
         status = calibrate_main(["--base-url", srv.base_url, "--model", "ok", "--cases", "Q1,Q5",
                                  "--out", str(clean_env / "cal"), "--json"])
     summary = json.loads(capsys.readouterr().out)
