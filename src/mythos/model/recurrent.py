@@ -51,7 +51,7 @@ class LTIInjection(nn.Module):
         return torch.exp(-torch.exp(log_rate)).clamp(max=A_MAX).to(self.log_A.dtype)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return self.get_A() * h + self.B * e + out
+        return torch.addcmul(torch.addcmul(out, self.B, e), self.get_A(), h)  # fused multiply-adds
 
 
 class LoopEmbedding(nn.Module):
@@ -87,6 +87,12 @@ class DepthLoRA(nn.Module):
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
         return (self.down(x) * s) @ self.B
+
+    def add_to(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """``x + self(x, t)`` with the addition inside the matmul (one pass over x fewer)."""
+        s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
+        low = (self.down(x) * s).reshape(-1, self.B.shape[0])
+        return torch.addmm(x.reshape(-1, x.shape[-1]), low, self.B).view(x.shape)
 
 
 class ACTHalting(nn.Module):
@@ -136,7 +142,7 @@ class RecurrentBlock(nn.Module):
         """One loop iteration: the new hidden state."""
         combined = self.norm(self.loop_embedding(h, t) + e)
         out = self.block(combined, rope, cache.loop_slot(t) if cache is not None else None, start)
-        out = out + self.lora(out, t)
+        out = self.lora.add_to(out, t)
         return self.injection(h, e, out)
 
     def forward(
@@ -183,7 +189,7 @@ class RecurrentBlock(nn.Module):
                     crossing = torch.ones_like(crossing)  # pay the remainder to whoever is still running
                 remainder = (1.0 - cumulative).clamp(min=0)
                 weight = torch.where(crossing, remainder, p) * running
-                h_out = h_out + weight.unsqueeze(-1) * h.float()
+                h_out = torch.addcmul(h_out, weight.unsqueeze(-1), h.float())
                 remainder_paid = remainder_paid + torch.where(crossing, remainder, torch.zeros_like(p)) * running
                 used = used + running
                 cumulative = cumulative + p * running
