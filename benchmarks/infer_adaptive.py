@@ -5,7 +5,8 @@ with a ponder cost so ACT learns to halt easy tokens early. Then it decodes held
 token, teacher-forced (prefill the first token, decode the rest), under each engine setting and reports
 next-token loss and answer accuracy, the fraction of recurrent token-loops actually run, CPU time, and
 KV bytes per token. Fixed depth with the per-loop cache is exact (equal to the model's own forward); the
-"bf16 weights" row is the cost of the engine's weight-only bf16 storage (``Engine(weight_dtype=...)``).
+"bf16" rows are the cost of storing the engine's matrices (``Engine(weight_dtype=...)``) or its KV cache
+(``cache_dtype=...``) in bf16; all arithmetic stays fp32.
 
     .venv/bin/python benchmarks/infer_adaptive.py            # 400 training steps, 64 eval programs
     .venv/bin/python benchmarks/infer_adaptive.py --quick    # one model, 100 steps, 16 programs
@@ -124,6 +125,8 @@ def report(model: Mythos, n: int, steps: int, ponder: float) -> None:
         ("fixed depth, last-2 cache", dict(cache_policy="last-2")),
         ("fixed depth, shared cache", dict(cache_policy="shared")),
         ("fixed depth, bf16 weights", dict(weight_dtype=torch.bfloat16)),
+        ("fixed depth, bf16 cache", dict(cache_dtype=torch.bfloat16)),
+        ("fixed depth, bf16 weights + cache", dict(weight_dtype=torch.bfloat16, cache_dtype=torch.bfloat16)),
         ("adaptive depth, per-loop cache", dict(adaptive=True)),
         ("adaptive depth, shared cache", dict(adaptive=True, cache_policy="shared")),
     ]

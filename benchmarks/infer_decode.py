@@ -11,7 +11,8 @@ hits both alike; medians of per-token times are reported. Also: KV-cache bytes p
     .venv/bin/python benchmarks/infer_decode.py --compile --bf16-weights  # and with weights stored in bf16
 
 ``--bf16-weights`` adds a compiled engine whose matrices are stored in bf16 (activations, cache and sums stay
-fp32): batch-1 decode is bound by reading weights. Its accuracy cost is measured in infer_adaptive.py.
+fp32): batch-1 decode is bound by reading weights. ``--bf16-cache`` also stores that engine's KV cache in bf16.
+Their accuracy cost is measured in infer_adaptive.py.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd step")
     ap.add_argument("--bf16-weights", action="store_true", help="also a compiled engine with bf16 weight storage")
+    ap.add_argument("--bf16-cache", action="store_true", help="that extra engine also keeps its KV cache in bf16")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared; default 1)")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock instead of thread CPU time")
     ap.add_argument("--attn", default="mla", help="mla, gqa or mla,gqa (the small-gqa variant: 2 KV heads)")
@@ -100,10 +102,14 @@ def main() -> None:
         print(f"\nsmall config ({attn.upper()}), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
               f"{args.threads} thread(s), fp32; median per-token decode time "
               f"({'wall clock' if args.wall else 'thread CPU time'})")
-        rows, ref_cache = measure(ref, model, lengths, new, rounds, args.compile, args.bf16_weights)
+        low = dict(weight_dtype=torch.bfloat16) if args.bf16_weights else None
+        if low is not None and args.bf16_cache:
+            low["cache_dtype"] = torch.bfloat16
+        rows, ref_cache = measure(ref, model, lengths, new, rounds, args.compile, low)
         print(f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
               + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else "")
-              + (f" | {'bf16-weights tok/s':>18} | {'ratio':>6}" if args.bf16_weights else ""))
+              + (f" | {('bf16 w+cache' if args.bf16_cache else 'bf16-weights') + ' tok/s':>18} | {'ratio':>6}"
+                 if args.bf16_weights else ""))
         for P, r, o, c, b in rows:
             line = f"{P:>6} | {1 / r:>15.1f} | {1 / o:>10.1f} | {r / o:>5.1f}x"
             if c is not None:
@@ -114,7 +120,7 @@ def main() -> None:
         print_cache_bytes(ref_cache, model, attn)
 
 
-def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool, bf16_too: bool = False):
+def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool, low_kw: dict | None = None):
     from mythos.infer.engine import Engine
 
     rows = []
@@ -130,8 +136,8 @@ def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: 
             time_ours(compiled, prompt, 2)
             print(f"  (compile for prompt {P}: {time.perf_counter() - t:.1f} s wall)")
         low = None
-        if bf16_too:
-            low = Engine.from_model(model, max_len=P + new + 1, weight_dtype=torch.bfloat16)
+        if low_kw is not None:
+            low = Engine.from_model(model, max_len=P + new + 1, **low_kw)
             low.compile()
             time_ours(low, prompt, 2)
         ours_t, ref_t, comp_t, low_t = [], [], [], []

@@ -7,6 +7,7 @@ shows continuous batching at work. Wall clock: this measures the server as a cli
 
     .venv/bin/python benchmarks/infer_serve.py            # small preset, 32 new tokens, 4 rounds per client
     .venv/bin/python benchmarks/infer_serve.py --quick    # tiny preset, 16 new tokens, 2 rounds
+    .venv/bin/python benchmarks/infer_serve.py --compile  # `serve --compile`, warmed up at every client count
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 import httpx
 
 
-def start_server(preset: str, slots: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(preset: str, slots: int, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mythos", "serve", preset, "--port", "0", "--slots", str(slots),
-         "--threads", str(threads)],
+         "--threads", str(threads), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     line = proc.stdout.readline()
@@ -67,16 +68,19 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    ap.add_argument("--compile", action="store_true", help="serve --compile (one graph per decode width)")
     args = ap.parse_args()
     preset = args.preset or ("tiny" if args.quick else "small")
     new = args.new or (16 if args.quick else 32)
     rounds = args.rounds or (2 if args.quick else 4)
     counts = [int(c) for c in args.clients.split(",")]
-    proc, base = start_server(preset, max(counts), args.threads)
+    proc, base = start_server(preset, max(counts), args.threads, ["--compile"] if args.compile else [])
     prompt = "The quick brown fox jumps over the lazy dog while"  # ~50 byte tokens
     try:
-        run_clients(base, 1, 1, 4, prompt)  # warm-up
-        print(f"mythos serve {preset} ({max(counts)} slots, {args.threads} torch thread), {new} new tokens/request, "
+        for n in counts if args.compile else [1]:  # warm-up (compiled: every decode width the runs will use)
+            run_clients(base, n, 1, 4, prompt)
+        print(f"mythos serve {'--compile ' if args.compile else ''}{preset} ({max(counts)} slots, {args.threads} "
+              f"torch thread), {new} new tokens/request, "
               f"{rounds} requests per client, greedy; wall clock on a shared 2-core machine\n")
         print(f"{'clients':>7} | {'tokens/s':>8} | {'x vs 1':>6} | {'mean latency s':>14} | {'mean batch':>10}")
         base_tps = None

@@ -236,3 +236,17 @@ def test_compiled_batch1_decode_at_the_small_config_matches_eager(weight_dtype) 
     for j in range(12, 20):
         a, b = eager.decode(0, ids[:, j]), compiled.decode(0, ids[:, j])
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=f"position {j}")
+
+
+def test_bf16_cache_halves_cache_bytes_and_stays_close(attn_preset: str) -> None:
+    model = make_model(attn_preset)
+    ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(3))
+    exact = Engine.from_model(model, slots=2, max_len=16)
+    low = Engine.from_model(model, slots=2, max_len=16, cache_dtype=torch.bfloat16)
+    assert all(b.dtype == torch.bfloat16 for b in low.cache.buffers)
+    assert 2 * low.cache.bytes_per_token() == exact.cache.bytes_per_token()
+    a, b = exact.prefill(0, ids[:, :6].tolist()), low.prefill(0, ids[:, :6].tolist())
+    for j in range(6, 12):
+        a, b = exact.decode(0, ids[:, j]), low.decode(0, ids[:, j])
+        assert b.dtype == torch.float32
+        assert 0 < (a - b).abs().max() < 0.05, f"position {j}"

@@ -28,6 +28,7 @@ def test_a_c_compiler_builds_the_library() -> None:
     assert native.available()
 
 
+@pytest.mark.parametrize("key_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("H", "C", "r"),
     [(8, 80, 64),  # the small config: 8-head path with constant trip counts
@@ -36,16 +37,19 @@ def test_a_c_compiler_builds_the_library() -> None:
      (4, 24, 16),  # generic path, vectorised
      (3, 10, 6)],  # generic path, scalar
 )
-def test_kernel_matches_torch(H: int, C: int, r: int) -> None:
+def test_kernel_matches_torch(H: int, C: int, r: int, key_dtype: torch.dtype) -> None:
+    """fp32 arithmetic over fp32 keys, or over bf16 keys (a bf16 cache) widened exactly as they are read."""
     g = torch.Generator().manual_seed(H * 1000 + C)
     B, T, S = 2, 3, 77  # S not a multiple of the 32-key block
-    buffer = torch.randn(B + 1, S + 5, C, generator=g) * 3  # a slice of a bigger buffer, like the cache
+    buffer = (torch.randn(B + 1, S + 5, C, generator=g) * 3).to(key_dtype)  # a slice of a bigger buffer
     keys = buffer[1:, :S]
     query = torch.randn(B, T, H, C, generator=g)
     n_keys = torch.tensor([[1, 40, 77], [33, 32, 64]])
     out = native.latent_attention(query, keys, n_keys, 0.3, r)
     assert out.shape == (B, T, H, r)
-    torch.testing.assert_close(out.double(), torch_attention(query, keys, n_keys, 0.3, r), atol=1e-5, rtol=1e-5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), torch_attention(query, keys.float(), n_keys, 0.3, r), atol=1e-5,
+                               rtol=1e-5)
 
 
 def test_large_scores_do_not_overflow() -> None:
@@ -59,7 +63,7 @@ def test_large_scores_do_not_overflow() -> None:
 
 
 def test_bad_inputs_are_refused() -> None:
-    with pytest.raises(ValueError, match="fp32"):
+    with pytest.raises(ValueError, match="fp32 or bf16 keys"):
         native.latent_attention(torch.randn(1, 1, 8, 80).double(), torch.randn(1, 4, 80).double(),
                                 torch.tensor([[4]]), 1.0, 64)
     with pytest.raises(ValueError, match="64"):

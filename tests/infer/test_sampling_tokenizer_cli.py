@@ -109,7 +109,7 @@ def test_generate_cli_on_a_checkpoint_is_the_models_greedy_continuation(tmp_path
                           "--dtype", "bfloat16", "--stats"]) == 0
     assert "tokens/s" in capsys.readouterr().err
     assert generate_main([str(tmp_path / "ckpt"), "--prompt", "abc", "--max-new-tokens", "6",
-                          "--temperature", "0", "--weight-dtype", "bfloat16"]) == 0
+                          "--temperature", "0", "--weight-dtype", "bfloat16", "--cache-dtype", "bfloat16"]) == 0
     assert capsys.readouterr().out.startswith("abc")  # bf16-rounded matrices: the text may differ from fp32
 
 

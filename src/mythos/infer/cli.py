@@ -69,6 +69,8 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-dtype", choices=sorted(DTYPES), default=None,
                    help="store the decode engine's matrices in this dtype, activations and cache unchanged "
                         "(bfloat16: faster batch-1 decode, see docs/infer.md)")
+    p.add_argument("--cache-dtype", choices=sorted(DTYPES), default=None,
+                   help="store the KV cache in this dtype (bfloat16: half the cache bytes; see docs/infer.md)")
 
 
 def generate_main(argv: list[str]) -> int:
@@ -106,7 +108,8 @@ def generate_main(argv: list[str]) -> int:
     try:
         engine = Engine.from_model(model, slots=len(prompts), max_len=max_len, n_loops=n_loops,
                                    cache_policy=args.cache_policy, adaptive=args.adaptive,
-                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None)
+                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
+                                   cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None)
     except ValueError as exc:
         p.error(str(exc))
     if args.compile:
@@ -176,7 +179,8 @@ def serve_main(argv: list[str]) -> int:
     try:
         engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
                                    cache_policy=args.cache_policy, adaptive=args.adaptive,
-                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None)
+                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
+                                   cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None)
     except ValueError as exc:
         p.error(str(exc))
     if args.compile:

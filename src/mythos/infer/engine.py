@@ -81,6 +81,7 @@ class Engine:
         device: torch.device | str = "cpu",
         act_threshold: float | None = None,
         weight_dtype: torch.dtype | None = None,
+        cache_dtype: torch.dtype | None = None,
     ) -> None:
         if act_threshold is not None:  # trade accuracy for depth at inference: lower halts sooner
             if not 0.0 < act_threshold <= 1.0:
@@ -91,7 +92,7 @@ class Engine:
         self.view = view
         self.max_loops = n_loops or view.max_loop_iters
         self.cache = StaticKVCache.allocate(
-            view, slots, max_len or view.max_seq_len, self.max_loops, cache_policy, device=device
+            view, slots, max_len or view.max_seq_len, self.max_loops, cache_policy, dtype=cache_dtype, device=device
         )
         self.adaptive = adaptive
         self.prefill_chunk = prefill_chunk

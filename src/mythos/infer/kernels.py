@@ -140,9 +140,10 @@ def per_head(x: Tensor, w: Tensor) -> Tensor:
     return torch.einsum("...hc,hcn->...hn", x, w.to(x.dtype))
 
 
-def use_native(keys: Tensor) -> bool:
-    """Whether decode attention over ``keys`` runs in the native kernel (fp32 CPU, library available)."""
-    return keys.device.type == "cpu" and keys.dtype == torch.float32 and native.available()
+def use_native(query: Tensor, keys: Tensor) -> bool:
+    """Whether decode attention runs in the native kernel: CPU, fp32 queries, fp32 or bf16 keys, library built."""
+    return (keys.device.type == "cpu" and query.dtype == torch.float32 and keys.dtype in native.KEY_BITS
+            and native.available())
 
 
 def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Tensor:
@@ -158,13 +159,13 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     q_rope = rotate(q[..., H * nope :].view(B, T, H, rd), ctx, heads=True)
     entry = torch.cat((rms_norm(down[..., ql : ql + r], w.kv_norm), rotate(down[..., ql + r :], ctx, heads=False)), dim=-1)
     cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
-    keys = cache[:, : ctx.kv_len]
-    if keys.dtype != x.dtype:
-        keys = keys.to(x.dtype)  # (B, S, r+rope): one latent "head" shared by every query head
+    keys = cache[:, : ctx.kv_len]  # (B, S, r+rope): one latent "head" shared by every query head
     query = torch.cat((q_latent, q_rope), dim=-1)  # (B, T, H, r + rope)
-    if T <= SHORT_QUERY and use_native(keys):  # decode: one fused pass over the keys (native/)
+    if T <= SHORT_QUERY and use_native(query, keys):  # decode: one fused pass over the keys (native/)
         out = native.latent_attention(query, keys, ctx.key_counts(), w.scale, r)
         return linear(per_head(out, w.w_uv).flatten(2), w.w_o)
+    if keys.dtype != x.dtype:
+        keys = keys.to(x.dtype)
     query = query.view(B, T * H, r + rd)
     mask = ctx.folded_mask(H, x.dtype).squeeze(1)
     if T <= SHORT_QUERY:  # decode: batched 3-D matmuls with scale and mask fused into the first

@@ -72,8 +72,9 @@ def library() -> ctypes.CDLL | None:
         warnings.warn(f"mythos native kernels unavailable, using torch's: {exc}", RuntimeWarning, stacklevel=2)
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.latent_attention_f32.restype = ctypes.c_int
-    lib.latent_attention_f32.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, i64, ptr, i64, ctypes.c_float, ptr, ptr]
+    lib.latent_attention.restype = ctypes.c_int
+    lib.latent_attention.argtypes = [ptr, i64, i64, i64, i64, ptr, ctypes.c_int, i64, i64, ptr, i64, ctypes.c_float,
+                                     ptr, ptr]
     return lib
 
 
@@ -82,26 +83,30 @@ def available() -> bool:
     return library() is not None
 
 
+KEY_BITS = {torch.float32: 32, torch.bfloat16: 16}
+
+
 @torch.library.custom_op("mythos::latent_attention", mutates_args=())
 def latent_attention(query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, value_dim: int) -> Tensor:
-    """Attention of every head of ``query`` (B, T, H, C) over the shared rows of ``keys`` (B, S, C), fp32.
+    """Attention of every head of ``query`` (B, T, H, C) over the shared rows of ``keys`` (B, S, C).
 
     Values are each row's first ``value_dim`` numbers (MLA's latent). Query (b, t) sees the first
-    ``n_keys[b, t]`` rows. Returns (B, T, H, value_dim).
+    ``n_keys[b, t]`` rows. The query is fp32; keys fp32 or bf16 (a bf16 cache), widened as they are read;
+    all arithmetic is fp32. Returns (B, T, H, value_dim) fp32.
     """
     B, T, H, C = query.shape
-    if keys.stride(-1) != 1 or query.dtype != torch.float32 or keys.dtype != torch.float32:
-        raise ValueError("latent_attention: fp32 query and keys with contiguous rows are required")
+    if keys.stride(-1) != 1 or query.dtype != torch.float32 or keys.dtype not in KEY_BITS:
+        raise ValueError("latent_attention: an fp32 query and fp32 or bf16 keys with contiguous rows are required")
     lib = library()
     if lib is None:
         raise RuntimeError("latent_attention: the native library is unavailable (check native.available() first)")
     query = query.contiguous()
     counts = n_keys.to(torch.int64).clamp(0, keys.shape[1]).contiguous()
     out = torch.empty(B, T, H, value_dim, dtype=torch.float32, device=query.device)
-    work = torch.empty(max(H * (C + BLOCK + 2), 8 * (C + BLOCK)), dtype=torch.float32)
-    status = lib.latent_attention_f32(
-        query.data_ptr(), B * T, T, H, C, keys.data_ptr(), keys.stride(0), keys.stride(1), counts.data_ptr(),
-        value_dim, scale, out.data_ptr(), work.data_ptr(),
+    work = torch.empty(max(H * (C + BLOCK + 2), 8 * (C + BLOCK)) + 16 + BLOCK * C, dtype=torch.float32)
+    status = lib.latent_attention(
+        query.data_ptr(), B * T, T, H, C, keys.data_ptr(), KEY_BITS[keys.dtype], keys.stride(0), keys.stride(1),
+        counts.data_ptr(), value_dim, scale, out.data_ptr(), work.data_ptr(),
     )
     if status != 0:
         raise ValueError(f"latent_attention: {H} heads is more than the kernel supports (64)")

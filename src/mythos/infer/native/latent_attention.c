@@ -44,6 +44,35 @@ static inline float exp_nonpositive(float x) {
     return p * scale;
 }
 
+/* Rows j0 .. j0+nb of a cache whose entries are fp32 (key_bits 32) or bf16 (16), as fp32 rows: fp32 is read
+ * in place (*rs = the cache's row stride); bf16 is widened into tmp (nb x C, *rs = C), which stays in L1. */
+static inline const float *key_block(const void *keys, int key_bits, int64_t j0, int64_t nb, int64_t row_stride,
+                                     int64_t C, float *restrict tmp, int64_t *rs) {
+    if (key_bits == 32) {
+        *rs = row_stride;
+        return (const float *)keys + j0 * row_stride;
+    }
+    const uint16_t *src = (const uint16_t *)keys + j0 * row_stride;
+    for (int64_t j = 0; j < nb; j++)
+        for (int64_t c = 0; c < C; c++) {
+            const uint32_t bits = (uint32_t)src[j * row_stride + c] << 16;
+            memcpy(tmp + j * C + c, &bits, sizeof bits);
+        }
+    *rs = C;
+    return tmp;
+}
+
+/* Prefetch the rows of the block after next: at long context the cache streams from DRAM. */
+static inline void prefetch_ahead(const void *keys, int key_bits, int64_t j0, int64_t n, int64_t row_stride,
+                                  int64_t C) {
+    const int64_t start = j0 + 2 * BLOCK;
+    if (start >= n) return;
+    const int64_t na = n - start < BLOCK ? n - start : BLOCK, esize = key_bits / 8;
+    const char *base = (const char *)keys + start * row_stride * esize;
+    for (int64_t jj = 0; jj < na; jj++)
+        for (int64_t b = 0; b < C * esize; b += 64) __builtin_prefetch(base + jj * row_stride * esize + b);
+}
+
 /* scores[h * BLOCK + j] = q_h . k_j for the nb keys of a block; C a multiple of 16, H <= 8 per pass. */
 static inline __attribute__((always_inline)) void block_scores16(
     const float *restrict qs, const float *restrict blk, int64_t row_stride, int64_t nb, int64_t H, int64_t C,
@@ -95,18 +124,20 @@ static inline __attribute__((always_inline)) void block_values16(
 }
 
 static inline __attribute__((always_inline)) void attend_row(
-    const float *restrict q, const float *restrict keys, int64_t row_stride, int64_t n, int64_t H, int64_t C,
+    const float *restrict q, const void *keys, int key_bits, int64_t row_stride, int64_t n, int64_t H, int64_t C,
     int64_t r, float scale, float *restrict out, float *restrict qs, float *restrict s, float *restrict m,
-    float *restrict l) {
+    float *restrict l, float *restrict tmp) {
     const int vec = C % 16 == 0 && r % 16 == 0 && r <= 64;
     for (int64_t i = 0; i < H * C; i++) qs[i] = q[i] * scale;
     for (int64_t h = 0; h < H; h++) { m[h] = -INFINITY; l[h] = 0.0f; }
     for (int64_t i = 0; i < H * r; i++) out[i] = 0.0f;
     for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
         const int64_t nb = n - j0 < BLOCK ? n - j0 : BLOCK;
-        const float *blk = keys + j0 * row_stride;
-        if (vec) block_scores16(qs, blk, row_stride, nb, H, C, s);
-        else block_scores(qs, blk, row_stride, nb, H, C, s);
+        int64_t rs;
+        const float *blk = key_block(keys, key_bits, j0, nb, row_stride, C, tmp, &rs);
+        prefetch_ahead(keys, key_bits, j0, n, row_stride, C);
+        if (vec) block_scores16(qs, blk, rs, nb, H, C, s);
+        else block_scores(qs, blk, rs, nb, H, C, s);
         for (int64_t h = 0; h < H; h++) {
             float *sh = s + h * BLOCK;
             float mx = m[h];
@@ -121,10 +152,10 @@ static inline __attribute__((always_inline)) void attend_row(
             m[h] = mx;
             float *oh = out + h * r;
             for (int64_t v = 0; v < r; v++) oh[v] *= corr;
-            if (vec) block_values16(sh, blk, row_stride, nb, r, oh);
+            if (vec) block_values16(sh, blk, rs, nb, r, oh);
             else
                 for (int64_t j = 0; j < nb; j++)
-                    for (int64_t v = 0; v < r; v++) oh[v] += sh[j] * blk[j * row_stride + v];
+                    for (int64_t v = 0; v < r; v++) oh[v] += sh[j] * blk[j * rs + v];
         }
     }
     for (int64_t h = 0; h < H; h++) {
@@ -141,8 +172,9 @@ static inline v8 exp8(v8 x) {
 
 /* Eight heads, one per vector lane: scores, running max and sum are 8-wide vectors, so no horizontal sums.
  * Eight keys share each load of the transposed query. */
-static void attend_row_8heads(const float *restrict q, const float *restrict keys, int64_t row_stride, int64_t n,
-                              int64_t C, int64_t r, float scale, float *restrict out, float *restrict work) {
+static void attend_row_8heads(const float *restrict q, const void *keys, int key_bits, int64_t row_stride, int64_t n,
+                              int64_t C, int64_t r, float scale, float *restrict out, float *restrict work,
+                              float *restrict tmp) {
     v8 *qt = (v8 *)work; /* qt[c] = the 8 heads' query component c, pre-scaled */
     float *p = work + 8 * C; /* p[j * 8 + h] for one block */
     for (int64_t c = 0; c < C; c++)
@@ -152,12 +184,14 @@ static void attend_row_8heads(const float *restrict q, const float *restrict key
     for (int64_t i = 0; i < 8 * r; i++) out[i] = 0.0f;
     for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
         const int64_t nb = n - j0 < BLOCK ? n - j0 : BLOCK;
-        const float *blk = keys + j0 * row_stride;
+        int64_t row_stride_blk;
+        const float *blk = key_block(keys, key_bits, j0, nb, row_stride, C, tmp, &row_stride_blk);
+        prefetch_ahead(keys, key_bits, j0, n, row_stride, C);
         v8 sc[BLOCK];
         int64_t j = 0;
         for (; j + 8 <= nb; j += 8) { /* eight independent FMA chains hide the FMA latency */
-            const float *k = blk + j * row_stride;
-            const int64_t rs = row_stride;
+            const float *k = blk + j * row_stride_blk;
+            const int64_t rs = row_stride_blk;
             v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
             for (int64_t c = 0; c < C; c++) {
                 const v8 qc = qt[c];
@@ -168,7 +202,7 @@ static void attend_row_8heads(const float *restrict q, const float *restrict key
             sc[j + 4] = a4; sc[j + 5] = a5; sc[j + 6] = a6; sc[j + 7] = a7;
         }
         for (; j < nb; j++) {
-            const float *k = blk + j * row_stride;
+            const float *k = blk + j * row_stride_blk;
             v8 a = {0};
             for (int64_t c = 0; c < C; c++) a += qt[c] * k[c];
             sc[j] = a;
@@ -193,7 +227,7 @@ static void attend_row_8heads(const float *restrict q, const float *restrict key
                     acc[h][1] = load16(out + h * r + v0 + 16) * corr[h];
                 }
                 for (j = 0; j < nb; j++) {
-                    const float *k = blk + j * row_stride + v0;
+                    const float *k = blk + j * row_stride_blk + v0;
                     const v16 k0 = load16(k), k1 = load16(k + 16);
                     for (int h = 0; h < 8; h++) {
                         acc[h][0] += p[8 * j + h] * k0;
@@ -213,10 +247,10 @@ static void attend_row_8heads(const float *restrict q, const float *restrict key
             if (r % 16 == 0 && r <= 64) {
                 float ph[BLOCK];
                 for (j = 0; j < nb; j++) ph[j] = p[8 * j + h];
-                block_values16(ph, blk, row_stride, nb, r, oh);
+                block_values16(ph, blk, row_stride_blk, nb, r, oh);
             } else {
                 for (j = 0; j < nb; j++)
-                    for (int64_t v = 0; v < r; v++) oh[v] += p[8 * j + h] * blk[j * row_stride + v];
+                    for (int64_t v = 0; v < r; v++) oh[v] += p[8 * j + h] * blk[j * row_stride_blk + v];
             }
         }
     }
@@ -226,24 +260,28 @@ static void attend_row_8heads(const float *restrict q, const float *restrict key
     }
 }
 
-/* q: (rows, H, C) contiguous; row i belongs to batch i / rows_per_batch. cache: batch b's key j at
- * cache + b * batch_stride + j * row_stride. n_keys: (rows,) visible keys per row. out: (rows, H, r).
- * work: at least H * (C + BLOCK + 2) floats, 32-byte aligned. Returns 0, or -1 for an unsupported head count. */
-int latent_attention_f32(const float *q, int64_t rows, int64_t rows_per_batch, int64_t H, int64_t C,
-                         const float *cache, int64_t batch_stride, int64_t row_stride, const int64_t *n_keys,
-                         int64_t r, float scale, float *out, float *work) {
-    if (H > MAX_HEADS) return -1;
+/* q: (rows, H, C) contiguous; row i belongs to batch i / rows_per_batch. cache: batch b's key j at element
+ * b * batch_stride + j * row_stride, fp32 (key_bits 32) or bf16 (16). n_keys: (rows,) visible keys per row.
+ * out: (rows, H, r). work: at least H * (C + BLOCK + 2) + BLOCK * C floats, 32-byte aligned.
+ * Returns 0, or -1 for an unsupported head count or key width. */
+int latent_attention(const float *q, int64_t rows, int64_t rows_per_batch, int64_t H, int64_t C, const void *cache,
+                     int key_bits, int64_t batch_stride, int64_t row_stride, const int64_t *n_keys, int64_t r,
+                     float scale, float *out, float *work) {
+    if (H > MAX_HEADS || (key_bits != 32 && key_bits != 16)) return -1;
+    const int64_t esize = key_bits / 8;
     float *qs = work, *s = qs + H * C, *m = s + H * BLOCK, *l = m + H;
+    float *tmp = work + H * (C + BLOCK + 2) + 8; /* widened bf16 rows; 32-byte aligned */
+    tmp = (float *)(((uintptr_t)tmp + 31) & ~(uintptr_t)31);
     for (int64_t i = 0; i < rows; i++) {
-        const float *keys = cache + (i / rows_per_batch) * batch_stride;
+        const void *keys = (const char *)cache + (i / rows_per_batch) * batch_stride * esize;
         const float *qi = q + i * H * C;
         float *oi = out + i * H * r;
         if (H == 8 && C == 80 && r == 64) /* the common MLA shape, with constant trip counts */
-            attend_row_8heads(qi, keys, row_stride, n_keys[i], 80, 64, scale, oi, work);
+            attend_row_8heads(qi, keys, key_bits, row_stride, n_keys[i], 80, 64, scale, oi, work, tmp);
         else if (H == 8)
-            attend_row_8heads(qi, keys, row_stride, n_keys[i], C, r, scale, oi, work);
+            attend_row_8heads(qi, keys, key_bits, row_stride, n_keys[i], C, r, scale, oi, work, tmp);
         else
-            attend_row(qi, keys, row_stride, n_keys[i], H, C, r, scale, oi, qs, s, m, l);
+            attend_row(qi, keys, key_bits, row_stride, n_keys[i], H, C, r, scale, oi, qs, s, m, l, tmp);
     }
     return 0;
 }
