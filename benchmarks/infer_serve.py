@@ -77,7 +77,9 @@ def main() -> None:
     proc, base = start_server(preset, max(counts), args.threads, ["--compile"] if args.compile else [])
     prompt = "The quick brown fox jumps over the lazy dog while"  # ~50 byte tokens
     try:
-        for n in counts if args.compile else [1]:  # warm-up (compiled: every decode width the runs will use)
+        # warm-up; compiled: one graph per power-of-two decode width, so warm every width the runs can reach
+        widths = [1 << i for i in range(max(counts).bit_length())] if args.compile else [1]
+        for n in widths:
             run_clients(base, n, 1, 4, prompt)
         print(f"mythos serve {'--compile ' if args.compile else ''}{preset} ({max(counts)} slots, {args.threads} "
               f"torch thread), {new} new tokens/request, "
