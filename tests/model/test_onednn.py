@@ -54,6 +54,13 @@ def test_other_dtypes_use_f_linear() -> None:
         assert torch.equal(onednn.linear(x, w), F.linear(x, w))
 
 
+def test_cpu_autocast_still_runs_in_bf16() -> None:
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not onednn.applies(x, w)
+        assert onednn.linear(x, w).dtype == torch.bfloat16
+
+
 def test_linear_module_keeps_nn_linear_state_dict() -> None:
     layer = onednn.Linear(8, 4, bias=False)
     assert list(layer.state_dict()) == ["weight"]

@@ -14,6 +14,7 @@ from torch import nn
 from .cache import _Slot
 from .config import MythosConfig
 from .norm import RMSNorm
+from .onednn import Linear
 from .rope import apply_rope
 
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -101,8 +102,8 @@ class GQAttention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.dropout = cfg.dropout
-        self.wqkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
-        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.wqkv = Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.wo = Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
         b, t, _ = x.shape
@@ -132,12 +133,12 @@ class MLAttention(nn.Module):
         self.rope_dim, self.nope_dim, self.v_dim = cfg.qk_rope_head_dim, cfg.qk_nope_head_dim, cfg.v_head_dim
         self.dropout = cfg.dropout
         h = cfg.n_heads
-        self.w_down = nn.Linear(cfg.dim, self.q_lora + self.kv_lora + self.rope_dim, bias=False)
+        self.w_down = Linear(cfg.dim, self.q_lora + self.kv_lora + self.rope_dim, bias=False)
         self.q_norm = RMSNorm(self.q_lora, cfg.norm_eps)
-        self.q_up = nn.Linear(self.q_lora, h * (self.nope_dim + self.rope_dim), bias=False)
+        self.q_up = Linear(self.q_lora, h * (self.nope_dim + self.rope_dim), bias=False)
         self.kv_norm = RMSNorm(self.kv_lora, cfg.norm_eps)
-        self.kv_up = nn.Linear(self.kv_lora, h * (self.nope_dim + self.v_dim), bias=False)
-        self.wo = nn.Linear(h * self.v_dim, cfg.dim, bias=False)
+        self.kv_up = Linear(self.kv_lora, h * (self.nope_dim + self.v_dim), bias=False)
+        self.wo = Linear(h * self.v_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
         b, t, _ = x.shape

@@ -11,6 +11,7 @@ from .block import TransformerBlock
 from .cache import CacheFullError, KVCache
 from .config import MythosConfig
 from .norm import RMSNorm
+from .onednn import Linear
 from .recurrent import RecurrentBlock
 from .rope import rope_tables
 
@@ -52,7 +53,7 @@ class Mythos(nn.Module):
         self.recurrent = RecurrentBlock(cfg)
         self.coda = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.coda_layers)])
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head = Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # weight tying
         self._init_weights()
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MythosConfig
+from .onednn import Linear
 
 
 class SwiGLU(nn.Module):
@@ -29,8 +30,8 @@ class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.hidden = hidden
-        self.w_gate_up = nn.Linear(dim, 2 * hidden, bias=False)
-        self.w_down = nn.Linear(hidden, dim, bias=False)
+        self.w_gate_up = Linear(dim, 2 * hidden, bias=False)
+        self.w_down = Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w_gate_up(x).chunk(2, dim=-1)

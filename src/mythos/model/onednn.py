@@ -6,8 +6,9 @@ bf16 matmuls), JIT-compiles AVX-512 kernels for the same product: about 170–20
 arithmetic with a different blocking, so results agree with ``F.linear`` to float rounding (~1e-6 relative).
 Training steps are two thirds matmul at the small configuration; see benchmarks/model_train_step.py.
 
-Used only where it applies — fp32 tensors on CPU, eager mode (``torch.compile`` picks its own kernels) —
-and off with ``MYTHOS_ONEDNN=0``; everywhere else :func:`linear` is ``F.linear``.
+Used only where it applies — fp32 tensors on CPU, eager mode (``torch.compile`` picks its own kernels), no
+CPU autocast (which must see ``F.linear`` to run it in bf16) — and off with ``MYTHOS_ONEDNN=0``; everywhere
+else :func:`linear` is ``F.linear``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def applies(x: Tensor, weight: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and weight.dim() == 2 and x.numel() > 0 and not torch.compiler.is_compiling() and enabled())
+            and weight.dim() == 2 and x.numel() > 0 and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling() and enabled())
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
