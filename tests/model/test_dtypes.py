@@ -25,6 +25,23 @@ def test_half_precision_forward_backward_generate(preset, dtype):
     assert new.shape == (1, 3)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "tiny-gqa"])
+def test_fp32_model_trains_under_cpu_autocast(preset):
+    """Mixed precision (the trainer's bf16 on CPU): fp32 weights, bf16 matmuls, fp32 gradients, close logits."""
+    torch.manual_seed(0)
+    model = Mythos(get_preset(preset))
+    ids = torch.randint(0, 256, (2, 8))
+    with torch.no_grad():
+        exact = model(ids, n_loops=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids, n_loops=2)
+    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in model.parameters())
+    assert (logits.float() - exact).abs().max() < 0.1
+
+
 def test_bf16_close_to_fp32():
     torch.manual_seed(0)
     model = Mythos(get_preset("tiny")).eval()

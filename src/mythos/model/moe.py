@@ -202,7 +202,9 @@ class MoE(nn.Module):
         routed = self.experts(flat.index_select(0, token_of), offsets, gates.reshape(-1, 1).index_select(0, order))
         # routed outputs summed straight into the shared experts' output (no zeros, no extra add)
         out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
-        out = out.index_add_(0, token_of, routed)
+        if out.dtype != routed.dtype:  # CPU autocast: the shared experts ran in bf16, the grouped matmul did not
+            out = out.to(torch.promote_types(out.dtype, routed.dtype))
+        out = out.index_add_(0, token_of, routed.to(out.dtype))
         self.last_load = (counts.float() / max(n * self.top_k, 1)).detach()
         return out.view(shape)
 
