@@ -73,6 +73,19 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
                    help="store the KV cache in this dtype (bfloat16: half the cache bytes; see docs/infer.md)")
 
 
+def _engine(p: argparse.ArgumentParser, args: argparse.Namespace, model, **sizes) -> Engine:
+    """The engine the shared flags describe (a bad value is a usage error naming it), compiled if asked."""
+    try:
+        engine = Engine.from_model(model, cache_policy=args.cache_policy, adaptive=args.adaptive,
+                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
+                                   cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None, **sizes)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.compile:
+        engine.compile()
+    return engine
+
+
 def generate_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mythos generate", description="Generate text from a checkpoint or preset.")
     _engine_args(p)
@@ -105,15 +118,7 @@ def generate_main(argv: list[str]) -> int:
     if longest > max_len:
         p.error(f"prompt + --max-new-tokens = {longest} tokens exceeds the context ({max_len}); shorten them")
     n_loops = args.n_loops or model.cfg.max_loop_iters
-    try:
-        engine = Engine.from_model(model, slots=len(prompts), max_len=max_len, n_loops=n_loops,
-                                   cache_policy=args.cache_policy, adaptive=args.adaptive,
-                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
-                                   cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None)
-    except ValueError as exc:
-        p.error(str(exc))
-    if args.compile:
-        engine.compile()
+    engine = _engine(p, args, model, slots=len(prompts), max_len=max_len, n_loops=n_loops)
     B = len(prompts)
     gens = [SamplingParams(args.temperature, args.top_k, args.top_p, args.seed + i).generator() for i in range(B)]
     decoders = [StreamDecoder(tokenizer) for _ in range(B)]
@@ -176,15 +181,7 @@ def serve_main(argv: list[str]) -> int:
     from mythos.infer.server import ServeState, make_server
 
     model, tokenizer = _model_and_tokenizer(args)
-    try:
-        engine = Engine.from_model(model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops,
-                                   cache_policy=args.cache_policy, adaptive=args.adaptive,
-                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
-                                   cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None)
-    except ValueError as exc:
-        p.error(str(exc))
-    if args.compile:
-        engine.compile()
+    engine = _engine(p, args, model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops)
     scheduler = Scheduler(engine).start()
     name = args.name or (Path(args.model).name if Path(args.model).is_dir() else args.model)
     state = ServeState(scheduler, tokenizer, name, default_max_tokens=args.max_tokens)
