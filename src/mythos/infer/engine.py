@@ -102,7 +102,7 @@ class Engine:
         self._cos, self._sin = self._freqs.real.contiguous(), self._freqs.imag.contiguous()
         self._loop_bias = [view.loop_bias(t).to(device) for t in range(self.max_loops)]
         self._decode_fn = self._decode_step
-        self._decode_args: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._ones: dict[int, Tensor] = {}
         self._compiled = False
 
     @classmethod
@@ -180,13 +180,11 @@ class Engine:
         if not self._compiled or self.adaptive:
             return self.step(slot0, tokens.view(B, 1), [1] * B, n_loops)
         loops = self._check(slot0, [1] * B, n_loops)
-        key = (B, tuple(loops))
-        if key not in self._decode_args:  # host -> device tensors built once per batch shape, not per token
-            self._decode_args[key] = (torch.ones(B, dtype=torch.long, device=self.device),
-                                      torch.tensor(loops, dtype=torch.long, device=self.device))
-        ones, loops_t = self._decode_args[key]
-        logits = self._decode_fn(slot0, tokens.view(B, 1).to(self.device), ones, loops_t, self.cache.max_len + 1,
-                                 max(loops), min(loops) == max(loops))
+        if B not in self._ones:  # one token per row: built once per batch width, not per token
+            self._ones[B] = torch.ones(B, dtype=torch.long, device=self.device)
+        loops_t = torch.tensor(loops, dtype=torch.long, device=self.device)
+        logits = self._decode_fn(slot0, tokens.view(B, 1).to(self.device), self._ones[B], loops_t,
+                                 self.cache.max_len + 1, max(loops), min(loops) == max(loops))
         for i in range(slot0, slot0 + B):
             self.cache.host_positions[i] += 1
         return logits
