@@ -41,13 +41,23 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux), so a cache shared between machines never serves a library built
+    with -march=native for another CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return platform.processor()
+
+
 def build(source: Path = SOURCE) -> Path:
     """Compile ``source`` to a shared library (or return the cached one); raises RuntimeError on failure."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install gcc)")
     text = source.read_bytes()
-    key = hashlib.sha256(text + " ".join([cc, *FLAGS, platform.machine()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(text + " ".join([cc, *FLAGS, platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
     out = cache_dir() / f"{source.stem}-{key}.so"
     if out.exists():
         return out
