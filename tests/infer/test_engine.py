@@ -250,3 +250,14 @@ def test_bf16_cache_halves_cache_bytes_and_stays_close(attn_preset: str) -> None
         a, b = exact.decode(0, ids[:, j]), low.decode(0, ids[:, j])
         assert b.dtype == torch.float32
         assert 0 < (a - b).abs().max() < 0.05, f"position {j}"
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_every_decode_width_and_leaves_slots_empty() -> None:
+    engine = Engine.from_model(make_model("tiny"), slots=3, max_len=8)
+    assert engine.warm_up() == [1, 2, 3]  # eager: nothing to compile, widths only
+    engine.compile()
+    assert engine.warm_up() == [1, 2, 3]
+    assert engine.cache.host_positions == [0, 0, 0] and engine.cache.positions.tolist() == [0, 0, 0]
+    logits = engine.prefill(0, [[1, 2]])
+    assert logits.shape == (1, 300)

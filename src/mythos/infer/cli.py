@@ -182,6 +182,9 @@ def serve_main(argv: list[str]) -> int:
 
     model, tokenizer = _model_and_tokenizer(args)
     engine = _engine(p, args, model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops)
+    if args.compile:
+        print("compiling the decode step for every batch width (a minute or two) ...", file=sys.stderr, flush=True)
+        print(f"compiled widths {engine.warm_up()}", file=sys.stderr, flush=True)
     scheduler = Scheduler(engine).start()
     name = args.name or (Path(args.model).name if Path(args.model).is_dir() else args.model)
     state = ServeState(scheduler, tokenizer, name, default_max_tokens=args.max_tokens)

@@ -138,6 +138,17 @@ class Engine:
             return n
         return min(1 << max(n - 1, 0).bit_length(), self.cache.slots)
 
+    def warm_up(self) -> list[int]:
+        """Compile the decode graph of every width :meth:`decode_width` can return, at full depth, so a server
+        never stalls on a first compile mid-request; leaves every slot empty. Returns the widths compiled."""
+        widths = sorted({self.decode_width(n) for n in range(1, self.cache.slots + 1)})
+        if self._compiled:
+            for w in widths:
+                self.prefill(0, [[0]] * w)
+                self.decode(0, torch.zeros(w, dtype=torch.long))
+            self.reset()
+        return widths
+
     def reset(self, slot: int | None = None) -> None:
         for s in range(self.cache.slots) if slot is None else [slot]:
             self.cache.reset_slot(s)
