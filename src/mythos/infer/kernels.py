@@ -1,8 +1,10 @@
-"""Decode-time building blocks: rotary embedding, absorbed MLA, GQA and MoE over a static cache.
+"""Decode-time building blocks: projections, rotary embedding, absorbed MLA, GQA and MoE over a static cache.
 
 Every function is shape-static given its inputs (no ``.item()``, no branches on tensor values), so a decode
-step built from them can be captured by ``torch.compile``. The one exception is :func:`moe_sparse`, used
-only for prompts, where the per-expert split sizes come to the host.
+step built from them can be captured by ``torch.compile``. Inside a compiled step with few token rows,
+projections become fused multiply-and-sum reductions (:func:`linear`), and MLA decode attention runs in the
+native kernel (``native/``) when it is available. Prompts (many tokens) use matmuls, SDPA and the model's
+own MoE module.
 """
 
 from __future__ import annotations
