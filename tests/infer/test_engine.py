@@ -261,3 +261,20 @@ def test_warm_up_compiles_every_decode_width_and_leaves_slots_empty() -> None:
     assert engine.cache.host_positions == [0, 0, 0] and engine.cache.positions.tolist() == [0, 0, 0]
     logits = engine.prefill(0, [[1, 2]])
     assert logits.shape == (1, 300)
+
+
+@pytest.mark.slow
+def test_compiled_decode_past_the_recompile_limit_falls_back_to_eager() -> None:
+    """More batch shapes and loop counts than graphs allowed: steps beyond the limit run eagerly, correctly."""
+    model = make_model("tiny")
+    ids = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(4))
+    eager = Engine.from_model(model, slots=2, max_len=12)
+    compiled = Engine.from_model(model, slots=2, max_len=12)
+    compiled.compile(recompile_limit=1)
+    eager.prefill(0, ids[:, :4].tolist())
+    compiled.prefill(0, ids[:, :4].tolist())
+    with pytest.warns(RuntimeWarning, match="recompile limit"):
+        for j, loops in zip(range(4, 10), ([3, 3], [2, 2], [1, 3], [3, 3], [2, 1], [1, 1]), strict=True):
+            a = eager.decode(0, ids[:, j], n_loops=loops)
+            b = compiled.decode(0, ids[:, j], n_loops=loops)
+            assert torch.allclose(a, b, atol=1e-4), f"position {j}, loops {loops}"

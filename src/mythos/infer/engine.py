@@ -17,11 +17,13 @@ Two ways to run the loop:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch._dynamo.exc import FailOnRecompileLimitHit
 
 from mythos.infer.cache import StaticKVCache
 from mythos.infer.kernels import (
@@ -103,6 +105,7 @@ class Engine:
         self._loop_bias = [view.loop_bias(t).to(device) for t in range(self.max_loops)]
         self._decode_fn = self._decode_step
         self._ones: dict[int, Tensor] = {}
+        self._warned_limit = False
         self._compiled = False
 
     @classmethod
@@ -125,6 +128,8 @@ class Engine:
         small kernels, and calling them from C++ rather than Python saves about a tenth of the step.
         """
         kwargs.setdefault("fullgraph", True)
+        # one graph per (batch width, depth, uniform) in use; past the limit a step runs eagerly (see decode)
+        kwargs.setdefault("recompile_limit", 64)
         options = dict(kwargs.pop("options", None) or {})
         if self.device.type == "cpu":
             options.setdefault("cpp_wrapper", True)
@@ -194,8 +199,15 @@ class Engine:
         if B not in self._ones:  # one token per row: built once per batch width, not per token
             self._ones[B] = torch.ones(B, dtype=torch.long, device=self.device)
         loops_t = torch.tensor(loops, dtype=torch.long, device=self.device)
-        logits = self._decode_fn(slot0, tokens.view(B, 1).to(self.device), self._ones[B], loops_t,
-                                 self.cache.max_len + 1, max(loops), min(loops) == max(loops))
+        try:
+            logits = self._decode_fn(slot0, tokens.view(B, 1).to(self.device), self._ones[B], loops_t,
+                                     self.cache.max_len + 1, max(loops), min(loops) == max(loops))
+        except FailOnRecompileLimitHit:  # raised before the step runs: nothing was written yet
+            if not self._warned_limit:
+                warnings.warn("decode: torch.compile's recompile limit is reached for this engine; new batch "
+                              "shapes or loop counts now run eagerly", RuntimeWarning, stacklevel=2)
+                self._warned_limit = True
+            return self.step(slot0, tokens.view(B, 1), [1] * B, n_loops)
         for i in range(slot0, slot0 + B):
             self.cache.host_positions[i] += 1
         return logits
