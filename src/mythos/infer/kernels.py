@@ -71,9 +71,9 @@ def linear(x: Tensor, w: Tensor) -> Tensor:
     """``x @ w.T``; in a compiled step with few rows, as a multiply-and-sum over the input dim.
 
     Batch-1 decode on CPU is bound by streaming weights from memory. Inductor turns the multiply-and-sum
-    into one vectorized reduction loop (fused with whatever feeds ``x``) that streams a weight matrix about
-    twice as fast as the BLAS matrix-vector call (measured: 17 vs 8 GB/s for a 512x256 fp32 matrix on this
-    CPU, benchmarks/infer_decode.py). Eager mode keeps ``F.linear``: there the product would materialise.
+    into one vectorized reduction loop (fused with whatever feeds ``x``) that streams a weight matrix 2-3x
+    as fast as MKL's matrix-vector call on this CPU (a 4 MB fp32 matrix from memory: ~28 vs ~10 GB/s; see
+    docs/infer.md). Eager mode keeps ``F.linear``: there the product would materialise.
     """
     if torch.compiler.is_compiling() and x.numel() <= GEMV_ROWS * x.shape[-1]:
         return (x.unsqueeze(-2) * w.to(x.dtype)).sum(-1)  # a low-precision weight widens as it is read
