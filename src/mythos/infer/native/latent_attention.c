@@ -164,95 +164,152 @@ static inline __attribute__((always_inline)) void attend_row(
     }
 }
 
-static inline v8 exp8(v8 x) {
-    v8 y;
-    for (int i = 0; i < 8; i++) y[i] = exp_nonpositive(x[i]);
-    return y;
+typedef int32_t v16i __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t v16h __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t v16u __attribute__((vector_size(64), aligned(4)));
+typedef double v8d __attribute__((vector_size(64), aligned(8)));
+
+static inline v16 splat16(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
+static inline v16 select16(v16i mask, v16 a, v16 b) { return (v16)(((v16i)a & mask) | ((v16i)b & ~mask)); }
+static inline v16 max16(v16 a, v16 b) { return select16(a > b, a, b); }
+
+/* Lane permutations of one or two vectors, for GCC and Clang. */
+#ifdef __clang__
+#define EVEN_LANES(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define ODD_LANES(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+#define SWAP_HALVES(a) __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)
+#else
+#define EVEN_LANES(a, b) __builtin_shuffle(a, b, (v16i){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+#define ODD_LANES(a, b) __builtin_shuffle(a, b, (v16i){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31})
+#define SWAP_HALVES(a) __builtin_shuffle(a, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7})
+#endif
+
+/* exp_nonpositive on 16 lanes with vector operations only (round to nearest by the 1.5 * 2^23 trick). */
+static inline v16 exp16(v16 x) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f, magic = 12582912.0f;
+    x = select16(x < -87.0f, splat16(-87.0f), x);
+    const v16 n = (x * log2e + magic) - magic;
+    const v16 f = x - n * ln2_hi - n * ln2_lo;
+    v16 p = splat16(1.9875691500e-4f);
+    p = p * f + 1.3981999507e-3f;
+    p = p * f + 8.3334519073e-3f;
+    p = p * f + 4.1665795894e-2f;
+    p = p * f + 1.6666665459e-1f;
+    p = p * f + 5.0000001201e-1f;
+    p = p * f * f + f + 1.0f;
+    const v16i bits = (__builtin_convertvector(n, v16i) + 127) << 23;
+    return p * (v16)bits;
 }
 
-/* Eight heads, one per vector lane: scores, running max and sum are 8-wide vectors, so no horizontal sums.
- * Eight keys share each load of the transposed query. */
-static void attend_row_8heads(const float *restrict q, const void *keys, int key_bits, int64_t row_stride, int64_t n,
-                              int64_t C, int64_t r, float scale, float *restrict out, float *restrict work,
-                              float *restrict tmp) {
-    v8 *qt = (v8 *)work; /* qt[c] = the 8 heads' query component c, pre-scaled */
-    float *p = work + 8 * C; /* p[j * 8 + h] for one block */
-    for (int64_t c = 0; c < C; c++)
-        for (int h = 0; h < 8; h++) qt[c][h] = q[h * C + c] * scale;
-    v8 m = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    v8 l = {0};
+/* The pair k[0], k[1] in every pair of lanes (one 64-bit broadcast load). */
+static inline v16 bcast_pair(const float *k) {
+    double d;
+    memcpy(&d, k, sizeof d);
+    return (v16)(v8d){d, d, d, d, d, d, d, d}; /* bit-exact: no arithmetic on the pair as a double */
+}
+
+/* Keys j .. j+KG-1 of a block: sc[j / 2 + i] = [scores of key j + 2i (8 heads) | of key j + 2i + 1]. Lanes 2h, 2h+1
+ * of an accumulator hold head h's partial sums over the even and odd components, qd[c2] the matching query pair, so
+ * each FMA does 16 useful lanes with a 64-bit broadcast of two key components; an even/odd shuffle adds them.
+ * KG = 1 (a block's odd last key) duplicates the key into both halves. */
+#define PAIR_SCORES(KG)                                                                                            \
+    do {                                                                                                           \
+        v16 a[KG < 2 ? 2 : KG];                                                                                    \
+        for (int g = 0; g < KG; g++) a[g] = (v16){0};                                                              \
+        for (int64_t c2 = 0; c2 < C / 2; c2++) {                                                                   \
+            const v16 qv = load16(qd + 16 * c2);                                                                   \
+            for (int g = 0; g < KG; g++) a[g] += qv * bcast_pair(k + g * rs + 2 * c2);                              \
+        }                                                                                                          \
+        if (C & 1) {                                                                                               \
+            const v16 qv = load16(qd + 16 * (C / 2));                                                              \
+            for (int g = 0; g < KG; g++) a[g] += qv * k[g * rs + C - 1];                                           \
+        }                                                                                                          \
+        if (KG == 1) a[1] = a[0];                                                                                  \
+        for (int g = 0; g < KG; g += 2) sc[(j + g) / 2] = EVEN_LANES(a[g], a[g + 1]) + ODD_LANES(a[g], a[g + 1]);  \
+    } while (0)
+
+/* Eight heads: scores are computed two keys x eight heads per 16-lane vector, so running max, sum and the
+ * probabilities are 16-lane vectors too ([key j | key j+1], each 8 heads), with no horizontal sums. */
+static inline __attribute__((always_inline)) void attend_row_8heads(
+    const float *restrict q, const void *keys, int key_bits, int64_t row_stride, int64_t n, int64_t C, int64_t r,
+    float scale, float *restrict out, float *restrict work, float *restrict tmp) {
+    float *qd = work; /* qd[16 * c2 + 2h + t] = head h's component 2 c2 + t, pre-scaled (0 past C) */
+    for (int64_t c2 = 0; c2 < (C + 1) / 2; c2++)
+        for (int h = 0; h < 8; h++)
+            for (int t = 0; t < 2; t++)
+                qd[16 * c2 + 2 * h + t] = 2 * c2 + t < C ? q[h * C + 2 * c2 + t] * scale : 0.0f;
+    float p[8 * BLOCK]; /* p[j * 8 + h] for one block */
+    v16 m = splat16(-INFINITY), l = {0}; /* per head, both halves alike */
     for (int64_t i = 0; i < 8 * r; i++) out[i] = 0.0f;
     for (int64_t j0 = 0; j0 < n; j0 += BLOCK) {
         const int64_t nb = n - j0 < BLOCK ? n - j0 : BLOCK;
-        int64_t row_stride_blk;
-        const float *blk = key_block(keys, key_bits, j0, nb, row_stride, C, tmp, &row_stride_blk);
+        int64_t rs;
+        const float *blk = key_block(keys, key_bits, j0, nb, row_stride, C, tmp, &rs);
         prefetch_ahead(keys, key_bits, j0, n, row_stride, C);
-        v8 sc[BLOCK];
+        v16 sc[BLOCK / 2];
         int64_t j = 0;
-        for (; j + 8 <= nb; j += 8) { /* eight independent FMA chains hide the FMA latency */
-            const float *k = blk + j * row_stride_blk;
-            const int64_t rs = row_stride_blk;
-            v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-            for (int64_t c = 0; c < C; c++) {
-                const v8 qc = qt[c];
-                a0 += qc * k[c]; a1 += qc * k[rs + c]; a2 += qc * k[2 * rs + c]; a3 += qc * k[3 * rs + c];
-                a4 += qc * k[4 * rs + c]; a5 += qc * k[5 * rs + c]; a6 += qc * k[6 * rs + c]; a7 += qc * k[7 * rs + c];
-            }
-            sc[j] = a0; sc[j + 1] = a1; sc[j + 2] = a2; sc[j + 3] = a3;
-            sc[j + 4] = a4; sc[j + 5] = a5; sc[j + 6] = a6; sc[j + 7] = a7;
+        for (; j + 8 <= nb; j += 8) {
+            const float *k = blk + j * rs;
+            PAIR_SCORES(8);
         }
-        for (; j < nb; j++) {
-            const float *k = blk + j * row_stride_blk;
-            v8 a = {0};
-            for (int64_t c = 0; c < C; c++) a += qt[c] * k[c];
-            sc[j] = a;
+        for (; j + 2 <= nb; j += 2) {
+            const float *k = blk + j * rs;
+            PAIR_SCORES(2);
         }
-        v8 mx = m;
-        for (j = 0; j < nb; j++)
-            for (int h = 0; h < 8; h++) mx[h] = sc[j][h] > mx[h] ? sc[j][h] : mx[h];
-        const v8 corr = exp8(m - mx); /* m = -inf on the first block: corr = 0 */
-        v8 sum = {0};
-        for (j = 0; j < nb; j++) {
-            const v8 e = exp8(sc[j] - mx);
+        if (j < nb) { /* the last key alone, in both halves: the max is right, its copy's probabilities are zeroed */
+            const float *k = blk + j * rs;
+            PAIR_SCORES(1);
+        }
+        const int64_t np = (nb + 1) / 2;
+        v16 mx = m;
+        for (int64_t i = 0; i < np; i++) mx = max16(mx, sc[i]);
+        mx = max16(mx, SWAP_HALVES(mx));
+        const v16 corr = exp16(m - mx); /* m = -inf on the first block: corr ~ 0 */
+        v16 sum = {0};
+        for (int64_t i = 0; i < np; i++) {
+            v16 e = exp16(sc[i] - mx);
+            if (2 * i + 1 == nb) e = select16((v16i){-1, -1, -1, -1, -1, -1, -1, -1}, e, (v16){0});
             sum += e;
-            memcpy(p + 8 * j, &e, sizeof e);
+            store16(p + 16 * i, e);
         }
-        l = l * corr + sum;
+        l = l * corr + sum + SWAP_HALVES(sum);
         m = mx;
-        if (r % 32 == 0) { /* all eight heads at once, 32 value columns per pass: 16 independent chains */
-            for (int64_t v0 = 0; v0 < r; v0 += 32) {
-                v16 acc[8][2];
+        int64_t v0 = 0;
+        for (; v0 + 32 <= r; v0 += 32) { /* all eight heads at once, 32 value columns per pass: 16 chains */
+            v16 acc[8][2];
+            for (int h = 0; h < 8; h++) {
+                acc[h][0] = load16(out + h * r + v0) * corr[h];
+                acc[h][1] = load16(out + h * r + v0 + 16) * corr[h];
+            }
+            for (j = 0; j < nb; j++) {
+                const float *k = blk + j * rs + v0;
+                const v16 k0 = load16(k), k1 = load16(k + 16);
                 for (int h = 0; h < 8; h++) {
-                    acc[h][0] = load16(out + h * r + v0) * corr[h];
-                    acc[h][1] = load16(out + h * r + v0 + 16) * corr[h];
-                }
-                for (j = 0; j < nb; j++) {
-                    const float *k = blk + j * row_stride_blk + v0;
-                    const v16 k0 = load16(k), k1 = load16(k + 16);
-                    for (int h = 0; h < 8; h++) {
-                        acc[h][0] += p[8 * j + h] * k0;
-                        acc[h][1] += p[8 * j + h] * k1;
-                    }
-                }
-                for (int h = 0; h < 8; h++) {
-                    store16(out + h * r + v0, acc[h][0]);
-                    store16(out + h * r + v0 + 16, acc[h][1]);
+                    acc[h][0] += p[8 * j + h] * k0;
+                    acc[h][1] += p[8 * j + h] * k1;
                 }
             }
-            continue;
+            for (int h = 0; h < 8; h++) {
+                store16(out + h * r + v0, acc[h][0]);
+                store16(out + h * r + v0 + 16, acc[h][1]);
+            }
         }
-        for (int h = 0; h < 8; h++) {
-            float *oh = out + h * r;
-            for (int64_t v = 0; v < r; v++) oh[v] *= corr[h];
-            if (r % 16 == 0 && r <= 64) {
-                float ph[BLOCK];
-                for (j = 0; j < nb; j++) ph[j] = p[8 * j + h];
-                block_values16(ph, blk, row_stride_blk, nb, r, oh);
-            } else {
+        for (; v0 + 16 <= r; v0 += 16) {
+            v16 acc[8];
+            for (int h = 0; h < 8; h++) acc[h] = load16(out + h * r + v0) * corr[h];
+            for (j = 0; j < nb; j++) {
+                const v16 k0 = load16(blk + j * rs + v0);
+                for (int h = 0; h < 8; h++) acc[h] += p[8 * j + h] * k0;
+            }
+            for (int h = 0; h < 8; h++) store16(out + h * r + v0, acc[h]);
+        }
+        if (v0 < r)
+            for (int h = 0; h < 8; h++) {
+                float *oh = out + h * r;
+                for (int64_t v = v0; v < r; v++) oh[v] *= corr[h];
                 for (j = 0; j < nb; j++)
-                    for (int64_t v = 0; v < r; v++) oh[v] += p[8 * j + h] * blk[j * row_stride_blk + v];
+                    for (int64_t v = v0; v < r; v++) oh[v] += p[8 * j + h] * blk[j * rs + v];
             }
-        }
     }
     for (int h = 0; h < 8; h++) {
         const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
