@@ -13,7 +13,7 @@ latent, after widening a bf16 cache to fp32, on one torch thread.
 
 For fp32 and bf16 keys and each S it prints microseconds per call (median over ``--reps`` repetitions of a
 timed loop, ``time.thread_time``; in brackets the 10th-90th percentile of the repetitions) and torch's time
-over the kernel's. Variants are timed interleaved in one process, so machine noise hits all alike.
+over the kernel's. Variants are timed interleaved in one process, in a shuffled order each repetition, so machine noise hits all alike.
 ``--sites N`` cycles over N separate caches (the engine has one per layer; 6 sites at S = 2048 fp32 is
 about 4 MB, which no longer fits L2). ``--compare`` adds other kernel sources (same C ABI), e.g. an older
 version, timed side by side. Every variant's output is checked against float64 torch before timing.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import random
 import statistics
 import subprocess
 import tempfile
@@ -50,8 +51,8 @@ def build(source: Path, out_dir: Path, name: str) -> ctypes.CDLL:
 class Site:
     """One attention site: a cache of max_len rows (keys = its first S rows), a query, output and work space."""
 
-    def __init__(self, S: int, H: int, C: int, r: int, dtype: torch.dtype, g: torch.Generator) -> None:
-        self.cache = (torch.randn(1, S + 64, C, generator=g)).to(dtype)
+    def __init__(self, S: int, H: int, C: int, r: int, dtype: torch.dtype, g: torch.Generator, pad: int = 0) -> None:
+        self.cache = (torch.randn(1, S + 64, C + pad, generator=g)).to(dtype)[..., :C]  # pad: row_stride C + pad
         self.keys = self.cache[:, :S]
         self.query = torch.randn(1, 1, H, C, generator=g)
         self.n_keys = torch.tensor([S], dtype=torch.int64)
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--compare", type=Path, nargs="*", default=[], help="other kernel sources to time alongside")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-check", action="store_true", help="skip the output check (for deliberately broken variants)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     H, C, r = args.shape
@@ -118,10 +120,12 @@ def main() -> None:
             for S in args.sizes:
                 g = torch.Generator().manual_seed(S)
                 sites = [Site(S, H, C, r, dtype, g) for _ in range(args.sites)]
-                for name, lib in libs.items():  # correctness first
-                    sites[0].call_kernel(lib)
-                    err = (sites[0].out.double() - sites[0].reference()).abs().max().item()
-                    assert err < 1e-4, f"{name}: max abs error {err} at S={S} {dname}"
+                checks = [sites[0], Site(S - 1, H, C, r, dtype, g, pad=16)]  # and padded rows, odd S
+                for name, lib in ({} if args.no_check else libs).items():  # correctness first
+                    for site in checks:
+                        site.call_kernel(lib)
+                        err = (site.out.double() - site.reference()).abs().max().item()
+                        assert err < 1e-4, f"{name}: max abs error {err} at S={site.keys.shape[1]} {dname}"
                 calls = max(20, min(2000, 400_000 // S))
                 fns = {n: (lambda s, lib=lib: s.call_kernel(lib)) for n, lib in libs.items()}
                 if not args.no_torch:
@@ -129,9 +133,11 @@ def main() -> None:
                 for fn in fns.values():  # warm up
                     timed(fn, sites, calls // 4 + 1)
                 times: dict[str, list[float]] = {n: [] for n in fns}
-                for _ in range(args.reps):
-                    for n, fn in fns.items():
-                        times[n].append(timed(fn, sites, calls))
+                order = list(fns)
+                for rep in range(args.reps):
+                    random.Random(rep).shuffle(order)  # no variant always runs first
+                    for n in order:
+                        times[n].append(timed(fns[n], sites, calls))
                 base = statistics.median(times["kernel"])
                 cols = "  ".join(f"{n} {summary(ts)} ({statistics.median(ts) / base:.2f}x)" for n, ts in times.items())
                 print(f"{dname} S={S:5d}: {cols}", flush=True)

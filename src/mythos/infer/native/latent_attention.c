@@ -333,7 +333,11 @@ int latent_attention(const float *q, int64_t rows, int64_t rows_per_batch, int64
         const void *keys = (const char *)cache + (i / rows_per_batch) * batch_stride * esize;
         const float *qi = q + i * H * C;
         float *oi = out + i * H * r;
-        if (H == 8 && C == 80 && r == 64) /* the common MLA shape, with constant trip counts */
+        /* the common MLA shape, with constant trip counts; contiguous rows also give constant row offsets,
+         * which frees the registers that eight row pointers take */
+        if (H == 8 && C == 80 && r == 64 && row_stride == 80)
+            attend_row_8heads(qi, keys, key_bits, 80, n_keys[i], 80, 64, scale, oi, work, tmp);
+        else if (H == 8 && C == 80 && r == 64)
             attend_row_8heads(qi, keys, key_bits, row_stride, n_keys[i], 80, 64, scale, oi, work, tmp);
         else if (H == 8)
             attend_row_8heads(qi, keys, key_bits, row_stride, n_keys[i], C, r, scale, oi, work, tmp);
