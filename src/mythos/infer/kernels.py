@@ -164,7 +164,7 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     keys = cache[:, : ctx.kv_len]  # (B, S, r+rope): one latent "head" shared by every query head
     query = torch.cat((q_latent, q_rope), dim=-1)  # (B, T, H, r + rope)
     if T <= SHORT_QUERY and use_native(query, keys):  # decode: one fused pass over the keys (native/)
-        out = native.latent_attention(query, keys, ctx.key_counts(), w.scale, r)
+        out = torch.ops.mythos.latent_attention(query, keys, ctx.key_counts(), w.scale, r)
         return linear(per_head(out, w.w_uv).flatten(2), w.w_o)
     if keys.dtype != x.dtype:
         keys = keys.to(x.dtype)

@@ -1,25 +1,32 @@
-"""Native decode kernels: C source shipped with the package, built on first use and cached.
+"""Native decode kernels: C/C++ source shipped with the package, built on first use and cached.
 
 Why C: decode attention over an MLA cache is a (heads x 80) by (80 x S) product, a softmax and a
 (heads x S) by (S x 64) product — shapes too thin for BLAS (MKL runs them at a fraction of its speed on
 this AMD CPU) and too small to amortise torch's per-op overhead. One fused pass over the keys with an
 online softmax runs about 2x faster per attention site at S = 2048 (benchmarks/infer_decode.py).
 
-The library is compiled with the machine's C compiler (``$CC``, else ``cc``/``gcc``/``clang``) into
-``$MYTHOS_CACHE_DIR`` (default ``~/.cache/mythos``), keyed by a hash of the source and flags, and written
-atomically, so concurrent first uses are safe. ``MYTHOS_NATIVE=0`` turns it off; without a compiler it is
-off with one warning, and the engine uses torch's kernels.
+Why C++ around it: the kernel is the torch operator ``mythos::latent_attention``, registered from C++
+(``torch_op.cpp``), so a compiled decode step calls it through the dispatcher without coming back to
+Python (a Python-defined operator re-enters the interpreter and takes the GIL six times per token).
+
+The kernel (``latent_attention.c``) is compiled as C with the machine's C compiler (``$CC``, else
+``cc``/``gcc``/``clang``) and linked with the operator by its C++ compiler (``$CXX``, else
+``c++``/``g++``/``clang++``) against the installed torch, into ``$MYTHOS_CACHE_DIR`` (default
+``~/.cache/mythos``). The file name carries a hash of the sources, flags, compilers, torch version and
+CPU features, and is written atomically, so concurrent first uses are safe. ``MYTHOS_NATIVE=0`` turns it
+off; when it cannot be built it is off with one warning, and the engine uses torch's kernels.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,8 +34,10 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("latent_attention.c")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
-BLOCK = 32  # keys per block in the C source
+OP_SOURCE = Path(__file__).with_name("torch_op.cpp")
+C_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC"]
+CXX_FLAGS = ["-O2", "-std=c++20", "-fPIC", "-shared", "-w"]
+KEY_BITS = {torch.float32: 32, torch.bfloat16: 16}
 
 
 def cache_dir() -> Path:
@@ -37,8 +46,8 @@ def cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+def _compiler(env: str, names: tuple[str, ...]) -> str | None:
+    return os.environ.get(env) or next((p for p in map(shutil.which, names) if p), None)
 
 
 def _cpu_flags() -> str:
@@ -51,41 +60,57 @@ def _cpu_flags() -> str:
         return platform.processor()
 
 
-def build(source: Path = SOURCE) -> Path:
-    """Compile ``source`` to a shared library (or return the cached one); raises RuntimeError on failure."""
-    cc = _compiler()
-    if cc is None:
-        raise RuntimeError("no C compiler found (set CC, or install gcc)")
-    text = source.read_bytes()
-    key = hashlib.sha256(text + " ".join([cc, *FLAGS, platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
-    out = cache_dir() / f"{source.stem}-{key}.so"
+def _torch_flags() -> list[str]:
+    from torch.utils import cpp_extension
+
+    torch_dir = Path(torch.__file__).parent
+    libs = [f"-L{p}" for p in cpp_extension.library_paths()] + [f"-Wl,-rpath,{torch_dir / 'lib'}"]
+    return ([f"-I{p}" for p in cpp_extension.include_paths()]
+            + [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+            + libs + ["-lc10", "-ltorch_cpu", "-ltorch"])
+
+
+def _run(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed to build {what}: {result.stderr.strip()[:2000]}")
+
+
+def build() -> Path:
+    """Compile the operator library (or return the cached one); raises RuntimeError on failure."""
+    cc = _compiler("CC", ("cc", "gcc", "clang"))
+    cxx = _compiler("CXX", ("c++", "g++", "clang++"))
+    if cc is None or cxx is None:
+        raise RuntimeError("no C and C++ compiler found (set CC and CXX, or install gcc and g++)")
+    torch_flags = _torch_flags()
+    recipe = " ".join([cc, *C_FLAGS, cxx, *CXX_FLAGS, *torch_flags, torch.__version__, sys.version,
+                       platform.machine(), _cpu_flags()])
+    key = hashlib.sha256(SOURCE.read_bytes() + OP_SOURCE.read_bytes() + recipe.encode()).hexdigest()[:16]
+    out = cache_dir() / f"mythos_native-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    result = subprocess.run([cc, *FLAGS, str(source), "-o", str(tmp)], capture_output=True, text=True)
-    if result.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"{cc} failed to build {source.name}: {result.stderr.strip()[:2000]}")
-    os.replace(tmp, out)  # atomic: a concurrent builder either sees no file or a whole one
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
+        obj, lib = Path(tmp) / "latent_attention.o", Path(tmp) / out.name
+        _run([cc, *C_FLAGS, "-c", str(SOURCE), "-o", str(obj)], SOURCE.name)
+        _run([cxx, *CXX_FLAGS, str(OP_SOURCE), str(obj), "-o", str(lib), *torch_flags], OP_SOURCE.name)
+        os.replace(lib, out)  # atomic: a concurrent builder either sees no file or a whole one
     return out
 
 
 @functools.cache
-def library() -> ctypes.CDLL | None:
-    """The built library, or None when disabled (MYTHOS_NATIVE=0) or unbuildable (warned once)."""
+def library() -> Path | None:
+    """The loaded operator library, or None when disabled (MYTHOS_NATIVE=0) or unbuildable (warned once)."""
     if os.environ.get("MYTHOS_NATIVE", "1") == "0":
         return None
     try:
-        lib = ctypes.CDLL(str(build()))
+        path = build()
+        torch.ops.load_library(str(path))
     except (RuntimeError, OSError) as exc:
         warnings.warn(f"mythos native kernels unavailable, using torch's: {exc}", RuntimeWarning, stacklevel=2)
         return None
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.latent_attention.restype = ctypes.c_int
-    lib.latent_attention.argtypes = [ptr, i64, i64, i64, i64, ptr, ctypes.c_int, i64, i64, ptr, i64, ctypes.c_float,
-                                     ptr, ptr]
-    return lib
+    torch.library.register_fake("mythos::latent_attention")(_latent_attention_shape)
+    return path
 
 
 @torch.compiler.assume_constant_result  # decided once, outside any traced graph
@@ -93,37 +118,18 @@ def available() -> bool:
     return library() is not None
 
 
-KEY_BITS = {torch.float32: 32, torch.bfloat16: 16}
+def _latent_attention_shape(query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, value_dim: int) -> Tensor:
+    B, T, H, _ = query.shape
+    return query.new_empty(B, T, H, value_dim)
 
 
-@torch.library.custom_op("mythos::latent_attention", mutates_args=())
 def latent_attention(query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, value_dim: int) -> Tensor:
     """Attention of every head of ``query`` (B, T, H, C) over the shared rows of ``keys`` (B, S, C).
 
     Values are each row's first ``value_dim`` numbers (MLA's latent). Query (b, t) sees the first
     ``n_keys[b, t]`` rows. The query is fp32; keys fp32 or bf16 (a bf16 cache), widened as they are read;
-    all arithmetic is fp32. Returns (B, T, H, value_dim) fp32.
+    all arithmetic is fp32. Returns (B, T, H, value_dim) fp32. Check :func:`available` first.
     """
-    B, T, H, C = query.shape
-    if keys.stride(-1) != 1 or query.dtype != torch.float32 or keys.dtype not in KEY_BITS:
-        raise ValueError("latent_attention: an fp32 query and fp32 or bf16 keys with contiguous rows are required")
-    lib = library()
-    if lib is None:
+    if not available():
         raise RuntimeError("latent_attention: the native library is unavailable (check native.available() first)")
-    query = query.contiguous()
-    counts = n_keys.to(torch.int64).clamp(0, keys.shape[1]).contiguous()
-    out = torch.empty(B, T, H, value_dim, dtype=torch.float32, device=query.device)
-    work = torch.empty(max(H * (C + BLOCK + 2), 8 * (C + BLOCK)) + 16 + BLOCK * C, dtype=torch.float32)
-    status = lib.latent_attention(
-        query.data_ptr(), B * T, T, H, C, keys.data_ptr(), KEY_BITS[keys.dtype], keys.stride(0), keys.stride(1),
-        counts.data_ptr(), value_dim, scale, out.data_ptr(), work.data_ptr(),
-    )
-    if status != 0:
-        raise ValueError(f"latent_attention: {H} heads is more than the kernel supports (64)")
-    return out
-
-
-@latent_attention.register_fake
-def _(query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, value_dim: int) -> Tensor:
-    B, T, H, _ = query.shape
-    return query.new_empty(B, T, H, value_dim)
+    return torch.ops.mythos.latent_attention(query, keys, n_keys, scale, value_dim)
