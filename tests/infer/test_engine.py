@@ -194,6 +194,25 @@ def test_compiled_decode_matches_eager() -> None:
         assert torch.allclose(a, b, atol=1e-4), f"position {j}"
 
 
+def test_compiled_variants_are_replayed_and_match_eager() -> None:
+    """After its first step, each compiled variant (width, depth, uniform) is called directly with the same
+    input tensors; logits and cache positions stay those of the eager engine as variants alternate."""
+    model = make_model("tiny")
+    ids = torch.randint(0, 300, (2, 14), generator=torch.Generator().manual_seed(5))
+    eager = Engine.from_model(model, slots=2, max_len=16)
+    compiled = Engine.from_model(model, slots=2, max_len=16)
+    compiled.compile()
+    eager.prefill(0, ids[:, :6].tolist())
+    compiled.prefill(0, ids[:, :6].tolist())
+    for j, loops in zip(range(6, 14), ([3, 3], [1, 3], [3, 3], [1, 3], [2, 3], [3, 3], [1, 3], [3, 3]), strict=True):
+        a = eager.decode(0, ids[:, j], n_loops=loops)
+        b = compiled.decode(0, ids[:, j], n_loops=loops)
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=f"position {j}, loops {loops}")
+    assert set(compiled._replays) == {(0, 2, 3, True), (0, 2, 3, False)}
+    assert compiled.cache.host_positions[:2] == eager.cache.host_positions[:2] == [14, 14]
+    assert torch.equal(compiled.cache.positions, eager.cache.positions)
+
+
 def test_decode_width_pads_compiled_batches_to_powers_of_two() -> None:
     engine = Engine.from_model(make_model("tiny"), slots=6, max_len=8)
     assert [engine.decode_width(n) for n in (1, 3, 6)] == [1, 3, 6]
