@@ -1,7 +1,7 @@
 """Per-call time of the native MLA decode-attention kernel against torch's equivalent.
 
 Run:  .venv/bin/python benchmarks/infer_attention_kernel.py [--sizes 128 512 2048 4096] [--reps 31]
-          [--sites 1] [--shape 8 80 64] [--compare OTHER.c ...]
+          [--sites 1] [--shape 8 80 64] [--compare OTHER.c ...] [--quick]
 
 What it measures: one batch-1 decode query row (T = 1) of H heads over S cached rows of C floats (values =
 the first r numbers of each row), the shape of one attention site of the engine's decode step. The kernel
@@ -106,7 +106,10 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, nargs="*", default=[], help="other kernel sources to time alongside")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="skip the output check (for deliberately broken variants)")
+    ap.add_argument("--quick", action="store_true", help="S = 128 and 2048, 5 repetitions")
     args = ap.parse_args()
+    if args.quick:
+        args.sizes, args.reps = [128, 2048], 5
     torch.set_num_threads(1)
     H, C, r = args.shape
     with tempfile.TemporaryDirectory() as tmp:

@@ -181,9 +181,10 @@ def test_overflowing_the_cache_is_a_clear_error() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_decode_matches_eager() -> None:
-    """The fixed-depth decode step captures with torch.compile (CPU inductor) and gives the same logits."""
-    model = make_model("tiny")
+def test_compiled_decode_matches_eager(attn_preset: str) -> None:
+    """The fixed-depth decode step captures with torch.compile (CPU inductor) and gives the same logits, MLA
+    and GQA, through the first (dynamo) call and the replays after it."""
+    model = make_model(attn_preset)
     ids = torch.randint(0, 300, (2, 14))
     eager = Engine.from_model(model, slots=2, max_len=16)
     compiled = Engine.from_model(model, slots=2, max_len=16)
