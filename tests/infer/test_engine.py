@@ -214,6 +214,22 @@ def test_compiled_variants_are_replayed_and_match_eager() -> None:
     assert torch.equal(compiled.cache.positions, eager.cache.positions)
 
 
+@pytest.mark.parametrize("tokens", [1, 3, 16])
+def test_every_decode_moe_path_equals_the_models_moe(tokens: int) -> None:
+    """Dense (every expert, zero gates), gathered (selected experts indexed in the reduction) and grouped
+    (sorted dispatch) give the model's MoE output; which one a step uses depends on width and compile."""
+    from mythos.infer.kernels import grouped_mm_available, moe_dense, moe_gathered, moe_grouped
+    from mythos.infer.view import view_from_model
+
+    moe = view_from_model(make_model("tiny")).recurrent.moe
+    x = torch.randn(tokens, moe.router.shape[1], generator=torch.Generator().manual_seed(tokens))
+    with torch.no_grad():
+        expected = moe.module(x.unsqueeze(0)).squeeze(0)
+        paths = [moe_dense, moe_gathered] + ([moe_grouped] if grouped_mm_available(x.device, x.dtype) else [])
+        for path in paths:
+            torch.testing.assert_close(path(x, moe), expected, atol=1e-5, rtol=1e-5, msg=path.__name__)
+
+
 def test_decode_width_pads_compiled_batches_to_powers_of_two() -> None:
     engine = Engine.from_model(make_model("tiny"), slots=6, max_len=8)
     assert [engine.decode_width(n) for n in (1, 3, 6)] == [1, 3, 6]

@@ -142,6 +142,7 @@ class Engine:
         if self.device.type == "cpu":
             options.setdefault("cpp_wrapper", True)
         options.setdefault("size_asserts", False)  # every input's shape is fixed by the engine and guarded
+        self._replays.clear()  # graphs of an earlier compile() must not outlive it
         if "backend" in kwargs:
             self._decode_fn = torch.compile(self._decode_step, dynamic=False, **kwargs)
         else:
