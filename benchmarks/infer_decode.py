@@ -3,7 +3,8 @@
 The reference is built at the `small` configuration, and our model gets its weights through the model
 wing's converter (`from_open_mythos`). Both prefill a random prompt, then decode greedily one token at a
 time with their KV caches; only decode steps are timed. Rounds alternate ours/reference so machine load
-hits both alike; medians of per-token times are reported. Also: KV-cache bytes per token per policy.
+hits both alike; medians of per-token times are reported. Also: each prompt's prefill time (ours is the eager
+engine, chunks of 512 tokens) and KV-cache bytes per token per policy.
 
     .venv/bin/python benchmarks/infer_decode.py            # prompts 128 and 2048, 64 new tokens, 3 rounds
     .venv/bin/python benchmarks/infer_decode.py --quick    # 16 new tokens, 1 round
@@ -29,6 +30,7 @@ SMALL = dict(vocab_size=4096, dim=256, n_heads=8, n_kv_heads=2, max_loop_iters=4
              expert_dim=128, lora_rank=8)
 LOOPS = 4
 CLOCK = time.thread_time  # CPU time of this thread: the machine is shared, wall time measures the queue
+PREFILL: dict[str, list[float]] = {}  # prefill seconds per engine, for the current prompt length
 
 
 def build(max_seq_len: int, attn_type: str = "mla"):
@@ -43,8 +45,11 @@ def build(max_seq_len: int, attn_type: str = "mla"):
 
 @torch.inference_mode()
 def time_reference(ref, prompt: torch.Tensor, new: int) -> tuple[list[float], dict]:
+    """Per-token decode times; the prompt's prefill time is appended to PREFILL["reference"]."""
     cache: dict = {}
+    t = CLOCK()
     logits = ref(prompt, n_loops=LOOPS, kv_cache=cache)
+    PREFILL.setdefault("reference", []).append(CLOCK() - t)
     tok = logits[:, -1].argmax(-1, keepdim=True)
     times = []
     for i in range(new):
@@ -56,9 +61,13 @@ def time_reference(ref, prompt: torch.Tensor, new: int) -> tuple[list[float], di
 
 
 @torch.inference_mode()
-def time_ours(engine, prompt: torch.Tensor, new: int) -> list[float]:
+def time_ours(engine, prompt: torch.Tensor, new: int, label: str = "") -> list[float]:
+    """Per-token decode times; with a ``label``, the prefill time is appended to PREFILL[label]."""
     engine.reset()
+    t = CLOCK()
     tok = engine.prefill(0, prompt.tolist()).argmax(-1)
+    if label:
+        PREFILL.setdefault(label, []).append(CLOCK() - t)
     times = []
     for _ in range(new):
         t = CLOCK()
@@ -142,14 +151,18 @@ def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: 
             time_ours(low, prompt, 2)
         ours_t, ref_t, comp_t, low_t = [], [], [], []
         time_ours(engine, prompt, 2)  # warm-up
+        PREFILL.clear()
         for _ in range(rounds):
-            ours_t += time_ours(engine, prompt, new)
+            ours_t += time_ours(engine, prompt, new, "ours")
             times, ref_cache = time_reference(ref, prompt, new)
             ref_t += times
             if compiled is not None:
                 comp_t += time_ours(compiled, prompt, new)
             if low is not None:
                 low_t += time_ours(low, prompt, new)
+        print(f"  prefill of the {P}-token prompt, median s: "
+              + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in PREFILL.items())
+              + f" ({statistics.median(PREFILL['reference']) / statistics.median(PREFILL['ours']):.1f}x)")
         rows.append((P, statistics.median(ref_t), statistics.median(ours_t),
                      statistics.median(comp_t) if comp_t else None, statistics.median(low_t) if low_t else None))
     return rows, ref_cache

@@ -2,9 +2,11 @@
 
 Every function is shape-static given its inputs (no ``.item()``, no branches on tensor values), so a decode
 step built from them can be captured by ``torch.compile``. Inside a compiled step with few token rows,
-projections become fused multiply-and-sum reductions (:func:`linear`), and MLA decode attention runs in the
-native kernel (``native/``) when it is available. Prompts (many tokens) use matmuls, SDPA and the model's
-own MoE module.
+projections become fused multiply-and-sum reductions (:func:`linear`). MLA attention — decode and prompts —
+runs in the native operator (``native/``) when it is available: every query sees a prefix of the cache, so one
+pass over that prefix with an online softmax replaces SDPA, whose CPU kernels take the slow materialising
+path under an explicit mask (a 2048-token prompt prefilled in 0.44 s instead of 1.84 s). Prompts use matmuls
+and the model's own MoE module; GQA attention uses matmuls (decode) and SDPA (prompts).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
     keys = cache[:, : ctx.kv_len]  # (B, S, r+rope): one latent "head" shared by every query head
     query = torch.cat((q_latent, q_rope), dim=-1)  # (B, T, H, r + rope)
-    if T <= SHORT_QUERY and use_native(query, keys):  # decode: one fused pass over the keys (native/)
+    if use_native(query, keys):  # one fused pass over the keys per query (native/): decode, and prompts too
         out = torch.ops.mythos.latent_attention(query, keys, ctx.key_counts(), w.scale, r)
         return linear(per_head(out, w.w_uv).flatten(2), w.w_o)
     if keys.dtype != x.dtype:
