@@ -116,7 +116,6 @@ def main() -> None:
         libs = {"kernel": build(SOURCE, Path(tmp), "kernel")}
         for i, src in enumerate(args.compare):
             libs[f"{src.stem}"] = build(src, Path(tmp), f"cmp{i}")
-        names = list(libs)
         print(f"H={H} C={C} r={r} T=1 batch 1, {args.sites} site(s); us per call, median [p10-p90] of {args.reps}")
         for dname in args.dtypes:
             dtype = torch.float32 if dname == "fp32" else torch.bfloat16
