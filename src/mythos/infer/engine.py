@@ -133,18 +133,24 @@ class Engine:
         Each graph is then *replayed* (see :meth:`decode`): its inputs — weights, cache, and per-variant
         token/loop buffers that each step refills — are the same tensors at every step, so the engine calls
         the compiled graph directly with them, skipping dynamo's per-call frame handling and guard checks
-        (~0.1 ms of a ~0.5 ms batch-1 step on this CPU). Pass ``backend=`` to opt out.
+        (~0.1 ms of a ~0.5 ms batch-1 step on this CPU). A replay trusts that those tensors are still the
+        step's inputs: the engine never replaces its view or cache, and neither should its users (call
+        ``compile()`` again after doing so). Pass ``backend=`` to opt out.
         """
         kwargs.setdefault("fullgraph", True)
         # one graph per (batch width, depth, uniform) in use; past the limit a step runs eagerly (see decode)
         kwargs.setdefault("recompile_limit", 64)
         options = dict(kwargs.pop("options", None) or {})
+        if kwargs.get("mode") and "backend" not in kwargs:  # our backend takes the mode's inductor options
+            options = {**torch._inductor.list_mode_options(kwargs.pop("mode")), **options}
         if self.device.type == "cpu":
             options.setdefault("cpp_wrapper", True)
         options.setdefault("size_asserts", False)  # every input's shape is fixed by the engine and guarded
         self._replays.clear()  # graphs of an earlier compile() must not outlive it
-        if "backend" in kwargs:
-            self._decode_fn = torch.compile(self._decode_step, dynamic=False, **kwargs)
+        if "backend" in kwargs:  # the caller's backend: no replay (inductor still gets the options)
+            backend = kwargs.pop("backend")
+            self._decode_fn = torch.compile(self._decode_step, dynamic=False, backend=backend,
+                                            options=options if backend == "inductor" else None, **kwargs)
         else:
             replayable = kwargs["fullgraph"]  # one graph per step: what the backend sees is the whole step
             self._decode_fn = torch.compile(self._decode_step, dynamic=False,
