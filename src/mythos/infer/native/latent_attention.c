@@ -25,6 +25,17 @@ static inline float hsum16(v16 v) {
     return s;
 }
 
+/* exp(f) for |f| <= ln2 / 2 from p = its leading coefficient (float or vector): the polynomial both exps share. */
+#define EXP_POLY(p, f)                      \
+    do {                                    \
+        p = p * f + 1.3981999507e-3f;       \
+        p = p * f + 8.3334519073e-3f;       \
+        p = p * f + 4.1665795894e-2f;       \
+        p = p * f + 1.6666665459e-1f;       \
+        p = p * f + 5.0000001201e-1f;       \
+        p = p * f * f + f + 1.0f;           \
+    } while (0)
+
 /* exp(x) for x <= 0 (softmax arguments) to about 2 ulp; vectorisable (no branches, no libm call). */
 static inline float exp_nonpositive(float x) {
     x = x < -87.0f ? -87.0f : x;
@@ -32,12 +43,7 @@ static inline float exp_nonpositive(float x) {
     float n = __builtin_floorf(x * log2e + 0.5f);
     float f = x - n * ln2_hi - n * ln2_lo;
     float p = 1.9875691500e-4f;
-    p = p * f + 1.3981999507e-3f;
-    p = p * f + 8.3334519073e-3f;
-    p = p * f + 4.1665795894e-2f;
-    p = p * f + 1.6666665459e-1f;
-    p = p * f + 5.0000001201e-1f;
-    p = p * f * f + f + 1.0f;
+    EXP_POLY(p, f);
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
@@ -191,12 +197,7 @@ static inline v16 exp16(v16 x) {
     const v16 n = (x * log2e + magic) - magic;
     const v16 f = x - n * ln2_hi - n * ln2_lo;
     v16 p = splat16(1.9875691500e-4f);
-    p = p * f + 1.3981999507e-3f;
-    p = p * f + 8.3334519073e-3f;
-    p = p * f + 4.1665795894e-2f;
-    p = p * f + 1.6666665459e-1f;
-    p = p * f + 5.0000001201e-1f;
-    p = p * f * f + f + 1.0f;
+    EXP_POLY(p, f);
     const v16i bits = (__builtin_convertvector(n, v16i) + 127) << 23;
     return p * (v16)bits;
 }
