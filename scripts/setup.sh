@@ -23,6 +23,11 @@ pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # The reference implementation, for parity tests and side-by-side benchmarks. --no-deps: it pins another torch.
 "${pip[@]}" --no-deps "open-mythos==0.5.0"
 
+# System compilers are not pip packages: say early if they are missing (torch.compile on CPU and the decode
+# engine's native operator need them; without them the engine falls back to torch's kernels).
+for tool in "${CC:-cc}" "${CXX:-c++}"; do
+  command -v "$tool" >/dev/null 2>&1 || echo "setup: warning: no '$tool' on PATH; install gcc and g++ (Debian: apt-get install build-essential)" >&2
+done
 echo "setup: done (.venv ready; run the tests with: bash scripts/test.sh)"
 if [ "$run_demo" = 1 ]; then
   exec .venv/bin/mythos demo

@@ -239,6 +239,16 @@ def test_decode_width_pads_compiled_batches_to_powers_of_two() -> None:
         engine.prefill(0, [[]])
 
 
+def assert_close_not_equal(exact: Engine, low: Engine, ids: torch.Tensor) -> None:
+    """Prefill 6 tokens, decode 6 more: a low-precision engine's fp32 logits stay near the exact ones but
+    differ (the low precision is really in use)."""
+    exact.prefill(0, ids[:, :6].tolist()), low.prefill(0, ids[:, :6].tolist())
+    for j in range(6, 12):
+        a, b = exact.decode(0, ids[:, j]), low.decode(0, ids[:, j])
+        assert b.dtype == torch.float32
+        assert 0 < (a - b).abs().max() < 0.05, f"position {j}"
+
+
 def test_bf16_weight_storage_keeps_activations_and_cache_fp32(attn_preset: str) -> None:
     """weight_dtype=bf16: matrices are stored in bf16, everything else (and every sum) stays fp32; the logits
     are those of the model with bf16-rounded matrices, close to fp32 but not equal."""
@@ -250,11 +260,7 @@ def test_bf16_weight_storage_keeps_activations_and_cache_fp32(attn_preset: str) 
     assert v.embed.dtype == v.head.dtype == v.recurrent.moe.rows_gate_up.dtype == torch.bfloat16
     assert v.recurrent.attn_norm.weight.dtype == v.recurrent.moe.router.dtype == torch.float32
     assert all(b.dtype == torch.float32 for b in low.cache.buffers)
-    a, b = exact.prefill(0, ids[:, :6].tolist()), low.prefill(0, ids[:, :6].tolist())
-    for j in range(6, 12):
-        a, b = exact.decode(0, ids[:, j]), low.decode(0, ids[:, j])
-        assert b.dtype == torch.float32
-        assert 0 < (a - b).abs().max() < 0.05, f"position {j}"
+    assert_close_not_equal(exact, low, ids)
 
 
 @pytest.mark.slow
@@ -281,11 +287,7 @@ def test_bf16_cache_halves_cache_bytes_and_stays_close(attn_preset: str) -> None
     low = Engine.from_model(model, slots=2, max_len=16, cache_dtype=torch.bfloat16)
     assert all(b.dtype == torch.bfloat16 for b in low.cache.buffers)
     assert 2 * low.cache.bytes_per_token() == exact.cache.bytes_per_token()
-    a, b = exact.prefill(0, ids[:, :6].tolist()), low.prefill(0, ids[:, :6].tolist())
-    for j in range(6, 12):
-        a, b = exact.decode(0, ids[:, j]), low.decode(0, ids[:, j])
-        assert b.dtype == torch.float32
-        assert 0 < (a - b).abs().max() < 0.05, f"position {j}"
+    assert_close_not_equal(exact, low, ids)
 
 
 @pytest.mark.slow

@@ -170,9 +170,9 @@ class Engine:
             compiled = compile_fx(gm, example_inputs, config_patches=options)
             key, static = self._capturing or (None, ())
             outputs = gm.graph.output_node().args[0]
-            known = {id(t) for t in example_inputs if isinstance(t, Tensor)}
-            if (replayable and key is not None and len(outputs) == 1 and all(isinstance(t, Tensor)
-                    for t in example_inputs) and all(id(t) in known for t in static)):
+            inputs = {id(t) for t in example_inputs}
+            if (replayable and key is not None and len(outputs) == 1 and all(id(t) in inputs for t in static)
+                    and all(isinstance(t, Tensor) for t in example_inputs)):
                 self._replays[key] = (compiled, tuple(example_inputs))
             return compiled
 
