@@ -34,10 +34,28 @@ MAX_HOPS = 4
 
 def config(ponder: float) -> MythosConfig:
     return MythosConfig(
-        vocab_size=TASK.vocab_size, dim=96, n_heads=4, n_kv_heads=2, max_seq_len=64, max_loop_iters=6,
-        prelude_layers=1, coda_layers=1, attn_type="mla", kv_lora_rank=32, q_lora_rank=48, qk_rope_head_dim=8,
-        qk_nope_head_dim=16, v_head_dim=16, n_experts=4, n_shared_experts=1, n_experts_per_tok=2, expert_dim=48,
-        lora_rank=4, act_threshold=0.9, ponder_weight=ponder, rope_theta=10000.0,
+        vocab_size=TASK.vocab_size,
+        dim=96,
+        n_heads=4,
+        n_kv_heads=2,
+        max_seq_len=64,
+        max_loop_iters=6,
+        prelude_layers=1,
+        coda_layers=1,
+        attn_type="mla",
+        kv_lora_rank=32,
+        q_lora_rank=48,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=16,
+        v_head_dim=16,
+        n_experts=4,
+        n_shared_experts=1,
+        n_experts_per_tok=2,
+        expert_dim=48,
+        lora_rank=4,
+        act_threshold=0.9,
+        ponder_weight=ponder,
+        rope_theta=10000.0,
     )
 
 
@@ -51,8 +69,9 @@ def train(steps: int, ponder: float, seed: int = 0) -> Mythos:
     for step in range(steps):
         batch = TASK.sample(32, rng, MAX_HOPS)
         out = model(torch.from_numpy(batch.inputs), return_aux=True)
-        loss = F.cross_entropy(out.logits.flatten(0, 1), torch.from_numpy(batch.targets).flatten(),
-                               ignore_index=IGNORE)
+        loss = F.cross_entropy(
+            out.logits.flatten(0, 1), torch.from_numpy(batch.targets).flatten(), ignore_index=IGNORE
+        )
         (loss + cfg.ponder_weight * out.aux.ponder_cost).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -60,7 +79,10 @@ def train(steps: int, ponder: float, seed: int = 0) -> Mythos:
         sched.step()
         model.update_router_bias(out.aux.expert_load)
         if step % 50 == 0 or step == steps - 1:
-            print(f"  train step {step:4d}  loss {loss.item():.3f}  mean depth {out.aux.mean_depth:.2f}", flush=True)
+            print(
+                f"  train step {step:4d}  loss {loss.item():.3f}  mean depth {out.aux.mean_depth:.2f}",
+                flush=True,
+            )
     return model.eval()
 
 
@@ -99,8 +121,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--programs", type=int, default=None)
-    ap.add_argument("--ponder", default=None, help="comma-separated ponder weights, one model each "
-                    "(default 0.003,0; quick 0.003)")
+    ap.add_argument(
+        "--ponder",
+        default=None,
+        help="comma-separated ponder weights, one model each (default 0.003,0; quick 0.003)",
+    )
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "mythos-infer-bench"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -117,9 +142,11 @@ def report(model: Mythos, n: int, steps: int, ponder: float) -> None:
         out = model(torch.from_numpy(batch.inputs), return_aux=True)
     mask = torch.from_numpy(batch.targets) != IGNORE
     ref_loss = F.cross_entropy(out.logits[mask], torch.from_numpy(batch.targets)[mask]).item()
-    print(f"\nbinding task ({TASK.n_statements} statements, <= {MAX_HOPS} hops), {steps} training steps, ponder weight "
-          f"{ponder:g}, {n} held-out programs, {model.cfg.max_loop_iters} loops, act_threshold "
-          f"{model.cfg.act_threshold}; model forward: loss {ref_loss:.4f}, ACT mean depth {out.aux.mean_depth:.2f}")
+    print(
+        f"\nbinding task ({TASK.n_statements} statements, <= {MAX_HOPS} hops), {steps} training steps, ponder weight "
+        f"{ponder:g}, {n} held-out programs, {model.cfg.max_loop_iters} loops, act_threshold "
+        f"{model.cfg.act_threshold}; model forward: loss {ref_loss:.4f}, ACT mean depth {out.aux.mean_depth:.2f}"
+    )
     settings = [
         ("fixed depth, per-loop cache (exact)", dict()),
         ("fixed depth, last-2 cache", dict(cache_policy="last-2")),
@@ -133,13 +160,19 @@ def report(model: Mythos, n: int, steps: int, ponder: float) -> None:
     # a stricter threshold at inference spreads halting over more loops, so more tokens attend to halted
     # tokens' copied entries: fixed vs adaptive at the same threshold isolates the cost of that policy
     for thr in (0.99, 0.999):
-        settings += [(f"fixed depth, threshold {thr}", dict(act_threshold=thr)),
-                     (f"adaptive depth, threshold {thr}", dict(adaptive=True, act_threshold=thr))]
-    print(f"{'setting':<38} | {'loss':>7} | {'answer acc':>10} | {'loops run':>9} | {'CPU s':>6} | {'KV B/token':>10}")
+        settings += [
+            (f"fixed depth, threshold {thr}", dict(act_threshold=thr)),
+            (f"adaptive depth, threshold {thr}", dict(adaptive=True, act_threshold=thr)),
+        ]
+    print(
+        f"{'setting':<38} | {'loss':>7} | {'answer acc':>10} | {'loops run':>9} | {'CPU s':>6} | {'KV B/token':>10}"
+    )
     for name, kw in settings:
         r = evaluate(model, batch.inputs, batch.targets, **kw)
-        print(f"{name:<38} | {r['loss']:>7.4f} | {r['acc']:>10.3f} | {100 * r['loops_run']:>8.1f}% | "
-              f"{r['cpu']:>6.2f} | {r['bytes']:>10}")
+        print(
+            f"{name:<38} | {r['loss']:>7.4f} | {r['acc']:>10.3f} | {100 * r['loops_run']:>8.1f}% | "
+            f"{r['cpu']:>6.2f} | {r['bytes']:>10}"
+        )
 
 
 if __name__ == "__main__":

@@ -43,16 +43,34 @@ def build(source: Path, out_dir: Path, name: str) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(lib_path))
     ptr, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.latent_attention.restype = ctypes.c_int
-    lib.latent_attention.argtypes = [ptr, i64, i64, i64, i64, ptr, ctypes.c_int, i64, i64, ptr, i64, ctypes.c_float,
-                                     ptr, ptr]
+    lib.latent_attention.argtypes = [
+        ptr,
+        i64,
+        i64,
+        i64,
+        i64,
+        ptr,
+        ctypes.c_int,
+        i64,
+        i64,
+        ptr,
+        i64,
+        ctypes.c_float,
+        ptr,
+        ptr,
+    ]
     return lib
 
 
 class Site:
     """One attention site: a cache of max_len rows (keys = its first S rows), a query, output and work space."""
 
-    def __init__(self, S: int, H: int, C: int, r: int, dtype: torch.dtype, g: torch.Generator, pad: int = 0) -> None:
-        self.cache = (torch.randn(1, S + 64, C + pad, generator=g)).to(dtype)[..., :C]  # pad: row_stride C + pad
+    def __init__(
+        self, S: int, H: int, C: int, r: int, dtype: torch.dtype, g: torch.Generator, pad: int = 0
+    ) -> None:
+        self.cache = (torch.randn(1, S + 64, C + pad, generator=g)).to(dtype)[
+            ..., :C
+        ]  # pad: row_stride C + pad
         self.keys = self.cache[:, :S]
         self.query = torch.randn(1, 1, H, C, generator=g)
         self.n_keys = torch.tensor([S], dtype=torch.int64)
@@ -60,20 +78,35 @@ class Site:
         self.work = torch.empty(max(H * (C + BLOCK + 2), 8 * (C + BLOCK)) + 16 + BLOCK * C)
         self.mask = torch.zeros(1, H, S)
         self.H, self.C, self.r = H, C, r
-        self.scale = C ** -0.5
+        self.scale = C**-0.5
         self.bits = 32 if dtype == torch.float32 else 16
         self.args = None
 
     def call_kernel(self, lib: ctypes.CDLL) -> None:
         c = self.cache
-        status = lib.latent_attention(self.query.data_ptr(), 1, 1, self.H, self.C, c.data_ptr(), self.bits,
-                                      c.stride(0), c.stride(1), self.n_keys.data_ptr(), self.r, self.scale,
-                                      self.out.data_ptr(), self.work.data_ptr())
+        status = lib.latent_attention(
+            self.query.data_ptr(),
+            1,
+            1,
+            self.H,
+            self.C,
+            c.data_ptr(),
+            self.bits,
+            c.stride(0),
+            c.stride(1),
+            self.n_keys.data_ptr(),
+            self.r,
+            self.scale,
+            self.out.data_ptr(),
+            self.work.data_ptr(),
+        )
         assert status == 0
 
     def call_torch(self) -> torch.Tensor:
         keys = self.keys if self.keys.dtype == torch.float32 else self.keys.float()
-        scores = torch.baddbmm(self.mask, self.query.view(1, self.H, self.C), keys.transpose(1, 2), alpha=self.scale)
+        scores = torch.baddbmm(
+            self.mask, self.query.view(1, self.H, self.C), keys.transpose(1, 2), alpha=self.scale
+        )
         return torch.bmm(torch.softmax(scores, dim=-1), keys[..., : self.r])
 
     def reference(self) -> torch.Tensor:
@@ -103,9 +136,13 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=1)
     ap.add_argument("--shape", type=int, nargs=3, default=[8, 80, 64], metavar=("H", "C", "R"))
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    ap.add_argument("--compare", type=Path, nargs="*", default=[], help="other kernel sources to time alongside")
+    ap.add_argument(
+        "--compare", type=Path, nargs="*", default=[], help="other kernel sources to time alongside"
+    )
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--no-check", action="store_true", help="skip the output check (for deliberately broken variants)")
+    ap.add_argument(
+        "--no-check", action="store_true", help="skip the output check (for deliberately broken variants)"
+    )
     ap.add_argument("--quick", action="store_true", help="S = 128 and 2048, 5 repetitions")
     args = ap.parse_args()
     if args.quick:
@@ -116,7 +153,9 @@ def main() -> None:
         libs = {"kernel": build(SOURCE, Path(tmp), "kernel")}
         for i, src in enumerate(args.compare):
             libs[f"{src.stem}"] = build(src, Path(tmp), f"cmp{i}")
-        print(f"H={H} C={C} r={r} T=1 batch 1, {args.sites} site(s); us per call, median [p10-p90] of {args.reps}")
+        print(
+            f"H={H} C={C} r={r} T=1 batch 1, {args.sites} site(s); us per call, median [p10-p90] of {args.reps}"
+        )
         for dname in args.dtypes:
             dtype = torch.float32 if dname == "fp32" else torch.bfloat16
             for S in args.sizes:
@@ -141,7 +180,9 @@ def main() -> None:
                     for n in order:
                         times[n].append(timed(fns[n], sites, calls))
                 base = statistics.median(times["kernel"])
-                cols = "  ".join(f"{n} {summary(ts)} ({statistics.median(ts) / base:.2f}x)" for n, ts in times.items())
+                cols = "  ".join(
+                    f"{n} {summary(ts)} ({statistics.median(ts) / base:.2f}x)" for n, ts in times.items()
+                )
                 print(f"{dname} S={S:5d}: {cols}", flush=True)
 
 

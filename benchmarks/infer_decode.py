@@ -24,10 +24,26 @@ import time
 
 import torch
 
-SMALL = dict(vocab_size=4096, dim=256, n_heads=8, n_kv_heads=2, max_loop_iters=4, prelude_layers=1,
-             coda_layers=1, attn_type="mla", kv_lora_rank=64, q_lora_rank=128, qk_rope_head_dim=16,
-             qk_nope_head_dim=32, v_head_dim=32, n_experts=8, n_shared_experts=1, n_experts_per_tok=2,
-             expert_dim=128, lora_rank=8)
+SMALL = dict(
+    vocab_size=4096,
+    dim=256,
+    n_heads=8,
+    n_kv_heads=2,
+    max_loop_iters=4,
+    prelude_layers=1,
+    coda_layers=1,
+    attn_type="mla",
+    kv_lora_rank=64,
+    q_lora_rank=128,
+    qk_rope_head_dim=16,
+    qk_nope_head_dim=32,
+    v_head_dim=32,
+    n_experts=8,
+    n_shared_experts=1,
+    n_experts_per_tok=2,
+    expert_dim=128,
+    lora_rank=8,
+)
 LOOPS = 4
 CLOCK = time.thread_time  # CPU time of this thread: the machine is shared, wall time measures the queue
 PREFILL: dict[str, list[float]] = {}  # prefill seconds per engine, for the current prompt length
@@ -92,8 +108,12 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=None, help="new tokens per round (default 64, quick 16)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="also measure the torch.compile'd step")
-    ap.add_argument("--bf16-weights", action="store_true", help="also a compiled engine with bf16 weight storage")
-    ap.add_argument("--bf16-cache", action="store_true", help="that extra engine also keeps its KV cache in bf16")
+    ap.add_argument(
+        "--bf16-weights", action="store_true", help="also a compiled engine with bf16 weight storage"
+    )
+    ap.add_argument(
+        "--bf16-cache", action="store_true", help="that extra engine also keeps its KV cache in bf16"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared; default 1)")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock instead of thread CPU time")
     ap.add_argument("--attn", default="mla", help="mla, gqa or mla,gqa (the small-gqa variant: 2 KV heads)")
@@ -108,17 +128,24 @@ def main() -> None:
 
     for attn in args.attn.split(","):
         ref, model = build(max(lengths) + new + 64, attn)
-        print(f"\nsmall config ({attn.upper()}), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
-              f"{args.threads} thread(s), fp32; median per-token decode time "
-              f"({'wall clock' if args.wall else 'thread CPU time'})")
+        print(
+            f"\nsmall config ({attn.upper()}), {LOOPS} loops, batch 1, {new} new tokens, {rounds} round(s), "
+            f"{args.threads} thread(s), fp32; median per-token decode time "
+            f"({'wall clock' if args.wall else 'thread CPU time'})"
+        )
         low = dict(weight_dtype=torch.bfloat16) if args.bf16_weights else None
         if low is not None and args.bf16_cache:
             low["cache_dtype"] = torch.bfloat16
         rows, ref_cache = measure(ref, model, lengths, new, rounds, args.compile, low)
-        print(f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
-              + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else "")
-              + (f" | {('bf16 w+cache' if args.bf16_cache else 'bf16-weights') + ' tok/s':>18} | {'ratio':>6}"
-                 if args.bf16_weights else ""))
+        print(
+            f"\n{'prompt':>6} | {'reference tok/s':>15} | {'ours tok/s':>10} | {'ratio':>6}"
+            + (f" | {'compiled tok/s':>14} | {'ratio':>6}" if args.compile else "")
+            + (
+                f" | {('bf16 w+cache' if args.bf16_cache else 'bf16-weights') + ' tok/s':>18} | {'ratio':>6}"
+                if args.bf16_weights
+                else ""
+            )
+        )
         for P, r, o, c, b in rows:
             line = f"{P:>6} | {1 / r:>15.1f} | {1 / o:>10.1f} | {r / o:>5.1f}x"
             if c is not None:
@@ -129,7 +156,9 @@ def main() -> None:
         print_cache_bytes(ref_cache, model, attn)
 
 
-def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool, low_kw: dict | None = None):
+def measure(
+    ref, model, lengths: list[int], new: int, rounds: int, compile_too: bool, low_kw: dict | None = None
+):
     from mythos.infer.engine import Engine
 
     rows = []
@@ -160,11 +189,20 @@ def measure(ref, model, lengths: list[int], new: int, rounds: int, compile_too: 
                 comp_t += time_ours(compiled, prompt, new)
             if low is not None:
                 low_t += time_ours(low, prompt, new)
-        print(f"  prefill of the {P}-token prompt, median s: "
-              + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in PREFILL.items())
-              + f" ({statistics.median(PREFILL['reference']) / statistics.median(PREFILL['ours']):.1f}x)")
-        rows.append((P, statistics.median(ref_t), statistics.median(ours_t),
-                     statistics.median(comp_t) if comp_t else None, statistics.median(low_t) if low_t else None))
+        print(
+            f"  prefill of the {P}-token prompt, median s: "
+            + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in PREFILL.items())
+            + f" ({statistics.median(PREFILL['reference']) / statistics.median(PREFILL['ours']):.1f}x)"
+        )
+        rows.append(
+            (
+                P,
+                statistics.median(ref_t),
+                statistics.median(ours_t),
+                statistics.median(comp_t) if comp_t else None,
+                statistics.median(low_t) if low_t else None,
+            )
+        )
     return rows, ref_cache
 
 

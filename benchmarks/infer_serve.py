@@ -24,9 +24,23 @@ import httpx
 
 def start_server(preset: str, slots: int, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mythos", "serve", preset, "--port", "0", "--slots", str(slots),
-         "--threads", str(threads), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mythos",
+            "serve",
+            preset,
+            "--port",
+            "0",
+            "--slots",
+            str(slots),
+            "--threads",
+            str(threads),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     line = proc.stdout.readline()
     if "http://" not in line:
@@ -35,7 +49,9 @@ def start_server(preset: str, slots: int, threads: int, extra: list[str]) -> tup
     return proc, line.split("on ")[1].split(" ")[0]
 
 
-def run_clients(base: str, clients: int, rounds: int, new_tokens: int, prompt: str) -> tuple[float, list[float], int]:
+def run_clients(
+    base: str, clients: int, rounds: int, new_tokens: int, prompt: str
+) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     tokens = [0]
     lock = threading.Lock()
@@ -44,8 +60,10 @@ def run_clients(base: str, clients: int, rounds: int, new_tokens: int, prompt: s
         with httpx.Client(timeout=600) as http:
             for r in range(rounds):
                 t = time.perf_counter()
-                res = http.post(base + "/completions", json={
-                    "prompt": f"{prompt} {i}-{r}", "max_tokens": new_tokens, "temperature": 0})
+                res = http.post(
+                    base + "/completions",
+                    json={"prompt": f"{prompt} {i}-{r}", "max_tokens": new_tokens, "temperature": 0},
+                )
                 res.raise_for_status()
                 with lock:
                     latencies.append(time.perf_counter() - t)
@@ -81,10 +99,14 @@ def main() -> None:
         widths = [1 << i for i in range(max(counts).bit_length())] if args.compile else [1]
         for n in widths:
             run_clients(base, n, 1, 4, prompt)
-        print(f"mythos serve {'--compile ' if args.compile else ''}{preset} ({max(counts)} slots, {args.threads} "
-              f"torch thread), {new} new tokens/request, "
-              f"{rounds} requests per client, greedy; wall clock on a shared 2-core machine\n")
-        print(f"{'clients':>7} | {'tokens/s':>8} | {'x vs 1':>6} | {'mean latency s':>14} | {'mean batch':>10}")
+        print(
+            f"mythos serve {'--compile ' if args.compile else ''}{preset} ({max(counts)} slots, {args.threads} "
+            f"torch thread), {new} new tokens/request, "
+            f"{rounds} requests per client, greedy; wall clock on a shared 2-core machine\n"
+        )
+        print(
+            f"{'clients':>7} | {'tokens/s':>8} | {'x vs 1':>6} | {'mean latency s':>14} | {'mean batch':>10}"
+        )
         base_tps = None
         for n in counts:
             before = httpx.get(base.removesuffix("/v1") + "/health").json()
@@ -94,7 +116,9 @@ def main() -> None:
             batch = (after["tokens_out"] - before["tokens_out"]) / max(steps, 1)
             tps = toks / wall
             base_tps = base_tps or tps
-            print(f"{n:>7} | {tps:>8.1f} | {tps / base_tps:>5.1f}x | {statistics.mean(lat):>14.2f} | {batch:>10.1f}")
+            print(
+                f"{n:>7} | {tps:>8.1f} | {tps / base_tps:>5.1f}x | {statistics.mean(lat):>14.2f} | {batch:>10.1f}"
+            )
     finally:
         proc.terminate()
         proc.wait(20)

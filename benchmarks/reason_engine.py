@@ -34,8 +34,13 @@ Q2, Q5 = CASES[1].question, CASES[4].question
 
 
 def config(**kw) -> EngineConfig:
-    policy = CallPolicy(call_deadline_s=kw.pop("call_deadline_s", 10.0), attempt_timeout_s=kw.pop("attempt_timeout_s", 5.0),
-                        backoff_base_s=0.02, backoff_max_s=0.1, max_retries=kw.pop("max_retries", 2))
+    policy = CallPolicy(
+        call_deadline_s=kw.pop("call_deadline_s", 10.0),
+        attempt_timeout_s=kw.pop("attempt_timeout_s", 5.0),
+        backoff_base_s=0.02,
+        backoff_max_s=0.1,
+        max_retries=kw.pop("max_retries", 2),
+    )
     kw.setdefault("packets", False)
     kw.setdefault("run_deadline_s", 60.0)
     return EngineConfig(policy=policy, **kw)
@@ -72,11 +77,16 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 
 # ------------------------------------------------------------------------------------------------- sections
 
+
 def bench_modes(reps: int, latency: float) -> None:
-    cases = [("direct", LOOKUP, {}), ("silent (per round)", GENERIC, {}),
-             ("silent (single call)", GENERIC, {"silent_strategy": "single_call"}),
-             ("trace", f"trace {GENERIC}", {}), ("agent", f"deep {GENERIC}", {}),
-             ("agent + packets", f"deep {GENERIC}", {"packets": True})]
+    cases = [
+        ("direct", LOOKUP, {}),
+        ("silent (per round)", GENERIC, {}),
+        ("silent (single call)", GENERIC, {"silent_strategy": "single_call"}),
+        ("trace", f"trace {GENERIC}", {}),
+        ("agent", f"deep {GENERIC}", {}),
+        ("agent + packets", f"deep {GENERIC}", {"packets": True}),
+    ]
     rows, silent_tokens = [], None
     with LoopbackServer(latency_s=latency, slots=8) as srv:
         for name, inv, extra in cases:
@@ -87,10 +97,22 @@ def bench_modes(reps: int, latency: float) -> None:
             wall = med([w for _, w in recs])
             if name == "silent (per round)":
                 silent_tokens = tin + tout
-            rows.append([name, int(calls), int(tin), int(tout), int(tin + tout), wall,
-                         f"{(tin + tout) / silent_tokens:.2f}x" if silent_tokens else "-"])
-    table(f"Per mode — loopback server, {latency * 1000:.0f} ms per call, 8 slots, median of {reps}",
-          ["mode", "calls", "tokens in", "tokens out", "tokens", "wall s", "tokens vs silent"], rows)
+            rows.append(
+                [
+                    name,
+                    int(calls),
+                    int(tin),
+                    int(tout),
+                    int(tin + tout),
+                    wall,
+                    f"{(tin + tout) / silent_tokens:.2f}x" if silent_tokens else "-",
+                ]
+            )
+    table(
+        f"Per mode — loopback server, {latency * 1000:.0f} ms per call, 8 slots, median of {reps}",
+        ["mode", "calls", "tokens in", "tokens out", "tokens", "wall s", "tokens vs silent"],
+        rows,
+    )
 
 
 def bench_cases() -> None:
@@ -100,17 +122,33 @@ def bench_cases() -> None:
     rows = []
     for case in CASES:
         for mode in case.modes:
-            rec, wall = asyncio.run(one_run(ScriptedBackend(latency=0.01), invocation_for(case, mode), config()))
+            rec, wall = asyncio.run(
+                one_run(ScriptedBackend(latency=0.01), invocation_for(case, mode), config())
+            )
             calls = [c for c in rec.calls if c.status != "skipped"]
             fan = [c for c in calls if c.phase == "subagent"]
             # critical path: the sequential calls plus the slowest subagent
             critical = sum(c.t_end - c.t_start for c in calls if c.phase != "subagent") + max(
-                (c.t_end - c.t_start for c in fan), default=0.0)
+                (c.t_end - c.t_start for c in fan), default=0.0
+            )
             phases = ", ".join(f"{k} {v['calls']}" for k, v in rec.totals["by_phase"].items())
-            rows.append([case.id, mode, rec.totals["calls"], phases, rec.totals["tokens_in"], rec.totals["tokens_out"],
-                         wall, critical])
-    table("Calibration cases on the scripted backend (10 ms per call): exact calls and tokens",
-          ["case", "mode", "calls", "calls by phase", "tokens in", "tokens out", "wall s", "critical path s"], rows)
+            rows.append(
+                [
+                    case.id,
+                    mode,
+                    rec.totals["calls"],
+                    phases,
+                    rec.totals["tokens_in"],
+                    rec.totals["tokens_out"],
+                    wall,
+                    critical,
+                ]
+            )
+    table(
+        "Calibration cases on the scripted backend (10 ms per call): exact calls and tokens",
+        ["case", "mode", "calls", "calls by phase", "tokens in", "tokens out", "wall s", "critical path s"],
+        rows,
+    )
 
 
 def bench_parallel(reps: int, latency: float) -> None:
@@ -119,18 +157,44 @@ def bench_parallel(reps: int, latency: float) -> None:
         with LoopbackServer(latency_s=latency, slots=n_slots) as srv:
             walls = {}
             for conc in (5, 1):
-                out = [run_http(srv.base_url, "ok", f"deep {Q5}", config(max_concurrency=conc)) for _ in range(reps)]
+                out = [
+                    run_http(srv.base_url, "ok", f"deep {Q5}", config(max_concurrency=conc))
+                    for _ in range(reps)
+                ]
                 fan = []
                 for rec, _ in out:
                     subs = [c for c in rec.calls if c.phase == "subagent"]
                     fan.append(max(c.t_end for c in subs) - min(c.t_start for c in subs))
                 walls[conc] = (med(fan), med([w for _, w in out]))
             speed = walls[1][0] / walls[5][0]
-            rows.append([f"{n_slots} slot(s)", 5, walls[1][0], walls[5][0], f"{speed:.2f}x", f"{speed / 5:.0%}",
-                         walls[1][1], walls[5][1], f"{walls[1][1] / walls[5][1]:.2f}x"])
-    table(f"Agent fan-out speedup — Q5 (5 subagents), {latency * 1000:.0f} ms per call, median of {reps}",
-          ["server", "subagents", "fan-out s (conc 1)", "fan-out s (conc 5)", "speedup", "efficiency",
-           "run s (conc 1)", "run s (conc 5)", "run speedup"], rows)
+            rows.append(
+                [
+                    f"{n_slots} slot(s)",
+                    5,
+                    walls[1][0],
+                    walls[5][0],
+                    f"{speed:.2f}x",
+                    f"{speed / 5:.0%}",
+                    walls[1][1],
+                    walls[5][1],
+                    f"{walls[1][1] / walls[5][1]:.2f}x",
+                ]
+            )
+    table(
+        f"Agent fan-out speedup — Q5 (5 subagents), {latency * 1000:.0f} ms per call, median of {reps}",
+        [
+            "server",
+            "subagents",
+            "fan-out s (conc 1)",
+            "fan-out s (conc 5)",
+            "speedup",
+            "efficiency",
+            "run s (conc 1)",
+            "run s (conc 5)",
+            "run speedup",
+        ],
+        rows,
+    )
     # a straggler: one subagent 3x slower — the fan-out takes the slowest call, not the sum
     lat = latency
 
@@ -139,11 +203,16 @@ def bench_parallel(reps: int, latency: float) -> None:
 
     out = []
     for conc in (5, 1):
-        rec, wall = asyncio.run(one_run(ScriptedBackend(latency=per_tag), f"deep {Q5}", config(max_concurrency=conc)))
+        rec, wall = asyncio.run(
+            one_run(ScriptedBackend(latency=per_tag), f"deep {Q5}", config(max_concurrency=conc))
+        )
         subs = [c for c in rec.calls if c.phase == "subagent"]
         out.append((conc, max(c.t_end for c in subs) - min(c.t_start for c in subs)))
-    table("Straggler (scripted backend, subagent C at 3x latency)", ["concurrency", "fan-out s", "ideal s"],
-          [[c, w, (3 * lat if c == 5 else 7 * lat)] for c, w in out])
+    table(
+        "Straggler (scripted backend, subagent C at 3x latency)",
+        ["concurrency", "fan-out s", "ideal s"],
+        [[c, w, (3 * lat if c == 5 else 7 * lat)] for c, w in out],
+    )
 
 
 def bench_halting(reps: int, quick: bool) -> None:
@@ -154,22 +223,43 @@ def bench_halting(reps: int, quick: bool) -> None:
         for mode in ("trace",) if quick else ("trace", "quick"):
             for qid, q in questions:
                 on = [run_http(srv.base_url, "ok", f"{mode} {q}", config())[0] for _ in range(reps)]
-                off = [run_http(srv.base_url, "ok", f"{mode} {q}", config(halting=False))[0] for _ in range(reps)]
+                off = [
+                    run_http(srv.base_url, "ok", f"{mode} {q}", config(halting=False))[0] for _ in range(reps)
+                ]
                 t_on, t_off = med([r.totals["tokens"] for r in on]), med([r.totals["tokens"] for r in off])
                 totals["on"] += t_on
                 totals["off"] += t_off
-                rows.append([f"{qid} {'silent' if mode == 'quick' else mode}", on[0].halting["reason"],
-                             len(on[0].rounds), len(off[0].rounds), int(t_on), int(t_off),
-                             f"{1 - t_on / t_off:.0%}"])
-    rows.append(["all", "", "", "", int(totals["on"]), int(totals["off"]), f"{1 - totals['on'] / totals['off']:.0%}"])
-    table("Early halting vs halting off (canned model, loopback server)",
-          ["run", "halting reason", "rounds (on)", "rounds (off)", "tokens (on)", "tokens (off)", "saved"], rows)
+                rows.append(
+                    [
+                        f"{qid} {'silent' if mode == 'quick' else mode}",
+                        on[0].halting["reason"],
+                        len(on[0].rounds),
+                        len(off[0].rounds),
+                        int(t_on),
+                        int(t_off),
+                        f"{1 - t_on / t_off:.0%}",
+                    ]
+                )
+    rows.append(
+        ["all", "", "", "", int(totals["on"]), int(totals["off"]), f"{1 - totals['on'] / totals['off']:.0%}"]
+    )
+    table(
+        "Early halting vs halting off (canned model, loopback server)",
+        ["run", "halting reason", "rounds (on)", "rounds (off)", "tokens (on)", "tokens (off)", "saved"],
+        rows,
+    )
 
 
 def random_faults(p: float, seed: int):
     rng = random.Random(seed)
-    kinds = [Fault("http_5xx"), Fault("http_429"), Fault("empty"), Fault("garbage"),
-             Fault("text", "Happy to help! This is a fascinating question."), Fault("connection")]
+    kinds = [
+        Fault("http_5xx"),
+        Fault("http_429"),
+        Fault("empty"),
+        Fault("garbage"),
+        Fault("text", "Happy to help! This is a fascinating question."),
+        Fault("connection"),
+    ]
 
     def respond(request: ScriptedRequest):
         if rng.random() < p:
@@ -203,15 +293,38 @@ def bench_faults(runs_http: int, runs_scripted: int) -> None:
                     model_answer += ok and not rec.coda.get("fallback")
                     fallbacks += bool(rec.fallbacks or rec.fallback_row not in (None, "none"))
                     retries.append(rec.totals["retries"] + rec.totals["repairs"])
-                rows.append([f"{p:.0%}", tier, n, f"{done / n:.0%}", f"{model_answer / n:.0%}", escaped,
-                             f"{fallbacks / n:.0%}", statistics.mean(retries) if retries else 0.0])
-    table("Completion under injected faults (per call; retries 2, one repair)",
-          ["fault rate", "backend", "runs", "completed (answer + footer)", "answered by the model",
-           "exceptions escaped", "runs with a fallback", "mean retries+repairs"], rows)
+                rows.append(
+                    [
+                        f"{p:.0%}",
+                        tier,
+                        n,
+                        f"{done / n:.0%}",
+                        f"{model_answer / n:.0%}",
+                        escaped,
+                        f"{fallbacks / n:.0%}",
+                        statistics.mean(retries) if retries else 0.0,
+                    ]
+                )
+    table(
+        "Completion under injected faults (per call; retries 2, one repair)",
+        [
+            "fault rate",
+            "backend",
+            "runs",
+            "completed (answer + footer)",
+            "answered by the model",
+            "exceptions escaped",
+            "runs with a fallback",
+            "mean retries+repairs",
+        ],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter latencies (< 1 min)")
     parser.add_argument("--section", default="modes,cases,parallel,halting,faults")
     args = parser.parse_args(argv)
@@ -219,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     import openai
 
     print(f"# mythos reason benchmarks ({'quick' if args.quick else 'full'})")
-    print(f"python {platform.python_version()}, openai {openai.__version__}, {platform.machine()}, "
-          f"loopback server on 127.0.0.1, canned phase-aware replies (token counts = word counts)")
+    print(
+        f"python {platform.python_version()}, openai {openai.__version__}, {platform.machine()}, "
+        f"loopback server on 127.0.0.1, canned phase-aware replies (token counts = word counts)"
+    )
     t0 = time.perf_counter()
     if "modes" in sections:
         bench_modes(reps=1 if args.quick else 5, latency=0.02 if args.quick else 0.05)
@@ -238,4 +353,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -20,9 +20,24 @@ import time
 import torch
 import torch.nn.functional as F
 
-CONFIG = dict(vocab_size=512, dim=128, n_heads=4, n_kv_heads=2, max_seq_len=256, max_loop_iters=4,
-              prelude_layers=1, coda_layers=1, attn_type="gqa", n_experts=8, n_shared_experts=1,
-              n_experts_per_tok=2, expert_dim=64, lora_rank=8, act_threshold=0.99, rope_theta=10000.0)
+CONFIG = dict(
+    vocab_size=512,
+    dim=128,
+    n_heads=4,
+    n_kv_heads=2,
+    max_seq_len=256,
+    max_loop_iters=4,
+    prelude_layers=1,
+    coda_layers=1,
+    attn_type="gqa",
+    n_experts=8,
+    n_shared_experts=1,
+    n_experts_per_tok=2,
+    expert_dim=64,
+    lora_rank=8,
+    act_threshold=0.99,
+    rope_theta=10000.0,
+)
 
 
 def _models():
@@ -77,9 +92,17 @@ def saved_for_backward(loops: int, mode: str, batch: int, seq: int) -> float:
     from mythos.model import Mythos, MythosConfig
 
     torch.manual_seed(0)
-    model = Mythos(MythosConfig(**{**CONFIG, "max_loop_iters": max(CONFIG["max_loop_iters"], loops)}, act=False))
+    model = Mythos(
+        MythosConfig(**{**CONFIG, "max_loop_iters": max(CONFIG["max_loop_iters"], loops)}, act=False)
+    )
     x = torch.randint(0, CONFIG["vocab_size"], (batch, seq))
-    kw = {"grad_loops": 2} if mode == "truncated" else {"checkpoint_loops": True} if mode == "checkpointed" else {}
+    kw = (
+        {"grad_loops": 2}
+        if mode == "truncated"
+        else {"checkpoint_loops": True}
+        if mode == "checkpointed"
+        else {}
+    )
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     storages: dict[int, int] = {}
 
@@ -104,8 +127,10 @@ def main() -> None:
     batch, seq = (4, 64) if args.quick else (8, 128)
     loops = 4
     rounds, steps = (3, 2) if args.quick else (5, 3)
-    print(f"training throughput: dim={CONFIG['dim']} gqa, {CONFIG['n_experts']} experts top-"
-          f"{CONFIG['n_experts_per_tok']}, batch {batch} x {seq} tokens, {loops} loops, AdamW, fp32, 1 thread")
+    print(
+        f"training throughput: dim={CONFIG['dim']} gqa, {CONFIG['n_experts']} experts top-"
+        f"{CONFIG['n_experts_per_tok']}, batch {batch} x {seq} tokens, {loops} loops, AdamW, fp32, 1 thread"
+    )
     tps = throughput(batch, seq, loops, rounds, steps)
     print(f"{'model':<12}{'tokens/s':>12}")
     for name, value in tps.items():
@@ -117,9 +142,13 @@ def main() -> None:
     print(f"activation memory held for backward (MB, exact), batch {mb // 2} x {seq * 2} tokens:")
     print(f"{'loops':>6}{'full':>9}{'last-2':>9}{'ckpt':>9}{'last-2/full':>13}{'ckpt/full':>11}")
     for n in depths:
-        full, trunc, ckpt = (saved_for_backward(n, m, mb // 2, seq * 2) for m in ("full", "truncated", "checkpointed"))
+        full, trunc, ckpt = (
+            saved_for_backward(n, m, mb // 2, seq * 2) for m in ("full", "truncated", "checkpointed")
+        )
         print(f"{n:>6}{full:>9.1f}{trunc:>9.1f}{ckpt:>9.1f}{trunc / full:>13.2f}{ckpt / full:>11.2f}")
-    print("(checkpointing keeps only each loop's inputs; backward recomputes one loop at a time on top of that)")
+    print(
+        "(checkpointing keeps only each loop's inputs; backward recomputes one loop at a time on top of that)"
+    )
 
 
 if __name__ == "__main__":

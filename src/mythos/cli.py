@@ -12,19 +12,40 @@ import sys
 
 # command -> (target "module:function", one-line summary). Order is the order of `mythos --help`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("mythos.train.cli:demo_main", "train a small looped model on multi-hop tasks and plot depth vs accuracy"),
-    "train": ("mythos.train.cli:train_main", "train a Recurrent-Depth Transformer (single process or torchrun)"),
+    "demo": (
+        "mythos.train.cli:demo_main",
+        "train a small looped model on multi-hop tasks and plot depth vs accuracy",
+    ),
+    "train": (
+        "mythos.train.cli:train_main",
+        "train a Recurrent-Depth Transformer (single process or torchrun)",
+    ),
     "eval": ("mythos.train.cli:eval_main", "print the accuracy grid (chain length x loops) for a checkpoint"),
     "plot": ("mythos.train.cli:plot_main", "draw PNG charts from a training run's telemetry"),
     "model": ("mythos.model.cli:model_main", "inspect model presets (`mythos model info PRESET`)"),
-    "doctor": ("mythos.model.doctor:doctor_main", "check a checkpoint or preset against the eight RDT invariants"),
-    "convert": ("mythos.model.cli:convert_main", "convert an open-mythos state dict + config into a mythos checkpoint"),
+    "doctor": (
+        "mythos.model.doctor:doctor_main",
+        "check a checkpoint or preset against the eight RDT invariants",
+    ),
+    "convert": (
+        "mythos.model.cli:convert_main",
+        "convert an open-mythos state dict + config into a mythos checkpoint",
+    ),
     "generate": ("mythos.infer.cli:generate_main", "generate text from a checkpoint or preset"),
     "serve": ("mythos.infer.cli:serve_main", "serve a checkpoint over an OpenAI-compatible HTTP API"),
-    "think": ("mythos.reason.cli:think_main", "reason about a question with Prelude -> lens rounds -> Coda over an LLM"),
-    "calibrate": ("mythos.reason.cli:calibrate_main", "run the calibration suite and score its structural checks"),
+    "think": (
+        "mythos.reason.cli:think_main",
+        "reason about a question with Prelude -> lens rounds -> Coda over an LLM",
+    ),
+    "calibrate": (
+        "mythos.reason.cli:calibrate_main",
+        "run the calibration suite and score its structural checks",
+    ),
     "packet": ("mythos.packets.cli:packet_main", "packet compiler: init, ingest, compile, gate, ready"),
-    "skill": ("mythos.skills.cli:skill_main", "install the mythos contract/command for an agent host (claude, codex)"),
+    "skill": (
+        "mythos.skills.cli:skill_main",
+        "install the mythos contract/command for an agent host (claude, codex)",
+    ),
 }
 
 
@@ -65,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         print("mythos: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `mythos ... | head`: the reader left; stop quietly instead of a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail too
+        os.dup2(
+            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+        )  # the exit-time flush must not fail too
         return 141
     return int(status or 0)
 

@@ -108,10 +108,27 @@ def test_matches_reference_through_converter() -> None:
     from mythos.model.reference import from_open_mythos
 
     torch.manual_seed(1)
-    cfg = RefConfig(vocab_size=300, dim=64, n_heads=4, n_kv_heads=2, max_seq_len=64, max_loop_iters=3,
-                    prelude_layers=1, coda_layers=1, attn_type="mla", kv_lora_rank=16, q_lora_rank=32,
-                    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, n_experts=4, n_shared_experts=1,
-                    n_experts_per_tok=2, expert_dim=16, lora_rank=4)
+    cfg = RefConfig(
+        vocab_size=300,
+        dim=64,
+        n_heads=4,
+        n_kv_heads=2,
+        max_seq_len=64,
+        max_loop_iters=3,
+        prelude_layers=1,
+        coda_layers=1,
+        attn_type="mla",
+        kv_lora_rank=16,
+        q_lora_rank=32,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=8,
+        n_experts=4,
+        n_shared_experts=1,
+        n_experts_per_tok=2,
+        expert_dim=16,
+        lora_rank=4,
+    )
     ref = OpenMythos(cfg).eval()
     ids = torch.randint(0, 300, (1, 12))
     engine = Engine.from_model(from_open_mythos(ref).eval(), max_len=16)
@@ -205,7 +222,9 @@ def test_compiled_variants_are_replayed_and_match_eager() -> None:
     compiled.compile()
     eager.prefill(0, ids[:, :6].tolist())
     compiled.prefill(0, ids[:, :6].tolist())
-    for j, loops in zip(range(6, 14), ([3, 3], [1, 3], [3, 3], [1, 3], [2, 3], [3, 3], [1, 3], [3, 3]), strict=True):
+    for j, loops in zip(
+        range(6, 14), ([3, 3], [1, 3], [3, 3], [1, 3], [2, 3], [3, 3], [1, 3], [3, 3]), strict=True
+    ):
         a = eager.decode(0, ids[:, j], n_loops=loops)
         b = compiled.decode(0, ids[:, j], n_loops=loops)
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=f"position {j}, loops {loops}")

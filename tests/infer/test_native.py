@@ -25,7 +25,9 @@ def torch_attention(query, keys, n_keys, scale, r):
 
 def test_the_compilers_build_the_operator() -> None:
     assert shutil.which("cc") or shutil.which("gcc") or os.environ.get("CC"), "the project needs a C compiler"
-    assert shutil.which("c++") or shutil.which("g++") or os.environ.get("CXX"), "the project needs a C++ compiler"
+    assert shutil.which("c++") or shutil.which("g++") or os.environ.get("CXX"), (
+        "the project needs a C++ compiler"
+    )
     assert native.available()
     assert torch.ops.mythos.latent_attention.default.has_kernel_for_dispatch_key("CPU")
 
@@ -33,12 +35,14 @@ def test_the_compilers_build_the_operator() -> None:
 @pytest.mark.parametrize("key_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("H", "C", "r"),
-    [(8, 80, 64),  # the small config: 8-head path with constant trip counts
-     (8, 48, 32),  # 8-head path, other sizes
-     (8, 20, 12),  # 8-head path, values not a multiple of 16
-     (4, 24, 16),  # generic path, vectorised
-     (3, 10, 6),  # generic path, scalar
-     (8, 21, 12)],  # 8-head path, odd row length (the last component has no pair)
+    [
+        (8, 80, 64),  # the small config: 8-head path with constant trip counts
+        (8, 48, 32),  # 8-head path, other sizes
+        (8, 20, 12),  # 8-head path, values not a multiple of 16
+        (4, 24, 16),  # generic path, vectorised
+        (3, 10, 6),  # generic path, scalar
+        (8, 21, 12),
+    ],  # 8-head path, odd row length (the last component has no pair)
 )
 def test_kernel_matches_torch(H: int, C: int, r: int, key_dtype: torch.dtype) -> None:
     """fp32 arithmetic over fp32 keys, or over bf16 keys (a bf16 cache) widened exactly as they are read."""
@@ -51,8 +55,9 @@ def test_kernel_matches_torch(H: int, C: int, r: int, key_dtype: torch.dtype) ->
     out = native.latent_attention(query, keys, n_keys, 0.3, r)
     assert out.shape == (B, T, H, r)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), torch_attention(query, keys.float(), n_keys, 0.3, r), atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(
+        out.double(), torch_attention(query, keys.float(), n_keys, 0.3, r), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("key_dtype", [torch.float32, torch.bfloat16])
@@ -63,8 +68,9 @@ def test_padded_key_rows(key_dtype: torch.dtype) -> None:
     query = torch.randn(1, 2, 8, 80, generator=g)
     n_keys = torch.tensor([[70, 45]])
     out = native.latent_attention(query, keys, n_keys, 0.2, 64)
-    torch.testing.assert_close(out.double(), torch_attention(query, keys.float(), n_keys, 0.2, 64), atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(
+        out.double(), torch_attention(query, keys.float(), n_keys, 0.2, 64), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_large_scores_do_not_overflow() -> None:
@@ -75,13 +81,16 @@ def test_large_scores_do_not_overflow() -> None:
     n_keys = torch.tensor([[100]])
     out = native.latent_attention(query, keys, n_keys, 1.0, 64)
     assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.double(), torch_attention(query, keys, n_keys, 1.0, 64), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        out.double(), torch_attention(query, keys, n_keys, 1.0, 64), atol=1e-4, rtol=1e-5
+    )
 
 
 def test_bad_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="fp32 or bf16 keys"):
-        native.latent_attention(torch.randn(1, 1, 8, 80).double(), torch.randn(1, 4, 80).double(),
-                                torch.tensor([[4]]), 1.0, 64)
+        native.latent_attention(
+            torch.randn(1, 1, 8, 80).double(), torch.randn(1, 4, 80).double(), torch.tensor([[4]]), 1.0, 64
+        )
     with pytest.raises(ValueError, match="64"):
         native.latent_attention(torch.randn(1, 1, 65, 8), torch.randn(1, 4, 8), torch.tensor([[4]]), 1.0, 4)
 
@@ -103,8 +112,9 @@ def test_engine_decode_with_the_kernel_matches_the_model_at_the_small_config() -
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_disabled_kernel_falls_back_to_torch() -> None:
@@ -124,8 +134,16 @@ def test_concurrent_first_builds_are_safe(tmp_path: Path) -> None:
     """Four processes build into an empty cache at once: each loads a whole library, no temp file is left."""
     code = "from mythos.infer import native\nassert native.available()\nprint(native.build())"
     env = {"MYTHOS_CACHE_DIR": str(tmp_path)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
     built = {out.strip() for out, _ in outs}

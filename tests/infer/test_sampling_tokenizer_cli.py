@@ -59,8 +59,10 @@ def test_temperature_sampling_follows_the_distribution() -> None:
     assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.04)
 
 
-@pytest.mark.parametrize(("kw", "field"), [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"),
-                                           ({"top_p": 1.5}, "top_p")])
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 1.5}, "top_p")],
+)
 def test_invalid_sampling_params_name_the_field(kw: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         SamplingParams(**kw)
@@ -78,9 +80,15 @@ def test_tokenizer_json_beside_the_checkpoint_is_used(tmp_path) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(["hello world"] * 20, trainers.BpeTrainer(
-        vocab_size=280, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
+    tok.train_from_iterator(
+        ["hello world"] * 20,
+        trainers.BpeTrainer(
+            vocab_size=280,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     tok.save(str(tmp_path / "tokenizer.json"))
     loaded = load_tokenizer(tmp_path, vocab_size=280)
     assert isinstance(loaded, JsonTokenizer) and loaded.eos_id == 0
@@ -99,17 +107,66 @@ def test_generate_cli_on_a_checkpoint_is_the_models_greedy_continuation(tmp_path
         for _ in range(6):
             ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
     want = ByteTokenizer().decode(ids[3:])
-    assert generate_main([str(tmp_path / "ckpt"), "--prompt", "abc", "--max-new-tokens", "6",
-                          "--temperature", "0"]) == 0
+    assert (
+        generate_main(
+            [str(tmp_path / "ckpt"), "--prompt", "abc", "--max-new-tokens", "6", "--temperature", "0"]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "abc" + want + "\n"
-    assert generate_main([str(tmp_path / "ckpt"), "--prompt", "abc", "--max-new-tokens", "6",
-                          "--temperature", "0", "--stream", "--adaptive", "--cache-policy", "shared"]) == 0
+    assert (
+        generate_main(
+            [
+                str(tmp_path / "ckpt"),
+                "--prompt",
+                "abc",
+                "--max-new-tokens",
+                "6",
+                "--temperature",
+                "0",
+                "--stream",
+                "--adaptive",
+                "--cache-policy",
+                "shared",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith(want[:1])
-    assert generate_main([str(tmp_path / "ckpt"), "--prompt", "abc", "--max-new-tokens", "3",
-                          "--dtype", "bfloat16", "--stats"]) == 0
+    assert (
+        generate_main(
+            [
+                str(tmp_path / "ckpt"),
+                "--prompt",
+                "abc",
+                "--max-new-tokens",
+                "3",
+                "--dtype",
+                "bfloat16",
+                "--stats",
+            ]
+        )
+        == 0
+    )
     assert "tokens/s" in capsys.readouterr().err
-    assert generate_main([str(tmp_path / "ckpt"), "--prompt", "abc", "--max-new-tokens", "6",
-                          "--temperature", "0", "--weight-dtype", "bfloat16", "--cache-dtype", "bfloat16"]) == 0
+    assert (
+        generate_main(
+            [
+                str(tmp_path / "ckpt"),
+                "--prompt",
+                "abc",
+                "--max-new-tokens",
+                "6",
+                "--temperature",
+                "0",
+                "--weight-dtype",
+                "bfloat16",
+                "--cache-dtype",
+                "bfloat16",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("abc")  # bf16-rounded matrices: the text may differ from fp32
 
 

@@ -72,21 +72,32 @@ def test_greedy_completion_matches_the_model(client: openai.OpenAI, model: Mytho
 
 
 def test_per_request_loop_count(client: openai.OpenAI, model: Mythos) -> None:
-    res = client.completions.create(model="tiny-test", prompt="abc", max_tokens=5, temperature=0,
-                                    extra_body={"n_loops": 1})
+    res = client.completions.create(
+        model="tiny-test", prompt="abc", max_tokens=5, temperature=0, extra_body={"n_loops": 1}
+    )
     assert res.choices[0].text == greedy_reference(model, "abc", 5, n_loops=1)
 
 
 def test_seeded_sampling_is_reproducible(client: openai.OpenAI) -> None:
-    kw = dict(model="tiny-test", prompt="xyz", max_tokens=8, temperature=1.0, top_p=0.9, seed=7,
-              extra_body={"top_k": 50})
+    kw = dict(
+        model="tiny-test",
+        prompt="xyz",
+        max_tokens=8,
+        temperature=1.0,
+        top_p=0.9,
+        seed=7,
+        extra_body={"top_k": 50},
+    )
     assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
 
 
 def test_streaming_completion_equals_blocking(client: openai.OpenAI) -> None:
     blocking = client.completions.create(model="tiny-test", prompt="Hello", max_tokens=10, temperature=0)
-    chunks = list(client.completions.create(model="tiny-test", prompt="Hello", max_tokens=10, temperature=0,
-                                            stream=True))
+    chunks = list(
+        client.completions.create(
+            model="tiny-test", prompt="Hello", max_tokens=10, temperature=0, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks) == blocking.choices[0].text
     assert chunks[-1].choices[0].finish_reason == "length"
 
@@ -96,34 +107,59 @@ def test_chat_completion_and_stream(client: openai.OpenAI, model: Mythos) -> Non
     res = client.chat.completions.create(model="tiny-test", messages=messages, max_tokens=5, temperature=0)
     assert res.choices[0].message.role == "assistant"
     assert res.choices[0].message.content == greedy_reference(model, render_chat(messages), 5)
-    stream = client.chat.completions.create(model="tiny-test", messages=messages, max_tokens=5, temperature=0,
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model="tiny-test", messages=messages, max_tokens=5, temperature=0, stream=True
+    )
     text = "".join(c.choices[0].delta.content or "" for c in stream)
     assert text == res.choices[0].message.content
 
 
 def test_text_parts_and_streamed_usage(client: openai.OpenAI) -> None:
-    plain = client.chat.completions.create(model="tiny-test", messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=4, temperature=0)
+    plain = client.chat.completions.create(
+        model="tiny-test", messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+    )
     parts = client.chat.completions.create(
-        model="tiny-test", messages=[{"role": "user", "content": [{"type": "text", "text": "h"},
-                                                                  {"type": "text", "text": "i"}]}],
-        max_tokens=4, temperature=0, stream=True, stream_options={"include_usage": True})
+        model="tiny-test",
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]}
+        ],
+        max_tokens=4,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(parts)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
-    assert chunks[-1].usage.completion_tokens == 4 and chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == plain.choices[0].message.content
+    )
+    assert (
+        chunks[-1].usage.completion_tokens == 4
+        and chunks[-1].usage.prompt_tokens == plain.usage.prompt_tokens
+    )
 
 
 def test_concurrent_requests_batch_without_changing_results(client: openai.OpenAI, served) -> None:
     prompts = [("alpha", 1), ("beta beta", 3), ("gamma", 2), ("d", 3), ("epsilon!", 1), ("zeta", 2)]
-    alone = {p: client.completions.create(model="tiny-test", prompt=p, max_tokens=20, temperature=0,
-                                          extra_body={"n_loops": n}).choices[0].text for p, n in prompts}
+    alone = {
+        p: client.completions.create(
+            model="tiny-test", prompt=p, max_tokens=20, temperature=0, extra_body={"n_loops": n}
+        )
+        .choices[0]
+        .text
+        for p, n in prompts
+    }
     results: dict[str, str] = {}
     steps_before = served[1].steps
 
     def ask(p: str, n: int) -> None:
-        results[p] = client.completions.create(model="tiny-test", prompt=p, max_tokens=20, temperature=0,
-                                               extra_body={"n_loops": n}).choices[0].text
+        results[p] = (
+            client.completions.create(
+                model="tiny-test", prompt=p, max_tokens=20, temperature=0, extra_body={"n_loops": n}
+            )
+            .choices[0]
+            .text
+        )
 
     threads = [threading.Thread(target=ask, args=pn) for pn in prompts]
     for t in threads:
@@ -182,8 +218,11 @@ def test_client_disconnect_frees_the_slot(model: Mythos, stream: bool) -> None:
         body = json.dumps({"prompt": "go", "max_tokens": 3900, "temperature": 0, "stream": stream}).encode()
         host, port = server.server_address[:2]
         sock = socket.create_connection((host, port))
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         deadline = time.monotonic() + 20
         while scheduler.tokens_out < 3 and time.monotonic() < deadline:  # generation is under way
             time.sleep(0.01)
@@ -205,7 +244,9 @@ def test_serve_cli_subprocess(tmp_path) -> None:
     """`mythos serve PRESET --port 0` in its own process answers the openai client."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mythos", "serve", "tiny", "--port", "0", "--slots", "2", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = proc.stdout.readline()
@@ -233,8 +274,11 @@ def test_compiled_server_matches_eager(model: Mythos) -> None:
         results: dict[str, str] = {}
 
         def ask(p: str) -> None:
-            results[p] = client.completions.create(model="tiny-test", prompt=p, max_tokens=6,
-                                                   temperature=0).choices[0].text
+            results[p] = (
+                client.completions.create(model="tiny-test", prompt=p, max_tokens=6, temperature=0)
+                .choices[0]
+                .text
+            )
 
         threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
         for t in threads:

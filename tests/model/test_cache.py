@@ -120,4 +120,6 @@ def test_any_chunking_equals_full_prefill(cuts, n_loops):
 def test_no_float_buffers_for_dtype_casts_to_corrupt():
     """RoPE has no buffers; the only buffer is the router bias, which stays fp32 under .to(bf16)."""
     model = Mythos(get_preset("tiny")).to(torch.bfloat16)
-    assert [(n, b.dtype) for n, b in model.named_buffers()] == [("recurrent.block.ffn.router.bias", torch.float32)]
+    assert [(n, b.dtype) for n, b in model.named_buffers()] == [
+        ("recurrent.block.ffn.router.bias", torch.float32)
+    ]

@@ -69,8 +69,18 @@ def test_reference_variants_match_variants_py():
 def test_small_presets_are_the_issue_config():
     small, gqa = get_preset("small"), get_preset("small-gqa")
     assert (small.vocab_size, small.dim, small.n_heads, small.max_loop_iters) == (4096, 256, 8, 4)
-    assert (small.n_experts, small.n_experts_per_tok, small.n_shared_experts, small.expert_dim) == (8, 2, 1, 128)
-    assert (small.kv_lora_rank, small.q_lora_rank, small.qk_rope_head_dim, small.qk_nope_head_dim) == (64, 128, 16, 32)
+    assert (small.n_experts, small.n_experts_per_tok, small.n_shared_experts, small.expert_dim) == (
+        8,
+        2,
+        1,
+        128,
+    )
+    assert (small.kv_lora_rank, small.q_lora_rank, small.qk_rope_head_dim, small.qk_nope_head_dim) == (
+        64,
+        128,
+        16,
+        32,
+    )
     assert small.attn_type == "mla" and gqa.attn_type == "gqa" and gqa.n_kv_heads == 2
     assert set(PRESETS) >= {"tiny", "small", "small-gqa", "1b", "1t"}
     with pytest.raises(ConfigError, match="preset"):

@@ -19,7 +19,10 @@ def test_half_precision_forward_backward_generate(preset, dtype):
     assert out.logits.dtype == dtype and torch.isfinite(out.logits).all()
     loss = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), ids.flatten())
     (loss + out.aux.ponder_cost).backward()
-    assert all(p.grad is not None and p.grad.dtype == dtype and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(
+        p.grad is not None and p.grad.dtype == dtype and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+    )
     assert (model.recurrent.injection.get_A() < 1).all()
     new = generate(model, ids[:1, :4], max_new_tokens=3, temperature=0.8, top_k=20, seed=0)
     assert new.shape == (1, 3)
@@ -37,8 +40,10 @@ def test_fp32_model_trains_under_cpu_autocast(preset):
         logits = model(ids, n_loops=2)
     loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids.flatten())
     loss.backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
-               for p in model.parameters())
+    assert all(
+        p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+    )
     assert (logits.float() - exact).abs().max() < 0.1
 
 

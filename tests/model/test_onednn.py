@@ -72,6 +72,11 @@ def test_linear_module_keeps_nn_linear_state_dict() -> None:
 
 def test_switch_off_with_the_environment() -> None:
     code = "from mythos.model import onednn; import torch; print(onednn.enabled())"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MYTHOS_ONEDNN": "0"},
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "MYTHOS_ONEDNN": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.stdout.strip() == "False", out.stderr

@@ -77,4 +77,6 @@ def test_parity_gradients_match():
     torch.testing.assert_close(
         ours.recurrent.injection.log_A.grad, ref.recurrent.injection.log_A.grad, atol=1e-6, rtol=1e-4
     )
-    torch.testing.assert_close(ours.recurrent.act.halt.weight.grad, ref.recurrent.act.halt.weight.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        ours.recurrent.act.halt.weight.grad, ref.recurrent.act.halt.weight.grad, atol=1e-6, rtol=1e-4
+    )

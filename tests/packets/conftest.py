@@ -21,7 +21,9 @@ def shared_fixture() -> Path:
     Every compatibility test runs on the in-repo copy (LOCAL_FIXTURE); this one only proves that copy is faithful.
     """
     if not SHARED_FIXTURE.is_dir():
-        pytest.skip(f"shared/ is not beside the repo ({SHARED_FIXTURE.resolve()}): cannot re-verify the in-repo copy")
+        pytest.skip(
+            f"shared/ is not beside the repo ({SHARED_FIXTURE.resolve()}): cannot re-verify the in-repo copy"
+        )
     return SHARED_FIXTURE
 
 
@@ -35,8 +37,15 @@ def copy_inputs(source: Path, dest: Path) -> Path:
 
 def mythos(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None):
     """Run the real `mythos` CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "mythos", *args], cwd=cwd, env=env, input=input,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mythos", *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture

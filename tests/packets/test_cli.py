@@ -11,8 +11,12 @@ from .conftest import mythos
 
 
 def _lane(agent: str, line: int) -> str:
-    record = {"id": f"ev-{agent}", "kind": "observation", "summary": f"{agent} saw line {line}",
-              "source_ids": [f"file:src/app.py:{line}"]}
+    record = {
+        "id": f"ev-{agent}",
+        "kind": "observation",
+        "summary": f"{agent} saw line {line}",
+        "source_ids": [f"file:src/app.py:{line}"],
+    }
     return f"```mythos-evidence-jsonl\n{json.dumps(record)}\n```\n"
 
 
@@ -24,18 +28,47 @@ def test_full_loop_with_json(tmp_path: Path, project: Path):
     for n, agent in enumerate(("a1", "a2"), start=1):
         lane_file = tmp_path / f"{agent}.md"
         lane_file.write_text(_lane(agent, n))
-        out = mythos("packet", "ingest", "--run-dir", str(run), "--lane", f"l{n}", "--agent-id", agent,
-                     "--from", str(lane_file), "--json")
+        out = mythos(
+            "packet",
+            "ingest",
+            "--run-dir",
+            str(run),
+            "--lane",
+            f"l{n}",
+            "--agent-id",
+            agent,
+            "--from",
+            str(lane_file),
+            "--json",
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["evidence_ids"][1] == f"ev-{agent}"
-    verifier = {"id": "vf-1", "summary": "checked", "status": "passed", "verifier_score": 1.0,
-                "source_ids": ["command:pytest"]}
-    out = mythos("packet", "ingest", "--run-dir", str(run), "--lane", "v", "--agent-id", "a3", "--stdin", "--json",
-                 input=f"```mythos-verifier-jsonl\n{json.dumps(verifier)}\n```\n")
+    verifier = {
+        "id": "vf-1",
+        "summary": "checked",
+        "status": "passed",
+        "verifier_score": 1.0,
+        "source_ids": ["command:pytest"],
+    }
+    out = mythos(
+        "packet",
+        "ingest",
+        "--run-dir",
+        str(run),
+        "--lane",
+        "v",
+        "--agent-id",
+        "a3",
+        "--stdin",
+        "--json",
+        input=f"```mythos-verifier-jsonl\n{json.dumps(verifier)}\n```\n",
+    )
     assert out.returncode == 0 and json.loads(out.stdout)["finding_ids"] == ["vf-1"]
     out = mythos("packet", "compile", "--run-dir", str(run), "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["evidence"] == 6
-    out = mythos("packet", "compile", "--run-dir", str(run), "--record-synthesis", "a1 and a2 agree", "--json")
+    out = mythos(
+        "packet", "compile", "--run-dir", str(run), "--record-synthesis", "a1 and a2 agree", "--json"
+    )
     assert json.loads(out.stdout)["pass_id"] == "pass-0002"
     out = mythos("packet", "gate", "--run-dir", str(run), "--json")
     report = json.loads(out.stdout)
@@ -67,7 +100,9 @@ def test_errors_and_usage(tmp_path: Path, project: Path):
     assert out.returncode == 1 and "not an empty directory" in out.stderr
     prose = tmp_path / "prose.md"
     prose.write_text("no records here")
-    out = mythos("packet", "ingest", "--run-dir", str(run), "--lane", "l", "--agent-id", "a", "--from", str(prose))
+    out = mythos(
+        "packet", "ingest", "--run-dir", str(run), "--lane", "l", "--agent-id", "a", "--from", str(prose)
+    )
     assert out.returncode == 1 and "no mythos-evidence-jsonl" in out.stderr
     out = mythos("packet", "compile", "--run-dir", str(run), "--record-synthesis", "x")
     assert out.returncode == 0  # init compiled, so the packet is fresh
@@ -76,8 +111,10 @@ def test_errors_and_usage(tmp_path: Path, project: Path):
 
 
 def test_ready_prints_passed_and_never_imports_torch():
-    code = ("import sys; from mythos.cli import main; rc = main(['packet', 'ready']); "
-            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    code = (
+        "import sys; from mythos.cli import main; rc = main(['packet', 'ready']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "mythos readiness: passed" in out.stdout

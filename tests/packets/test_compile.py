@@ -62,7 +62,9 @@ def test_tampered_raw_subagent_file_is_caught(run: Path):
 
 
 def test_deleted_source_is_reported_not_crashing(run: Path, project: Path):
-    ingest_text(run, lane="a", agent_id="agent-a", text=fence(ev("ev-del", source_ids=["file:src/util.py:1"])))
+    ingest_text(
+        run, lane="a", agent_id="agent-a", text=fence(ev("ev-del", source_ids=["file:src/util.py:1"]))
+    )
     (project / "src/util.py").unlink()
     packet = compile_run(run)
     issue = next(c for c in packet["contradictions"] if c["id"].startswith("con:integrity:file:src/util.py"))
@@ -81,9 +83,23 @@ def test_root_override_and_escape_at_compile(run: Path, project: Path, tmp_path:
 
 
 def test_hand_written_escape_is_refused_at_compile(run: Path):
-    line = {"id": "ev-esc", "kind": "observation", "summary": "s", "source_ids": ["file:../x:1"],
-            "source_refs": [{"source_id": "file:../x:1", "path": "../x", "kind": "file", "hash": "0" * 16,
-                             "span": "1", "observed_at": "2026-01-01T00:00:00Z"}], "observed_at": "2026-01-01T00:00:00Z"}
+    line = {
+        "id": "ev-esc",
+        "kind": "observation",
+        "summary": "s",
+        "source_ids": ["file:../x:1"],
+        "source_refs": [
+            {
+                "source_id": "file:../x:1",
+                "path": "../x",
+                "kind": "file",
+                "hash": "0" * 16,
+                "span": "1",
+                "observed_at": "2026-01-01T00:00:00Z",
+            }
+        ],
+        "observed_at": "2026-01-01T00:00:00Z",
+    }
     with open(run / "worker-results/evidence.jsonl", "a") as handle:
         handle.write(json.dumps(line) + "\n")
     with pytest.raises(PacketError, match="outside the source root"):
@@ -105,27 +121,49 @@ def test_symlinked_jsonl_input_is_refused(run: Path, tmp_path: Path):
     with pytest.raises(PacketError, match="symbolic link"):
         compile_run(run)
     with pytest.raises(PacketError, match="symbolic link"):
-        ingest_text(run, lane="v", agent_id="x", text=fence({"id": "vf-s", "summary": "s", "status": "passed",
-                                                               "source_ids": ["test:t"]}, kind="verifier"))
+        ingest_text(
+            run,
+            lane="v",
+            agent_id="x",
+            text=fence(
+                {"id": "vf-s", "summary": "s", "status": "passed", "source_ids": ["test:t"]}, kind="verifier"
+            ),
+        )
     assert target.read_text() == ""
     assert list((run / "raw/subagents").iterdir()) == []
 
 
 def test_duplicate_ids_written_by_hand_are_named(run: Path):
     with open(run / "worker-results/evidence.jsonl", "a") as handle:
-        handle.write(json.dumps({"id": "ev-objective", "kind": "objective", "summary": "again",
-                                 "source_ids": ["raw:objective.md"], "observed_at": "2026-01-01T00:00:00Z"}) + "\n")
+        handle.write(
+            json.dumps(
+                {
+                    "id": "ev-objective",
+                    "kind": "objective",
+                    "summary": "again",
+                    "source_ids": ["raw:objective.md"],
+                    "observed_at": "2026-01-01T00:00:00Z",
+                }
+            )
+            + "\n"
+        )
     with pytest.raises(PacketError, match="'ev-objective' is used by two records"):
         compile_run(run)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b'{"id": 1}\n', "'id' must be a string"),
-    (b"\xff\xfe\n", "not valid UTF-8"),
-    (b'{"id":"a","summary":"s","status":"passed","verifier_score":1,"source_ids":["raw:objective.md"]}\n'
-     b'{"id":"b"}{\n', "line 2 is not valid JSON"),
-    (b"\xef\xbb\xbf{}\n", "byte-order mark"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"id": 1}\n', "'id' must be a string"),
+        (b"\xff\xfe\n", "not valid UTF-8"),
+        (
+            b'{"id":"a","summary":"s","status":"passed","verifier_score":1,"source_ids":["raw:objective.md"]}\n'
+            b'{"id":"b"}{\n',
+            "line 2 is not valid JSON",
+        ),
+        (b"\xef\xbb\xbf{}\n", "byte-order mark"),
+    ],
+)
 def test_bad_jsonl_names_file_line_and_fix(run: Path, content: bytes, message: str):
     (run / "verifier-results/findings.jsonl").write_bytes(content)
     with pytest.raises(PacketError, match=re.escape(message)) as info:
@@ -150,11 +188,33 @@ def test_missing_task_and_manifest_errors(tmp_path: Path, run: Path):
 
 
 def test_overlapping_spans_contradict(run: Path):
-    ingest_text(run, lane="p", agent_id="agent-p", text=fence(
-        {"id": "ev-p", "kind": "code-change", "summary": "retry loop added", "source_ids": ["file:src/app.py:4-8"]}))
-    ingest_text(run, lane="q", agent_id="agent-q", text=fence(
-        {"id": "ev-q", "kind": "root-cause", "summary": "no retry anywhere", "source_ids": ["file:src/app.py:6"]},
-        {"id": "ev-r", "kind": "root-cause", "summary": "unrelated", "source_ids": ["file:src/app.py:9"]}))
+    ingest_text(
+        run,
+        lane="p",
+        agent_id="agent-p",
+        text=fence(
+            {
+                "id": "ev-p",
+                "kind": "code-change",
+                "summary": "retry loop added",
+                "source_ids": ["file:src/app.py:4-8"],
+            }
+        ),
+    )
+    ingest_text(
+        run,
+        lane="q",
+        agent_id="agent-q",
+        text=fence(
+            {
+                "id": "ev-q",
+                "kind": "root-cause",
+                "summary": "no retry anywhere",
+                "source_ids": ["file:src/app.py:6"],
+            },
+            {"id": "ev-r", "kind": "root-cause", "summary": "unrelated", "source_ids": ["file:src/app.py:9"]},
+        ),
+    )
     packet = compile_run(run)
     auto = [c for c in packet["contradictions"] if c["id"].startswith("con:auto:")]
     assert [c["id"] for c in auto] == ["con:auto:ev-p:ev-q"]
@@ -164,10 +224,32 @@ def test_overlapping_spans_contradict(run: Path):
 
 
 def test_contradiction_quotes_follow_ids_and_log_counts(run: Path):
-    ingest_text(run, lane="z", agent_id="agent-z", text=fence(
-        {"id": "ev-b", "kind": "code-change", "summary": "the loop is bounded", "source_ids": ["log:build"]}))
-    ingest_text(run, lane="y", agent_id="agent-y", text=fence(
-        {"id": "ev-a", "kind": "root-cause", "summary": "cache never expires", "source_ids": ["log:build"]}))
+    ingest_text(
+        run,
+        lane="z",
+        agent_id="agent-z",
+        text=fence(
+            {
+                "id": "ev-b",
+                "kind": "code-change",
+                "summary": "the loop is bounded",
+                "source_ids": ["log:build"],
+            }
+        ),
+    )
+    ingest_text(
+        run,
+        lane="y",
+        agent_id="agent-y",
+        text=fence(
+            {
+                "id": "ev-a",
+                "kind": "root-cause",
+                "summary": "cache never expires",
+                "source_ids": ["log:build"],
+            }
+        ),
+    )
     packet = compile_run(run)
     con = next(c for c in packet["contradictions"] if c["id"] == "con:auto:ev-a:ev-b")
     assert con["summary"].endswith('"cache never expires" vs "the loop is bounded"')
@@ -176,14 +258,21 @@ def test_contradiction_quotes_follow_ids_and_log_counts(run: Path):
 
 # --- the linear detector agrees with the all-pairs definition -----------------------------------------------
 
+
 def _naive(evidence: list[dict]) -> list[dict]:
     tokens = [frozenset(re.findall(r"[a-z0-9]+", r["summary"].lower())) for r in evidence]
-    direct = [frozenset(s for s in r["source_ids"] if s.startswith(("file:", "command:", "test:", "log:")))
-              for r in evidence]
+    direct = [
+        frozenset(s for s in r["source_ids"] if s.startswith(("file:", "command:", "test:", "log:")))
+        for r in evidence
+    ]
     found: dict[str, dict] = {}
     for i, j in itertools.combinations(range(len(evidence)), 2):
         a, b = evidence[i], evidence[j]
-        if a["summary"] == b["summary"] or a["kind"] in INFRASTRUCTURE_KINDS or b["kind"] in INFRASTRUCTURE_KINDS:
+        if (
+            a["summary"] == b["summary"]
+            or a["kind"] in INFRASTRUCTURE_KINDS
+            or b["kind"] in INFRASTRUCTURE_KINDS
+        ):
             continue
         if a["kind"] != b["kind"] and frozenset((a["kind"], b["kind"])) in COMPATIBLE_KIND_PAIRS:
             continue
@@ -197,8 +286,9 @@ def _naive(evidence: list[dict]) -> list[dict]:
                         shared.update((x, y))
         if not shared:
             continue
-        differ = ((a.get("agent_id") is not None and b.get("agent_id") is not None and a["agent_id"] != b["agent_id"])
-                  or (a.get("lane") is not None and b.get("lane") is not None and a["lane"] != b["lane"]))
+        differ = (
+            a.get("agent_id") is not None and b.get("agent_id") is not None and a["agent_id"] != b["agent_id"]
+        ) or (a.get("lane") is not None and b.get("lane") is not None and a["lane"] != b["lane"])
         if not differ:
             continue
         union = tokens[i] | tokens[j]
@@ -209,19 +299,43 @@ def _naive(evidence: list[dict]) -> list[dict]:
         key = f"con:auto:{low}:{high}"
         if key in found:
             continue
-        sev = ("high" if a["kind"] in HIGH_KINDS and b["kind"] in HIGH_KINDS
-               else "low" if a["kind"] in LOW_KINDS and b["kind"] in LOW_KINDS else "medium")
+        sev = (
+            "high"
+            if a["kind"] in HIGH_KINDS and b["kind"] in HIGH_KINDS
+            else "low"
+            if a["kind"] in LOW_KINDS and b["kind"] in LOW_KINDS
+            else "medium"
+        )
         found[key] = {"id": key, "ids": [low, high], "severity": sev, "shared": sorted(shared)}
     return [found[k] for k in sorted(found)]
 
 
-record = st.fixed_dictionaries({
-    "id": st.sampled_from([f"ev-{n}" for n in range(12)]),
-    "kind": st.sampled_from(["observation", "proposal", "root-cause", "code-change", "symptom", "blocker", "gap"]),
-    "summary": st.sampled_from(["a b c", "a b d", "x y z", "", "A B C", "fix it now"]),
-    "source_ids": st.lists(st.sampled_from(["file:a:1", "file:a:2", "file:a:1-3", "file:a:3-2", "file:b:2",
-                                            "command:t", "log:l", "raw:x", "test:u"]), max_size=3),
-}, optional={"agent_id": st.sampled_from(["p", "q"]), "lane": st.sampled_from(["l1", "l2"])})
+record = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from([f"ev-{n}" for n in range(12)]),
+        "kind": st.sampled_from(
+            ["observation", "proposal", "root-cause", "code-change", "symptom", "blocker", "gap"]
+        ),
+        "summary": st.sampled_from(["a b c", "a b d", "x y z", "", "A B C", "fix it now"]),
+        "source_ids": st.lists(
+            st.sampled_from(
+                [
+                    "file:a:1",
+                    "file:a:2",
+                    "file:a:1-3",
+                    "file:a:3-2",
+                    "file:b:2",
+                    "command:t",
+                    "log:l",
+                    "raw:x",
+                    "test:u",
+                ]
+            ),
+            max_size=3,
+        ),
+    },
+    optional={"agent_id": st.sampled_from(["p", "q"]), "lane": st.sampled_from(["l1", "l2"])},
+)
 
 
 @settings(max_examples=150, deadline=None)

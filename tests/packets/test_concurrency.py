@@ -25,8 +25,10 @@ for batch in range(10):
 
 def test_eight_processes_fifty_records_each(tmp_path: Path, project: Path):
     run = init_run(tmp_path / "run", task="concurrency", root=project)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(run), str(w)], stderr=subprocess.PIPE, text=True)
-             for w in range(8)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(run), str(w)], stderr=subprocess.PIPE, text=True)
+        for w in range(8)
+    ]
     compiles = 0
     while any(proc.poll() is None for proc in procs):
         packet = compile_run(run)  # compile holds the lock shared: it never sees half an ingest

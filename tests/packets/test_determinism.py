@@ -11,27 +11,53 @@ from pathlib import Path
 
 from .conftest import STATE_FILES
 
-MANIFEST = {"run_id": "run-det", "objective_id": "obj-det", "branch_id": "main", "pass_id": "pass-0003",
-            "created_at": "2026-04-21T00:00:00Z", "source_root": "../project"}
+MANIFEST = {
+    "run_id": "run-det",
+    "objective_id": "obj-det",
+    "branch_id": "main",
+    "pass_id": "pass-0003",
+    "created_at": "2026-04-21T00:00:00Z",
+    "source_root": "../project",
+}
 
 
 def _records() -> tuple[list[dict], list[dict]]:
     evidence, findings = [], []
     for n in range(60):
         sid = f"file:src/mod_{n % 7}.py:{n % 5 + 1}"
-        evidence.append({
-            "id": f"ev-{n:03d}", "kind": ["observation", "code-change", "root-cause", "measurement"][n % 4],
-            "summary": f"finding {n} über résumé 日本 {'alpha beta' if n % 3 else 'gamma delta'} {n % 11}",
-            "source_ids": [f"raw:subagents/lane-{n % 4}.md", sid],
-            "source_refs": [{"source_id": sid, "path": f"src/mod_{n % 7}.py", "kind": "file", "hash": "HASH",
-                             "hash_alg": "fnv1a-64", "span": str(n % 5 + 1), "observed_at": "2026-04-21T00:00:00Z"}],
-            "observed_at": "2026-04-21T00:00:00Z", "agent_id": f"agent-{n % 4}", "lane": f"lane-{n % 4}",
-            "confidence": [0.1, 0.25, 1e-5, 0.999999][n % 4],
-        })
+        evidence.append(
+            {
+                "id": f"ev-{n:03d}",
+                "kind": ["observation", "code-change", "root-cause", "measurement"][n % 4],
+                "summary": f"finding {n} über résumé 日本 {'alpha beta' if n % 3 else 'gamma delta'} {n % 11}",
+                "source_ids": [f"raw:subagents/lane-{n % 4}.md", sid],
+                "source_refs": [
+                    {
+                        "source_id": sid,
+                        "path": f"src/mod_{n % 7}.py",
+                        "kind": "file",
+                        "hash": "HASH",
+                        "hash_alg": "fnv1a-64",
+                        "span": str(n % 5 + 1),
+                        "observed_at": "2026-04-21T00:00:00Z",
+                    }
+                ],
+                "observed_at": "2026-04-21T00:00:00Z",
+                "agent_id": f"agent-{n % 4}",
+                "lane": f"lane-{n % 4}",
+                "confidence": [0.1, 0.25, 1e-5, 0.999999][n % 4],
+            }
+        )
     for n in range(12):
-        findings.append({"id": f"vf-{n}", "summary": ["flaky test", "missing doc", f"unique {n}"][n % 3],
-                         "status": ["passed", "failed", "pending"][n % 3], "verifier_score": n / 12,
-                         "source_ids": [f"evidence:ev-{n:03d}"]})
+        findings.append(
+            {
+                "id": f"vf-{n}",
+                "summary": ["flaky test", "missing doc", f"unique {n}"][n % 3],
+                "status": ["passed", "failed", "pending"][n % 3],
+                "verifier_score": n / 12,
+                "source_ids": [f"evidence:ev-{n:03d}"],
+            }
+        )
     return evidence, findings
 
 
@@ -69,8 +95,13 @@ def build_run(base: Path, seed: int) -> Path:
 
 def _compile_in_subprocess(run: Path, env_overrides: dict[str, str]) -> None:
     env = {**os.environ, **env_overrides}
-    proc = subprocess.run([sys.executable, "-m", "mythos", "packet", "compile", "--run-dir", str(run)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mythos", "packet", "compile", "--run-dir", str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
 
 

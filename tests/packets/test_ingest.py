@@ -18,8 +18,13 @@ def fence(*records: object, kind: str = "evidence") -> str:
 
 
 def ev(rid: str, line: int = 3, **extra) -> dict:
-    return {"id": rid, "kind": "observation", "summary": f"claim {rid}", "source_ids": [f"file:src/app.py:{line}"],
-            **extra}
+    return {
+        "id": rid,
+        "kind": "observation",
+        "summary": f"claim {rid}",
+        "source_ids": [f"file:src/app.py:{line}"],
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -55,14 +60,23 @@ def test_good_ingest_stamps_hashes_and_keeps_prose_out(run: Path, project: Path)
 
 def test_agent_supplied_hash_is_replaced_by_real_one(run: Path):
     record = ev("ev-h")
-    record["source_refs"] = [{"source_id": "file:src/app.py:3", "path": "src/app.py", "kind": "file",
-                              "hash": "0000000000000000", "span": "3"}]
+    record["source_refs"] = [
+        {
+            "source_id": "file:src/app.py:3",
+            "path": "src/app.py",
+            "kind": "file",
+            "hash": "0000000000000000",
+            "span": "3",
+        }
+    ]
     ingest_text(run, lane="a", agent_id="x", text=fence(record))
     assert evidence_lines(run)[-1]["source_refs"][0]["hash"] != "0000000000000000"
 
 
 def test_blocked_sentinel_makes_a_blocker_record(run: Path):
-    result = ingest_text(run, lane="lane-b", agent_id="agent-2", text="Tried.\nBLOCKED   no network access  \n")
+    result = ingest_text(
+        run, lane="lane-b", agent_id="agent-2", text="Tried.\nBLOCKED   no network access  \n"
+    )
     assert result.blocked == "no network access"
     assert evidence_lines(run)[-1]["kind"] == "blocker"
     assert evidence_lines(run)[-1]["summary"] == "BLOCKED: no network access"
@@ -85,7 +99,7 @@ def test_fence_rules():
     text = "```mythos-evidence-jsonl\n{}\n``` \n{}\n```\n" + "prose " * 50 + "\n```jsonl\n{}\n```\n"
     blocks = extract_blocks(text)
     assert [(kind, body) for kind, _, body in blocks] == [("evidence", "{}\n``` \n{}\n")]
-    legacy = "Suggested evidence:\n```jsonl\n{\"a\":1}\n```\n"
+    legacy = 'Suggested evidence:\n```jsonl\n{"a":1}\n```\n'
     assert [kind for kind, _, _ in extract_blocks(legacy)] == ["evidence"]
 
 
@@ -94,16 +108,27 @@ BAD_RECORDS = [
     ('{"id":"ev-x","kind":"observation","summary":"s","source_ids":["file:src/app.py:1"]', "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
     ("null", "must be a JSON object"),
-    (json.dumps({"id": "ev-x", "kind": "observation", "summary": 5, "source_ids": ["file:src/app.py:1"]}),
-     "'summary' must be a string"),
-    (json.dumps({"id": "ev-x", "kind": 7, "summary": "s", "source_ids": ["file:src/app.py:1"]}),
-     "'kind' must be a string"),
-    (json.dumps({"id": "ev-x", "summary": "s", "source_ids": ["file:src/app.py:1"]}), "missing required field 'kind'"),
-    (json.dumps({"kind": "observation", "summary": "s", "source_ids": ["file:src/app.py:1"]}),
-     "missing required field 'id'"),
+    (
+        json.dumps({"id": "ev-x", "kind": "observation", "summary": 5, "source_ids": ["file:src/app.py:1"]}),
+        "'summary' must be a string",
+    ),
+    (
+        json.dumps({"id": "ev-x", "kind": 7, "summary": "s", "source_ids": ["file:src/app.py:1"]}),
+        "'kind' must be a string",
+    ),
+    (
+        json.dumps({"id": "ev-x", "summary": "s", "source_ids": ["file:src/app.py:1"]}),
+        "missing required field 'kind'",
+    ),
+    (
+        json.dumps({"kind": "observation", "summary": "s", "source_ids": ["file:src/app.py:1"]}),
+        "missing required field 'id'",
+    ),
     (json.dumps({**ev("ev-x"), "colour": "red"}), "unknown field 'colour'"),
-    ('{"id":"ev-x","id":"ev-y","kind":"observation","summary":"s","source_ids":["file:src/app.py:1"]}',
-     "duplicate field 'id'"),
+    (
+        '{"id":"ev-x","id":"ev-y","kind":"observation","summary":"s","source_ids":["file:src/app.py:1"]}',
+        "duplicate field 'id'",
+    ),
     (json.dumps({**ev("ev-x"), "source_ids": "file:src/app.py:1"}), "source_ids must be a list"),
     (json.dumps({**ev("ev-x"), "confidence": 3}), "confidence must be a number between 0 and 1"),
     (json.dumps({**ev("ev-x"), "observed_at": "yesterday"}), "not an ISO-8601 timestamp"),
@@ -114,17 +139,29 @@ BAD_RECORDS = [
     (json.dumps({**ev("ev-x"), "source_ids": ["file:src:1"]}), "is a directory"),
     (json.dumps({**ev("ev-x"), "source_ids": ["file:src/app.py"]}), "has no line"),
     (json.dumps({**ev("ev-x"), "source_ids": ["file:src\\app.py:1"]}), "backslash"),
-    (json.dumps({**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "shell"}]}), "has kind 'shell'"),
-    (json.dumps({**ev("ev-x"), "source_ids": ["evidence:ev-nowhere"]}), "cites unknown source id 'evidence:ev-nowhere'"),
+    (
+        json.dumps({**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "shell"}]}),
+        "has kind 'shell'",
+    ),
+    (
+        json.dumps({**ev("ev-x"), "source_ids": ["evidence:ev-nowhere"]}),
+        "cites unknown source id 'evidence:ev-nowhere'",
+    ),
     (json.dumps({**ev("ev-x"), "source_ids": ["raw:../manifest.json"]}), "cites unknown source id"),
     (json.dumps({**ev("ev-x"), "source_ids": ["packet:whatever"]}), "cites unknown source id"),
-    (json.dumps({**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "command", "hash_alg": "md5"}]}),
-     "hash_alg"),
+    (
+        json.dumps(
+            {**ev("ev-x"), "source_refs": [{"source_id": "command:x", "kind": "command", "hash_alg": "md5"}]}
+        ),
+        "hash_alg",
+    ),
     ("1e400", "must be a JSON object"),
     (json.dumps({**ev("ev-x"), "agent_id": "someone-else"}), "differs from this ingest's --agent-id"),
     (json.dumps({**ev("ev-x"), "lane": "other-lane"}), "differs from this ingest's --lane"),
-    ('{"id":"ev-x","kind":"observation","summary":"s","source_ids":["file:src/app.py:1"],"confidence":NaN}',
-     "not valid JSON"),
+    (
+        '{"id":"ev-x","kind":"observation","summary":"s","source_ids":["file:src/app.py:1"],"confidence":NaN}',
+        "not valid JSON",
+    ),
 ]
 
 
@@ -133,7 +170,9 @@ def test_bad_record_is_quarantined_and_good_ones_survive(run: Path, project: Pat
     (project.parent / "secret.txt").write_text("outside\n")
     ingest_text(run, lane="first", agent_id="agent-0", text=fence(ev("ev-before")))
     before = (run / "worker-results/evidence.jsonl").read_bytes()
-    result = ingest_text(run, lane="second", agent_id="agent-1", text=fence(ev("ev-good-1"), line, ev("ev-good-2")))
+    result = ingest_text(
+        run, lane="second", agent_id="agent-1", text=fence(ev("ev-good-1"), line, ev("ev-good-2"))
+    )
     assert len(result.quarantined) == 1, result.quarantined
     assert problem in result.quarantined[0]["problem"]
     assert result.quarantined[0]["fix"]
@@ -149,7 +188,9 @@ def test_bad_record_is_quarantined_and_good_ones_survive(run: Path, project: Pat
 def test_symlink_escape_is_refused(run: Path, project: Path, tmp_path: Path):
     (tmp_path / "outside.txt").write_text("secret\n")
     os.symlink(tmp_path / "outside.txt", project / "src" / "link.py")
-    result = ingest_text(run, lane="a", agent_id="x", text=fence(ev("ev-l", source_ids=["file:src/link.py:1"])))
+    result = ingest_text(
+        run, lane="a", agent_id="x", text=fence(ev("ev-l", source_ids=["file:src/link.py:1"]))
+    )
     assert "outside the source root" in result.quarantined[0]["problem"]
 
 
@@ -161,8 +202,17 @@ def test_fifo_ref_is_not_read(run: Path, project: Path):
 
 def test_citations_of_existing_records_are_accepted(run: Path):
     first = ingest_text(run, lane="a", agent_id="x", text=fence(ev("ev-base")))
-    record = {"id": "ev-cite", "kind": "observation", "summary": "builds on ev-base",
-              "source_ids": ["evidence:ev-base", "evidence:ev-same-output", "raw:objective.md", first.raw_source_id]}
+    record = {
+        "id": "ev-cite",
+        "kind": "observation",
+        "summary": "builds on ev-base",
+        "source_ids": [
+            "evidence:ev-base",
+            "evidence:ev-same-output",
+            "raw:objective.md",
+            first.raw_source_id,
+        ],
+    }
     result = ingest_text(run, lane="b", agent_id="y", text=fence(record, ev("ev-same-output")))
     assert not result.quarantined and "ev-cite" in result.evidence_ids
     compile_run(run)
@@ -170,8 +220,16 @@ def test_citations_of_existing_records_are_accepted(run: Path):
 
 def test_reporting_a_finding_again_updates_it(run: Path):
     def finding(status: str) -> str:
-        return fence({"id": "vf-x", "summary": "suite", "status": status, "verifier_score": 1.0,
-                      "source_ids": ["test:suite"]}, kind="verifier")
+        return fence(
+            {
+                "id": "vf-x",
+                "summary": "suite",
+                "status": status,
+                "verifier_score": 1.0,
+                "source_ids": ["test:suite"],
+            },
+            kind="verifier",
+        )
 
     ingest_text(run, lane="v", agent_id="verifier", text=finding("failed"))
     packet = compile_run(run)
@@ -203,7 +261,7 @@ def test_file_level_errors_leave_the_run_untouched(run: Path, tmp_path: Path):
     ingest_text(run, lane="a", agent_id="x", text=fence(ev("ev-1")))
     before = (run / "worker-results/evidence.jsonl").read_bytes()
     binary = tmp_path / "binary.md"
-    binary.write_bytes(b"```mythos-evidence-jsonl\n{\"id\": \"\xff\xfe\"}\n```\n")
+    binary.write_bytes(b'```mythos-evidence-jsonl\n{"id": "\xff\xfe"}\n```\n')
     with pytest.raises(PacketError, match="not UTF-8"):
         ingest_file(run, lane="b", agent_id="y", path=binary)
     with pytest.raises(PacketError, match="does not exist"):
@@ -250,8 +308,13 @@ def test_torn_line_from_a_crash(run: Path):
 
 
 def test_verifier_records(run: Path):
-    good = {"id": "vf-a", "summary": "tests pass", "status": "passed", "verifier_score": 1,
-            "source_ids": ["test:tests/test_app.py"]}
+    good = {
+        "id": "vf-a",
+        "summary": "tests pass",
+        "status": "passed",
+        "verifier_score": 1,
+        "source_ids": ["test:tests/test_app.py"],
+    }
     bad = {"id": "vf-b", "summary": "x", "status": "great", "source_ids": ["test:t"]}
     result = ingest_text(run, lane="v", agent_id="verifier", text=fence(good, bad, kind="verifier"))
     assert result.finding_ids == ["vf-a"]

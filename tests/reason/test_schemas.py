@@ -25,9 +25,16 @@ def test_bold_label_fallback_for_rounds():
     assert reply.new_insight == "Caches fail at the edges." and reply.status == "stable"
 
 
-@pytest.mark.parametrize("text, kind", [("", "empty"), ("   ", "empty"), (None, "empty"),
-                                        ("<html><body>502</body></html>", "unparseable"),
-                                        ('{"analysis": "x"}', None)])
+@pytest.mark.parametrize(
+    "text, kind",
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        (None, "empty"),
+        ("<html><body>502</body></html>", "unparseable"),
+        ('{"analysis": "x"}', None),
+    ],
+)
 def test_unusable_replies_name_the_problem(text, kind):
     if kind is None:  # a round without an insight parses: it means "no delta", which the engine handles
         assert parse_reply(text, RoundReply).new_insight is None
@@ -45,9 +52,12 @@ def test_missing_required_field_is_unparseable():
 
 
 def test_prelude_normalizes_model_spelling():
-    reply = parse_reply('{"question_restated": "Q?", "primary_drivers": ["trade offs", "MULTI-HOP", "bogus"],'
-                        ' "complexity_checks": {"Multi-hop": "yes", "high stakes": true}, "problem_type": "Technical Design",'
-                        ' "not_asking": "a history lesson"}', PreludeReply)
+    reply = parse_reply(
+        '{"question_restated": "Q?", "primary_drivers": ["trade offs", "MULTI-HOP", "bogus"],'
+        ' "complexity_checks": {"Multi-hop": "yes", "high stakes": true}, "problem_type": "Technical Design",'
+        ' "not_asking": "a history lesson"}',
+        PreludeReply,
+    )
     assert reply.primary_drivers == ["Trade-offs", "Multi-hop"]
     assert reply.complexity_checks == {"multi_hop": True, "high_stakes": True}
     assert reply.problem_type == "technical_design" and reply.not_asking == ["a history lesson"]

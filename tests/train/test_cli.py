@@ -13,8 +13,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def mythos(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "mythos", *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mythos", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,20 @@ def test_demo_is_deterministic_given_its_seed(demo_run, tmp_path):
 
 def test_eval_of_the_demo_checkpoint_reproduces_the_demo_grid(demo_run, tmp_path, capsys):
     out, _ = demo_run
-    status = mythos_in_process(["eval", str(out), "--lengths", "1,2,4", "--loops", "1,2,4", "--samples", "16",
-                                "--json", str(tmp_path / "g.json")])  # default seed: the demo's held-out seed
+    status = mythos_in_process(
+        [
+            "eval",
+            str(out),
+            "--lengths",
+            "1,2,4",
+            "--loops",
+            "1,2,4",
+            "--samples",
+            "16",
+            "--json",
+            str(tmp_path / "g.json"),
+        ]
+    )  # default seed: the demo's held-out seed
     assert status == 0
     assert "chain\\loops" in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "g.json").read_text())
@@ -57,11 +70,33 @@ def test_plot_and_text_training(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(30):
-        (corpus / f"{i}.txt").write_text(f"story {i}: a small looped model reads text number {i} and learns. " * 3)
+        (corpus / f"{i}.txt").write_text(
+            f"story {i}: a small looped model reads text number {i} and learns. " * 3
+        )
     run = tmp_path / "run"
-    result = mythos("train", "--data", str(corpus), "--vocab-size", "300", "--seq-len", "16", "--batch-size", "2",
-                    "--steps", "3", "--loops", "2", "--grad-loops", "1", "--checkpoint-loops",
-                    "--set", "dim=32", "--out", str(run), "--no-progress")
+    result = mythos(
+        "train",
+        "--data",
+        str(corpus),
+        "--vocab-size",
+        "300",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "3",
+        "--loops",
+        "2",
+        "--grad-loops",
+        "1",
+        "--checkpoint-loops",
+        "--set",
+        "dim=32",
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "shards" / "index.json").exists() and (run / "shards" / "tokenizer.json").exists()
     assert mythos_in_process(["plot", str(run)]) == 0

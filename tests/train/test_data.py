@@ -26,7 +26,9 @@ def corpus(tmp_path):
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text(DOCS[0])
     (folder / "sub" / "b.md").write_text(DOCS[1])
-    (folder / "c.jsonl").write_text("".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(DOCS[2:20])))
+    (folder / "c.jsonl").write_text(
+        "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(DOCS[2:20]))
+    )
     pq.write_table(pa.table({"text": DOCS[20:]}), folder / "d.parquet")
     (folder / "ignored.bin").write_bytes(b"\x00\x01")
     return folder

@@ -8,9 +8,33 @@ import sys
 
 import pytest
 
-ARGS = ["--model", "tiny", "--set", "dim=32", "--set", "act=false", "--task", "binding",
-        "--task-option", "n_statements=6", "--task-option", "n_names=12", "--train-hops", "3", "--loops", "1:3",
-        "--seed", "3", "--no-progress", "--steps", "4", "--warmup", "1", "--lr", "3e-3"]
+ARGS = [
+    "--model",
+    "tiny",
+    "--set",
+    "dim=32",
+    "--set",
+    "act=false",
+    "--task",
+    "binding",
+    "--task-option",
+    "n_statements=6",
+    "--task-option",
+    "n_names=12",
+    "--train-hops",
+    "3",
+    "--loops",
+    "1:3",
+    "--seed",
+    "3",
+    "--no-progress",
+    "--steps",
+    "4",
+    "--warmup",
+    "1",
+    "--lr",
+    "3e-3",
+]
 
 
 def _free_port() -> int:
@@ -24,11 +48,31 @@ def _losses(run) -> list[float]:
 
 
 def _torchrun(out, mode, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "mythos", "train", "--out", str(out), *ARGS,
-           "--batch-size", "4", "--parallel", mode, *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "mythos",
+        "train",
+        "--out",
+        str(out),
+        *ARGS,
+        "--batch-size",
+        "4",
+        "--parallel",
+        mode,
+        *extra,
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -36,8 +80,13 @@ def _torchrun(out, mode, *extra):
 @pytest.mark.slow
 def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(tmp_path):
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "mythos", "train", "--out", str(single), *ARGS, "--batch-size", "8"],
-                   check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [sys.executable, "-m", "mythos", "train", "--out", str(single), *ARGS, "--batch-size", "8"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     expected = _losses(single)
     _torchrun(tmp_path / "ddp", "ddp")
     assert _losses(tmp_path / "ddp") == pytest.approx(expected, rel=1e-5)

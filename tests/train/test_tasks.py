@@ -26,7 +26,9 @@ def _resolve_binding(task: VariableBinding, row: np.ndarray) -> tuple[list[int],
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), max_hops=st.integers(0, 7), long=st.one_of(st.none(), st.integers(0, 11)))
+@given(
+    seed=st.integers(0, 2**32 - 1), max_hops=st.integers(0, 7), long=st.one_of(st.none(), st.integers(0, 11))
+)
 def test_binding_labels_match_an_interpreter(seed, max_hops, long):
     task = VariableBinding(n_statements=12, n_names=20)
     batch = task.sample(4, np.random.default_rng(seed), max_hops, long_hops=long)
@@ -44,7 +46,9 @@ def test_binding_labels_match_an_interpreter(seed, max_hops, long):
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), max_hops=st.integers(1, 6), long=st.one_of(st.none(), st.integers(1, 12)))
+@given(
+    seed=st.integers(0, 2**32 - 1), max_hops=st.integers(1, 6), long=st.one_of(st.none(), st.integers(1, 12))
+)
 def test_carry_labels_are_the_real_sum(seed, max_hops, long):
     task = CarryChain(n_digits=12)
     batch = task.sample(3, np.random.default_rng(seed), max_hops, long_hops=long)

@@ -16,15 +16,48 @@ from mythos.train.config import TrainConfig, TrainConfigError
 from mythos.train.telemetry import read_telemetry
 from mythos.train.trainer import NonFiniteLoss, loop_count, train
 
-TINY = ["--model", "tiny", "--set", "dim=32", "--set", "act=false", "--task", "binding",
-        "--task-option", "n_statements=6", "--task-option", "n_names=12", "--train-hops", "3",
-        "--batch-size", "4", "--loops", "1:3", "--seed", "3", "--no-progress"]
+TINY = [
+    "--model",
+    "tiny",
+    "--set",
+    "dim=32",
+    "--set",
+    "act=false",
+    "--task",
+    "binding",
+    "--task-option",
+    "n_statements=6",
+    "--task-option",
+    "n_names=12",
+    "--train-hops",
+    "3",
+    "--batch-size",
+    "4",
+    "--loops",
+    "1:3",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 def tiny_config(out: Path, **changes) -> TrainConfig:
-    base = dict(out=str(out), model="tiny", model_overrides={"dim": 32, "act": False}, task="binding",
-                task_options={"n_statements": 6, "n_names": 12}, train_hops=3, batch_size=4, loops="1:3",
-                steps=6, warmup=2, lr=3e-3, ckpt_every=3, seed=3, progress=False)
+    base = dict(
+        out=str(out),
+        model="tiny",
+        model_overrides={"dim": 32, "act": False},
+        task="binding",
+        task_options={"n_statements": 6, "n_names": 12},
+        train_hops=3,
+        batch_size=4,
+        loops="1:3",
+        steps=6,
+        warmup=2,
+        lr=3e-3,
+        ckpt_every=3,
+        seed=3,
+        progress=False,
+    )
     base.update(changes)
     return TrainConfig(**base)
 
@@ -57,7 +90,16 @@ def test_checkpoint_is_loadable_by_the_model_wing_and_pruned(tmp_path):
 def test_telemetry_has_every_field(tmp_path):
     train(tiny_config(tmp_path, steps=2), log=lambda *_: None)
     record = read_telemetry(tmp_path)[-1]
-    for key in ("loss", "lr", "grad_norm", "max_A", "hidden_norms", "mean_depth", "expert_load", "tokens_per_s"):
+    for key in (
+        "loss",
+        "lr",
+        "grad_norm",
+        "max_A",
+        "hidden_norms",
+        "mean_depth",
+        "expert_load",
+        "tokens_per_s",
+    ):
         assert key in record, key
     assert len(record["hidden_norms"]) == record["n_loops"]
     assert 0 < record["max_A"] < 1
@@ -94,14 +136,42 @@ def test_invalid_options_name_the_field(tmp_path):
         tiny_config(tmp_path, loops="5:2")
     with pytest.raises(TrainConfigError, match="data"):
         TrainConfig(out=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "mythos", "train", "--out", str(tmp_path), "--task", "binding",
-                             "--precision", "bf16"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mythos",
+            "train",
+            "--out",
+            str(tmp_path),
+            "--task",
+            "binding",
+            "--precision",
+            "bf16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "precision" in result.stderr
 
 
 def test_a_killed_run_loses_only_the_steps_since_its_last_checkpoint(tmp_path):
-    cmd = [sys.executable, "-m", "mythos", "train", "--out", str(tmp_path), *TINY, "--steps", "400",
-           "--ckpt-every", "2", "--warmup", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mythos",
+        "train",
+        "--out",
+        str(tmp_path),
+        *TINY,
+        "--steps",
+        "400",
+        "--ckpt-every",
+        "2",
+        "--warmup",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
@@ -133,13 +203,22 @@ def test_a_killed_run_loses_only_the_steps_since_its_last_checkpoint(tmp_path):
 
 def test_gradient_accumulation_equals_the_bigger_batch(tmp_path):
     big = train(tiny_config(tmp_path / "big", batch_size=8, steps=3), log=lambda *_: None)
-    accumulated = train(tiny_config(tmp_path / "acc", batch_size=4, grad_accum=2, steps=3), log=lambda *_: None)
+    accumulated = train(
+        tiny_config(tmp_path / "acc", batch_size=4, grad_accum=2, steps=3), log=lambda *_: None
+    )
     assert accumulated.losses == pytest.approx(big.losses, rel=1e-5)
 
 
 def test_act_ponder_cost_checkpointing_and_truncation_train(tmp_path):
-    cfg = tiny_config(tmp_path, model_overrides={"dim": 32, "act": True}, ponder_weight=0.01, grad_loops=1,
-                      checkpoint_loops=True, loops="3", steps=2)
+    cfg = tiny_config(
+        tmp_path,
+        model_overrides={"dim": 32, "act": True},
+        ponder_weight=0.01,
+        grad_loops=1,
+        checkpoint_loops=True,
+        loops="3",
+        steps=2,
+    )
     result = train(cfg, log=lambda *_: None)
     assert all(loss == loss for loss in result.losses)
     record = read_telemetry(tmp_path)[-1]

@@ -37,7 +37,9 @@ def parse_policy(policy: str, n_loops: int) -> list[int]:
         k = min(k, n_loops - 1)
         shared = n_loops - k
         return [0 if t < shared else t - shared + 1 for t in range(n_loops)]
-    raise ValueError(f"cache_policy={policy!r} is not valid; use 'per-loop', 'shared' or 'last-<K>' with K a positive integer, e.g. 'last-2'")
+    raise ValueError(
+        f"cache_policy={policy!r} is not valid; use 'per-loop', 'shared' or 'last-<K>' with K a positive integer, e.g. 'last-2'"
+    )
 
 
 def entry_width(view: DecodeView) -> int:
@@ -63,8 +65,14 @@ class StaticKVCache:
 
     @classmethod
     def allocate(
-        cls, view: DecodeView, slots: int, max_len: int, n_loops: int, policy: str = "per-loop",
-        dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
+        cls,
+        view: DecodeView,
+        slots: int,
+        max_len: int,
+        n_loops: int,
+        policy: str = "per-loop",
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
     ) -> StaticKVCache:
         if max_len > view.max_seq_len:
             raise ValueError(
@@ -76,7 +84,8 @@ class StaticKVCache:
         width = entry_width(view)
         dtype = dtype or view.dtype
         buffers = [
-            torch.zeros(slots, max_len + 1, width, dtype=dtype, device=device) for _ in range(n_pre + n_rec + n_coda)
+            torch.zeros(slots, max_len + 1, width, dtype=dtype, device=device)
+            for _ in range(n_pre + n_rec + n_coda)
         ]
         return cls(
             buffers=buffers,

@@ -49,36 +49,65 @@ def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
         if max_seq_len and max_seq_len > cfg.max_seq_len:  # random weights: any context length will do
             cfg = get_preset(source, max_seq_len=max_seq_len)
     except ValueError as exc:
-        raise SystemExit(f"mythos: {source!r} is neither a checkpoint directory nor a preset ({exc})") from None
+        raise SystemExit(
+            f"mythos: {source!r} is neither a checkpoint directory nor a preset ({exc})"
+        ) from None
     torch.manual_seed(seed)
     print(f"mythos: {source!r} is a preset: random weights (seed {seed}); output is noise", file=sys.stderr)
     return Mythos(cfg).eval(), None
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="CHECKPOINT_OR_PRESET", help="checkpoint directory or preset name (e.g. small)")
-    p.add_argument("--n-loops", type=int, default=None, help="recurrent depth (default: the model's max_loop_iters)")
-    p.add_argument("--max-len", type=int, default=None,
-                   help="context length to allocate (default: max_seq_len; a preset is stretched to fit)")
-    p.add_argument("--cache-policy", default="per-loop", help="per-loop | shared | last-K (KV memory across loops)")
+    p.add_argument(
+        "model", metavar="CHECKPOINT_OR_PRESET", help="checkpoint directory or preset name (e.g. small)"
+    )
+    p.add_argument(
+        "--n-loops", type=int, default=None, help="recurrent depth (default: the model's max_loop_iters)"
+    )
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="context length to allocate (default: max_seq_len; a preset is stretched to fit)",
+    )
+    p.add_argument(
+        "--cache-policy", default="per-loop", help="per-loop | shared | last-K (KV memory across loops)"
+    )
     p.add_argument("--adaptive", action="store_true", help="tokens whose ACT halts skip the remaining loops")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (slow first call)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                   help="run the model in this dtype (default: the checkpoint's)")
-    p.add_argument("--weight-dtype", choices=sorted(DTYPES), default=None,
-                   help="store the decode engine's matrices in this dtype, activations and cache unchanged "
-                        "(bfloat16: faster batch-1 decode, see docs/infer.md)")
-    p.add_argument("--cache-dtype", choices=sorted(DTYPES), default=None,
-                   help="store the KV cache in this dtype (bfloat16: half the cache bytes; see docs/infer.md)")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="run the model in this dtype (default: the checkpoint's)",
+    )
+    p.add_argument(
+        "--weight-dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="store the decode engine's matrices in this dtype, activations and cache unchanged "
+        "(bfloat16: faster batch-1 decode, see docs/infer.md)",
+    )
+    p.add_argument(
+        "--cache-dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="store the KV cache in this dtype (bfloat16: half the cache bytes; see docs/infer.md)",
+    )
 
 
 def _engine(p: argparse.ArgumentParser, args: argparse.Namespace, model, **sizes) -> Engine:
     """The engine the shared flags describe (a bad value is a usage error naming it), compiled if asked."""
     try:
-        engine = Engine.from_model(model, cache_policy=args.cache_policy, adaptive=args.adaptive,
-                                   weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
-                                   cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None, **sizes)
+        engine = Engine.from_model(
+            model,
+            cache_policy=args.cache_policy,
+            adaptive=args.adaptive,
+            weight_dtype=DTYPES[args.weight_dtype] if args.weight_dtype else None,
+            cache_dtype=DTYPES[args.cache_dtype] if args.cache_dtype else None,
+            **sizes,
+        )
     except ValueError as exc:
         p.error(str(exc))
     if args.compile:
@@ -87,7 +116,9 @@ def _engine(p: argparse.ArgumentParser, args: argparse.Namespace, model, **sizes
 
 
 def generate_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mythos generate", description="Generate text from a checkpoint or preset.")
+    p = argparse.ArgumentParser(
+        prog="mythos generate", description="Generate text from a checkpoint or preset."
+    )
     _engine_args(p)
     p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for a batch)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -96,7 +127,9 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated (one prompt)")
-    p.add_argument("--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr")
+    p.add_argument(
+        "--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr"
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +153,9 @@ def generate_main(argv: list[str]) -> int:
     n_loops = args.n_loops or model.cfg.max_loop_iters
     engine = _engine(p, args, model, slots=len(prompts), max_len=max_len, n_loops=n_loops)
     B = len(prompts)
-    gens = [SamplingParams(args.temperature, args.top_k, args.top_p, args.seed + i).generator() for i in range(B)]
+    gens = [
+        SamplingParams(args.temperature, args.top_k, args.top_p, args.seed + i).generator() for i in range(B)
+    ]
     decoders = [StreamDecoder(tokenizer) for _ in range(B)]
     done = [False] * B
     t0 = time.perf_counter()
@@ -153,17 +188,25 @@ def generate_main(argv: list[str]) -> int:
             print((f"[{i}] " if B > 1 else "") + args.prompt[i] + d.sent)
     if args.stats:
         tps = B * steps / t_decode if t_decode > 0 else float("nan")
-        print(f"prefill {t_prefill * 1e3:.1f} ms; decode {steps} steps x {B} rows: {tps:.1f} tokens/s; "
-              f"KV cache {engine.cache.bytes_per_token()} bytes/token ({engine.cache.policy})", file=sys.stderr)
+        print(
+            f"prefill {t_prefill * 1e3:.1f} ms; decode {steps} steps x {B} rows: {tps:.1f} tokens/s; "
+            f"KV cache {engine.cache.bytes_per_token()} bytes/token ({engine.cache.policy})",
+            file=sys.stderr,
+        )
         if args.adaptive:
             st = engine.stats
-            print(f"adaptive depth: {st.token_loops_run}/{st.token_loops_full} token-loops run "
-                  f"({100 * st.saved_fraction:.1f}% saved)", file=sys.stderr)
+            print(
+                f"adaptive depth: {st.token_loops_run}/{st.token_loops_full} token-loops run "
+                f"({100 * st.saved_fraction:.1f}% saved)",
+                file=sys.stderr,
+            )
     return 0
 
 
 def serve_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mythos serve", description="Serve a checkpoint over an OpenAI-compatible API.")
+    p = argparse.ArgumentParser(
+        prog="mythos serve", description="Serve a checkpoint over an OpenAI-compatible API."
+    )
     _engine_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -183,15 +226,22 @@ def serve_main(argv: list[str]) -> int:
     model, tokenizer = _model_and_tokenizer(args)
     engine = _engine(p, args, model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops)
     if args.compile:
-        print("compiling the decode step for every batch width (a minute or two) ...", file=sys.stderr, flush=True)
+        print(
+            "compiling the decode step for every batch width (a minute or two) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         print(f"compiled widths {engine.warm_up()}", file=sys.stderr, flush=True)
     scheduler = Scheduler(engine).start()
     name = args.name or (Path(args.model).name if Path(args.model).is_dir() else args.model)
     state = ServeState(scheduler, tokenizer, name, default_max_tokens=args.max_tokens)
     server = make_server(state, args.host, args.port, verbose=args.verbose)
     host, port = server.server_address[:2]
-    print(f"mythos serve: {name} on http://{host}:{port}/v1 ({args.slots} slots, "
-          f"{engine.max_len} tokens context, tokenizer {tokenizer.name})", flush=True)
+    print(
+        f"mythos serve: {name} on http://{host}:{port}/v1 ({args.slots} slots, "
+        f"{engine.max_len} tokens context, tokenizer {tokenizer.name})",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -95,7 +95,13 @@ class Engine:
         self.view = view
         self.max_loops = n_loops or view.max_loop_iters
         self.cache = StaticKVCache.allocate(
-            view, slots, max_len or view.max_seq_len, self.max_loops, cache_policy, dtype=cache_dtype, device=device
+            view,
+            slots,
+            max_len or view.max_seq_len,
+            self.max_loops,
+            cache_policy,
+            dtype=cache_dtype,
+            device=device,
         )
         self.adaptive = adaptive
         self.prefill_chunk = prefill_chunk
@@ -153,12 +159,21 @@ class Engine:
         self._replays.clear()  # graphs of an earlier compile() must not outlive it
         if "backend" in kwargs:  # the caller's backend: no replay (inductor still gets the options)
             backend = kwargs.pop("backend")
-            self._decode_fn = torch.compile(self._decode_step, dynamic=False, backend=backend,
-                                            options=options if backend == "inductor" else None, **kwargs)
+            self._decode_fn = torch.compile(
+                self._decode_step,
+                dynamic=False,
+                backend=backend,
+                options=options if backend == "inductor" else None,
+                **kwargs,
+            )
         else:
             replayable = kwargs["fullgraph"]  # one graph per step: what the backend sees is the whole step
-            self._decode_fn = torch.compile(self._decode_step, dynamic=False,
-                                            backend=self._inductor_capturing(options, replayable), **kwargs)
+            self._decode_fn = torch.compile(
+                self._decode_step,
+                dynamic=False,
+                backend=self._inductor_capturing(options, replayable),
+                **kwargs,
+            )
         self._compiled = True
 
     def _inductor_capturing(self, options: dict, replayable: bool):
@@ -171,8 +186,13 @@ class Engine:
             key, static = self._capturing or (None, ())
             outputs = gm.graph.output_node().args[0]
             inputs = {id(t) for t in example_inputs}
-            if (replayable and key is not None and len(outputs) == 1 and all(id(t) in inputs for t in static)
-                    and all(isinstance(t, Tensor) for t in example_inputs)):
+            if (
+                replayable
+                and key is not None
+                and len(outputs) == 1
+                and all(id(t) in inputs for t in static)
+                and all(isinstance(t, Tensor) for t in example_inputs)
+            ):
                 self._replays[key] = (compiled, tuple(example_inputs))
             return compiled
 
@@ -201,8 +221,9 @@ class Engine:
             self.cache.reset_slot(s)
 
     @torch.inference_mode()
-    def prefill(self, slot0: int, prompts: list[list[int]], n_loops: list[int] | None = None,
-                all_logits: bool = False) -> Tensor:
+    def prefill(
+        self, slot0: int, prompts: list[list[int]], n_loops: list[int] | None = None, all_logits: bool = False
+    ) -> Tensor:
         """Append ``prompts`` (one per slot from ``slot0``) in chunks; returns last-token logits (B, V).
 
         With ``all_logits`` returns (B, T_max, V) for every prompt position (padding rows are junk).
@@ -240,9 +261,11 @@ class Engine:
         loops = self._check(slot0, [1] * B, n_loops)
         key = (slot0, B, max(loops), min(loops) == max(loops))
         if key not in self._step_inputs:  # refilled at every step: the same tensors feed every replay
-            self._step_inputs[key] = (torch.zeros(B, 1, dtype=torch.long, device=self.device),
-                                      torch.ones(B, dtype=torch.long, device=self.device),
-                                      torch.zeros(B, dtype=torch.long, device=self.device))
+            self._step_inputs[key] = (
+                torch.zeros(B, 1, dtype=torch.long, device=self.device),
+                torch.ones(B, dtype=torch.long, device=self.device),
+                torch.zeros(B, dtype=torch.long, device=self.device),
+            )
         step_tokens, ones, step_loops = self._step_inputs[key]
         step_tokens.copy_(tokens.view(B, 1))
         step_loops.copy_(torch.tensor(loops, dtype=torch.long))
@@ -253,12 +276,17 @@ class Engine:
         else:
             self._capturing = (key, (step_tokens, ones, step_loops))
             try:
-                logits = self._decode_fn(slot0, step_tokens, ones, step_loops, self.cache.max_len + 1, key[2],
-                                         key[3])
+                logits = self._decode_fn(
+                    slot0, step_tokens, ones, step_loops, self.cache.max_len + 1, key[2], key[3]
+                )
             except FailOnRecompileLimitHit:  # raised before the step runs: nothing was written yet
                 if not self._warned_limit:
-                    warnings.warn("decode: torch.compile's recompile limit is reached for this engine; new batch "
-                                  "shapes or loop counts now run eagerly", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        "decode: torch.compile's recompile limit is reached for this engine; new batch "
+                        "shapes or loop counts now run eagerly",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                     self._warned_limit = True
                 return self.step(slot0, tokens.view(B, 1), [1] * B, n_loops)
             finally:
@@ -267,8 +295,9 @@ class Engine:
             self.cache.host_positions[i] += 1
         return logits
 
-    def _decode_step(self, slot0: int, tokens: Tensor, ones: Tensor, loops: Tensor, kv_len: int, depth: int,
-                     uniform: bool) -> Tensor:
+    def _decode_step(
+        self, slot0: int, tokens: Tensor, ones: Tensor, loops: Tensor, kv_len: int, depth: int, uniform: bool
+    ) -> Tensor:
         """The compiled unit: one token per row through the whole model, the head, and the position update."""
         hidden = self._forward_fixed(slot0, tokens, ones, loops, kv_len, depth, uniform)
         self.cache.positions[slot0 : slot0 + tokens.shape[0]] += 1
@@ -291,8 +320,14 @@ class Engine:
                 raise ValueError(f"n_loops={n} is outside 1..{self.max_loops} (the engine's cache depth)")
         return loops
 
-    def step(self, slot0: int, tokens: Tensor, lens: list[int], n_loops: list[int] | None = None,
-             all_logits: bool = False) -> Tensor:
+    def step(
+        self,
+        slot0: int,
+        tokens: Tensor,
+        lens: list[int],
+        n_loops: list[int] | None = None,
+        all_logits: bool = False,
+    ) -> Tensor:
         """Run one padded chunk eagerly for slots ``[slot0, slot0+B)``; advances each slot by its ``lens``."""
         B, T = tokens.shape
         cache = self.cache
@@ -364,8 +399,16 @@ class Engine:
         weight = torch.where(crossing, (1.0 - cum).clamp(min=0), p) * running
         return weight, cum + p * running
 
-    def _forward_fixed(self, slot0: int, tokens: Tensor, lens: Tensor, loops: Tensor, kv_len: int,
-                       depth: int, uniform: bool = False) -> Tensor:
+    def _forward_fixed(
+        self,
+        slot0: int,
+        tokens: Tensor,
+        lens: Tensor,
+        loops: Tensor,
+        kv_len: int,
+        depth: int,
+        uniform: bool = False,
+    ) -> Tensor:
         """Every token runs ``depth`` loops; rows past their own ``n_loops`` stop contributing.
 
         ``uniform`` (every row runs exactly ``depth`` loops, the common case) lets the final loop be known
@@ -385,8 +428,10 @@ class Engine:
         act = v.act
         for t in range(depth):
             block_out = self._block(
-                self._recurrent_input(h, e, t), v.recurrent,
-                self.cache.buffers[self.cache.loop_sites[t]][slot0 : slot0 + B], ctx,
+                self._recurrent_input(h, e, t),
+                v.recurrent,
+                self.cache.buffers[self.cache.loop_sites[t]][slot0 : slot0 + B],
+                ctx,
             )
             h = A * h + Be + block_out + lora_delta(block_out, v.lora, t)
             last = t == depth - 1
@@ -419,8 +464,9 @@ class Engine:
                 out = torch.where(final.unsqueeze(-1), h.float(), out)
         return self._outer(out.to(h.dtype), slot0, B, ctx, self.cache.coda_sites, v.coda)
 
-    def _forward_adaptive(self, slot0: int, tokens: Tensor, lens: Tensor, loops: Tensor, kv_len: int,
-                          depth: int) -> Tensor:
+    def _forward_adaptive(
+        self, slot0: int, tokens: Tensor, lens: Tensor, loops: Tensor, kv_len: int, depth: int
+    ) -> Tensor:
         """Halted tokens leave the loop; later loops run only on (row, token) pairs still running."""
         v = self.view
         B, T = tokens.shape
@@ -459,9 +505,13 @@ class Engine:
             col_ok = torch.arange(width, device=dev).unsqueeze(0) < counts[rows].unsqueeze(1)
             sub = StepContext(
                 rows=torch.arange(len(rows), device=dev).unsqueeze(1),
-                write_pos=torch.where(col_ok, ctx.write_pos[rows.unsqueeze(1), order],
-                                      torch.full_like(order, self.cache.max_len)),
-                visible=ctx.visible[rows].squeeze(1)[torch.arange(len(rows), device=dev).unsqueeze(1), order]
+                write_pos=torch.where(
+                    col_ok,
+                    ctx.write_pos[rows.unsqueeze(1), order],
+                    torch.full_like(order, self.cache.max_len),
+                ),
+                visible=ctx.visible[rows]
+                .squeeze(1)[torch.arange(len(rows), device=dev).unsqueeze(1), order]
                 .unsqueeze(1),
                 freqs=ctx.freqs[rows.unsqueeze(1), order],
                 cos_sin=None,
@@ -469,13 +519,15 @@ class Engine:
             )
             h_sub = h[rows.unsqueeze(1), order]
             e_sub = e[rows.unsqueeze(1), order]
-            block_out = self._block(self._recurrent_input(h_sub, e_sub, t), v.recurrent, _RowView(buf, rows), sub)
+            block_out = self._block(
+                self._recurrent_input(h_sub, e_sub, t), v.recurrent, _RowView(buf, rows), sub
+            )
             h_new = A * h_sub + Be[rows.unsqueeze(1), order] + block_out + lora_delta(block_out, v.lora, t)
             sel_rows = rows.unsqueeze(1).expand_as(order)[col_ok]
             sel_cols = order[col_ok]
             h_ok = h_new[col_ok]
             h[sel_rows, sel_cols] = h_ok
-            final = (row_loops.expand(B, T)[sel_rows, sel_cols] == t + 1)
+            final = row_loops.expand(B, T)[sel_rows, sel_cols] == t + 1
             if v.act.enabled:
                 p = halt_prob(h_ok, v.halt).float()
                 c = cum[sel_rows, sel_cols]

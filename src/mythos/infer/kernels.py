@@ -37,7 +37,9 @@ class StepContext:
     write_pos: Tensor  # (B, T) where each token's entry goes (padding -> the trash row)
     visible: Tensor  # (B, 1, T, S) bool: key s visible to query t
     freqs: Tensor | None  # (B, T, rope/2) complex e^{i * position * frequency} (eager), or
-    cos_sin: tuple[Tensor, Tensor] | None  # the same as real cos, sin (compiled: inductor has no complex codegen)
+    cos_sin: (
+        tuple[Tensor, Tensor] | None
+    )  # the same as real cos, sin (compiled: inductor has no complex codegen)
     kv_len: int  # S: keys read from the cache
     _folded: dict = field(default_factory=dict)
 
@@ -53,10 +55,15 @@ class StepContext:
         key = (repeat, dtype)
         if key not in self._folded:
             B, _, T, S = self.visible.shape
-            mask = self.visible if T == 1 else self.visible.unsqueeze(-2).expand(B, 1, T, repeat, S).reshape(
-                B, 1, T * repeat, S)
+            mask = (
+                self.visible
+                if T == 1
+                else self.visible.unsqueeze(-2).expand(B, 1, T, repeat, S).reshape(B, 1, T * repeat, S)
+            )
             if T <= SHORT_QUERY:
-                mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+                mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+                    ~mask, float("-inf")
+                )
             self._folded[key] = mask
         return self._folded[key]
 
@@ -146,8 +153,12 @@ def per_head(x: Tensor, w: Tensor) -> Tensor:
 
 def use_native(query: Tensor, keys: Tensor) -> bool:
     """Whether decode attention runs in the native kernel: CPU, fp32 queries, fp32 or bf16 keys, library built."""
-    return (keys.device.type == "cpu" and query.dtype == torch.float32 and keys.dtype in native.KEY_BITS
-            and native.available())
+    return (
+        keys.device.type == "cpu"
+        and query.dtype == torch.float32
+        and keys.dtype in native.KEY_BITS
+        and native.available()
+    )
 
 
 def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Tensor:
@@ -161,8 +172,12 @@ def mla_attend(x: Tensor, w: MLAWeights, cache: Tensor, ctx: StepContext) -> Ten
     q = linear(rms_norm(down[..., :ql], w.q_norm), w.w_q)
     q_latent = per_head(q[..., : H * nope].view(B, T, H, nope), w.w_uk)  # (B, T, H, r)
     q_rope = rotate(q[..., H * nope :].view(B, T, H, rd), ctx, heads=True)
-    entry = torch.cat((rms_norm(down[..., ql : ql + r], w.kv_norm), rotate(down[..., ql + r :], ctx, heads=False)), dim=-1)
-    cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
+    entry = torch.cat(
+        (rms_norm(down[..., ql : ql + r], w.kv_norm), rotate(down[..., ql + r :], ctx, heads=False)), dim=-1
+    )
+    cache.index_put_(
+        (ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype)
+    )
     keys = cache[:, : ctx.kv_len]  # (B, S, r+rope): one latent "head" shared by every query head
     query = torch.cat((q_latent, q_rope), dim=-1)  # (B, T, H, r + rope)
     if use_native(query, keys):  # one fused pass over the keys per query (native/): decode, and prompts too
@@ -190,7 +205,9 @@ def gqa_attend(x: Tensor, w: GQAWeights, cache: Tensor, ctx: StepContext) -> Ten
     k = rotate(qkv[..., H * hd : (H + G) * hd].view(B, T, G, hd), ctx, heads=True)
     v = qkv[..., (H + G) * hd :].view(B, T, G, hd)
     entry = torch.cat((k, v), dim=2).flatten(2)
-    cache.index_put_((ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype))
+    cache.index_put_(
+        (ctx.rows, ctx.write_pos), entry if entry.dtype == cache.dtype else entry.to(cache.dtype)
+    )
     kv = cache[:, : ctx.kv_len]
     if kv.dtype != x.dtype:
         kv = kv.to(x.dtype)
@@ -235,7 +252,9 @@ def moe_grouped(x: Tensor, m: MoEWeights) -> Tensor:
     order = torch.argsort(expert_of, stable=True)
     token_of = order // m.top_k
     offsets = torch.cumsum(torch.bincount(expert_of, minlength=m.n_experts), dim=0).to(torch.int32)
-    gate, up = torch._grouped_mm(x.index_select(0, token_of), m.stacked_gate_up.to(x.dtype), offs=offsets).chunk(2, dim=-1)
+    gate, up = torch._grouped_mm(
+        x.index_select(0, token_of), m.stacked_gate_up.to(x.dtype), offs=offsets
+    ).chunk(2, dim=-1)
     routed = torch._grouped_mm(F.silu(gate) * up, m.stacked_down.to(x.dtype), offs=offsets)
     routed = routed * gates.reshape(-1, 1).index_select(0, order)
     out = torch.zeros(n, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, token_of, routed)
@@ -251,7 +270,9 @@ def moe_gathered(x: Tensor, m: MoEWeights) -> Tensor:
     """
     n, d = x.shape
     idx, gates = route(x, m)  # (n, k)
-    gate, up = (x.view(n, 1, 1, d) * m.rows_gate_up[idx].to(x.dtype)).sum(-1).chunk(2, dim=-1)  # (n, k, Ed) each
+    gate, up = (
+        (x.view(n, 1, 1, d) * m.rows_gate_up[idx].to(x.dtype)).sum(-1).chunk(2, dim=-1)
+    )  # (n, k, Ed) each
     hidden = F.silu(gate) * up * gates.unsqueeze(-1)
     routed = (hidden.unsqueeze(-2) * m.rows_down[idx].to(x.dtype)).sum(-1)  # (n, k, D)
     out = routed.sum(1)
@@ -264,8 +285,11 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype, _memo: dict =
     if key not in _memo:
         try:
             x = torch.zeros(4, 8, device=device, dtype=dtype)
-            torch._grouped_mm(x, torch.zeros(2, 8, 8, device=device, dtype=dtype),
-                              offs=torch.tensor([2, 4], device=device, dtype=torch.int32))
+            torch._grouped_mm(
+                x,
+                torch.zeros(2, 8, 8, device=device, dtype=dtype),
+                offs=torch.tensor([2, 4], device=device, dtype=torch.int32),
+            )
             _memo[key] = True
         except (AttributeError, RuntimeError, NotImplementedError):
             _memo[key] = False

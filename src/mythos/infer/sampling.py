@@ -24,7 +24,9 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0.0 and self.temperature < float("inf")):
-            raise ValueError(f"temperature={self.temperature!r} is invalid: use a finite number >= 0 (0 = greedy)")
+            raise ValueError(
+                f"temperature={self.temperature!r} is invalid: use a finite number >= 0 (0 = greedy)"
+            )
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             raise ValueError(f"top_k={self.top_k!r} is invalid: use an integer >= 1, or omit it")
         if self.top_p is not None and not (0.0 < self.top_p <= 1.0):

@@ -31,7 +31,9 @@ MAX_BODY = 4 * 1024 * 1024
 class RequestError(Exception):
     """A client mistake: becomes a 4xx with OpenAI's error shape."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, param: str | None = None, status: int = 400, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.param, self.status, self.code = param, status, code
 
@@ -48,8 +50,11 @@ def render_chat(messages: list[dict[str, str]]) -> str:
 
 def parse_messages(messages: Any) -> list[dict[str, str]]:
     """Chat messages with string content; content given as OpenAI text parts is joined."""
-    bad = RequestError("'messages' must be a non-empty list of {role, content} objects whose content is a "
-                       "string or a list of {type: text, text} parts", param="messages")
+    bad = RequestError(
+        "'messages' must be a non-empty list of {role, content} objects whose content is a "
+        "string or a list of {type: text, text} parts",
+        param="messages",
+    )
     if not isinstance(messages, list) or not messages:
         raise bad
     out = []
@@ -57,8 +62,10 @@ def parse_messages(messages: Any) -> list[dict[str, str]]:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise bad
         content = m.get("content")
-        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                             and isinstance(p.get("text"), str) for p in content):
+        if isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+            for p in content
+        ):
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):
             raise bad
@@ -89,12 +96,22 @@ def parse_common(body: dict, state: ServeState) -> dict[str, Any]:
     """Validate the fields shared by both endpoints; every error names the field and what is valid."""
     model = body.get("model")
     if model is not None and model != state.model_name:
-        raise RequestError(f"model {model!r} does not exist; this server serves {state.model_name!r}",
-                           param="model", status=404, code="model_not_found")
-    max_tokens = _field(body, "max_tokens", int, state.default_max_tokens, lambda v: v >= 1, "an integer >= 1")
+        raise RequestError(
+            f"model {model!r} does not exist; this server serves {state.model_name!r}",
+            param="model",
+            status=404,
+            code="model_not_found",
+        )
+    max_tokens = _field(
+        body, "max_tokens", int, state.default_max_tokens, lambda v: v >= 1, "an integer >= 1"
+    )
     if "max_completion_tokens" in body:
-        max_tokens = _field(body, "max_completion_tokens", int, max_tokens, lambda v: v >= 1, "an integer >= 1")
-    temperature = _field(body, "temperature", (int, float), 1.0, lambda v: 0 <= v <= 100, "a number in [0, 100]")
+        max_tokens = _field(
+            body, "max_completion_tokens", int, max_tokens, lambda v: v >= 1, "an integer >= 1"
+        )
+    temperature = _field(
+        body, "temperature", (int, float), 1.0, lambda v: 0 <= v <= 100, "a number in [0, 100]"
+    )
     top_p = _field(body, "top_p", (int, float), None, lambda v: 0 < v <= 1, "a number in (0, 1]")
     top_k = _field(body, "top_k", int, None, lambda v: v >= 1, "an integer >= 1")
     seed = _field(body, "seed", int, None, None, "an integer")
@@ -111,12 +128,22 @@ def parse_common(body: dict, state: ServeState) -> dict[str, Any]:
     elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
         stops = list(stop)
     else:
-        raise RequestError(f"'stop' must be a string or a list of up to 4 strings, got {stop!r}", param="stop")
+        raise RequestError(
+            f"'stop' must be a string or a list of up to 4 strings, got {stop!r}", param="stop"
+        )
     return dict(
-        max_tokens=max_tokens, stream=stream, stops=[s for s in stops if s], n=n,
-        sampling=SamplingParams(temperature=float(temperature), top_k=top_k,
-                                top_p=None if top_p is None else float(top_p), seed=seed),
-        n_loops=n_loops, include_usage=include_usage,
+        max_tokens=max_tokens,
+        stream=stream,
+        stops=[s for s in stops if s],
+        n=n,
+        sampling=SamplingParams(
+            temperature=float(temperature),
+            top_k=top_k,
+            top_p=None if top_p is None else float(top_p),
+            seed=seed,
+        ),
+        n_loops=n_loops,
+        include_usage=include_usage,
     )
 
 
@@ -140,8 +167,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_error(self, err: RequestError) -> None:
         kind = "invalid_request_error" if err.status < 500 else "server_error"
-        self._send_json(err.status, {"error": {"message": str(err), "type": kind, "param": err.param,
-                                               "code": err.code}})
+        self._send_json(
+            err.status, {"error": {"message": str(err), "type": kind, "param": err.param, "code": err.code}}
+        )
 
     def _read_body(self) -> dict:
         try:
@@ -173,12 +201,26 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         st = self.state
         if self.path.rstrip("/") == "/v1/models":
-            self._send_json(200, {"object": "list", "data": [
-                {"id": st.model_name, "object": "model", "created": 0, "owned_by": "mythos"}]})
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": st.model_name, "object": "model", "created": 0, "owned_by": "mythos"}],
+                },
+            )
         elif self.path.rstrip("/") == "/health":
             s = st.scheduler
-            self._send_json(200, {"status": "ok", "active": s.active, "waiting": s.waiting, "slots": s.slots,
-                                  "steps": s.steps, "tokens_out": s.tokens_out})
+            self._send_json(
+                200,
+                {
+                    "status": "ok",
+                    "active": s.active,
+                    "waiting": s.waiting,
+                    "slots": s.slots,
+                    "steps": s.steps,
+                    "tokens_out": s.tokens_out,
+                },
+            )
         else:
             self._send_error(RequestError(f"no route GET {self.path}", status=404, code="not_found"))
 
@@ -208,8 +250,13 @@ class Handler(BaseHTTPRequestHandler):
             text = prompt
         ids = st.tokenizer.encode(text)
         stop_ids = frozenset([st.tokenizer.eos_id]) if st.tokenizer.eos_id is not None else frozenset()
-        req = Request(prompt=ids, max_new_tokens=opts["max_tokens"], sampling=opts["sampling"],
-                      n_loops=opts["n_loops"], stop_ids=stop_ids)
+        req = Request(
+            prompt=ids,
+            max_new_tokens=opts["max_tokens"],
+            sampling=opts["sampling"],
+            n_loops=opts["n_loops"],
+            stop_ids=stop_ids,
+        )
         try:
             st.scheduler.submit(req)
         except ValueError as exc:
@@ -266,16 +313,27 @@ class Handler(BaseHTTPRequestHandler):
             parts.append(delta)
             reason = finish or reason
         text = "".join(parts)
-        usage = {"prompt_tokens": n_prompt, "completion_tokens": len(req.generated),
-                 "total_tokens": n_prompt + len(req.generated)}
+        usage = {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": len(req.generated),
+            "total_tokens": n_prompt + len(req.generated),
+        }
         choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
-        self._send_json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion",
-                              "created": int(time.time()), "model": st.model_name, "choices": [choice],
-                              "usage": usage})
+        self._send_json(
+            200,
+            {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": st.model_name,
+                "choices": [choice],
+                "usage": usage,
+            },
+        )
 
     def _stream(self, req: Request, rid: str, chat: bool, stops: list[str], usage_prompt: int | None) -> None:
         st = self.state
@@ -288,12 +346,21 @@ class Handler(BaseHTTPRequestHandler):
 
         def chunk(delta: str | None, finish: str | None, first: bool = False) -> None:
             if chat:
-                d: dict[str, Any] = {"role": "assistant", "content": ""} if first else (
-                    {} if delta is None else {"content": delta})
+                d: dict[str, Any] = (
+                    {"role": "assistant", "content": ""}
+                    if first
+                    else ({} if delta is None else {"content": delta})
+                )
                 choice = {"index": 0, "delta": d, "finish_reason": finish, "logprobs": None}
             else:
                 choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
-            payload = {"id": rid, "object": kind, "created": created, "model": st.model_name, "choices": [choice]}
+            payload = {
+                "id": rid,
+                "object": kind,
+                "created": created,
+                "model": st.model_name,
+                "choices": [choice],
+            }
             self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
             self.wfile.flush()
 
@@ -306,19 +373,35 @@ class Handler(BaseHTTPRequestHandler):
                 if finish:
                     chunk(None, finish)
         except RequestError as err:  # headers are sent: report the failure in-band
-            self.wfile.write(b"data: " + json.dumps({"error": {"message": str(err), "type": "server_error",
-                                                               "param": None, "code": None}}).encode() + b"\n\n")
+            self.wfile.write(
+                b"data: "
+                + json.dumps(
+                    {"error": {"message": str(err), "type": "server_error", "param": None, "code": None}}
+                ).encode()
+                + b"\n\n"
+            )
         if usage_prompt is not None:  # stream_options.include_usage: a last chunk with usage and no choices
             n = len(req.generated)
-            payload = {"id": rid, "object": kind, "created": created, "model": st.model_name, "choices": [],
-                       "usage": {"prompt_tokens": usage_prompt, "completion_tokens": n,
-                                 "total_tokens": usage_prompt + n}}
+            payload = {
+                "id": rid,
+                "object": kind,
+                "created": created,
+                "model": st.model_name,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": usage_prompt,
+                    "completion_tokens": n,
+                    "total_tokens": usage_prompt + n,
+                },
+            }
             self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
 
-def make_server(state: ServeState, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> ThreadingHTTPServer:
+def make_server(
+    state: ServeState, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False
+) -> ThreadingHTTPServer:
     """A ready-to-run HTTP server (call ``serve_forever``); port 0 picks a free one (see ``server_address``)."""
     handler = type("BoundHandler", (Handler,), {"state": state})
     server = ThreadingHTTPServer((host, port), handler)
@@ -327,7 +410,9 @@ def make_server(state: ServeState, host: str = "127.0.0.1", port: int = 8000, ve
     return server
 
 
-def serve_in_thread(state: ServeState, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, threading.Thread]:
+def serve_in_thread(
+    state: ServeState, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Start the server on a background thread (tests, benchmarks, embedding)."""
     server = make_server(state, host, port)
     thread = threading.Thread(target=server.serve_forever, name="mythos-http", daemon=True)

@@ -206,13 +206,24 @@ def _attention(attn: nn.Module, cfg) -> MLAWeights | GQAWeights:
         H, nope, rd = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
         w_uk, w_uv = split_kv_up(attn.kv_up.weight.detach(), H, nope, cfg.v_head_dim, cfg.kv_lora_rank)
         return MLAWeights(
-            w_down=attn.w_down.weight.detach(), q_norm=_norm(attn.q_norm), w_q=attn.q_up.weight.detach(),
-            w_uk=w_uk, w_uv=w_uv, kv_norm=_norm(attn.kv_norm), q_lora=cfg.q_lora_rank,
-            w_o=attn.wo.weight.detach(), n_heads=H, nope_dim=nope, kv_rank=cfg.kv_lora_rank, rope_dim=rd,
+            w_down=attn.w_down.weight.detach(),
+            q_norm=_norm(attn.q_norm),
+            w_q=attn.q_up.weight.detach(),
+            w_uk=w_uk,
+            w_uv=w_uv,
+            kv_norm=_norm(attn.kv_norm),
+            q_lora=cfg.q_lora_rank,
+            w_o=attn.wo.weight.detach(),
+            n_heads=H,
+            nope_dim=nope,
+            kv_rank=cfg.kv_lora_rank,
+            rope_dim=rd,
             scale=(nope + rd) ** -0.5,
         )
     hd = cfg.head_dim
-    return GQAWeights(attn.wqkv.weight.detach(), attn.wo.weight.detach(), cfg.n_heads, cfg.n_kv_heads, hd, hd**-0.5)
+    return GQAWeights(
+        attn.wqkv.weight.detach(), attn.wo.weight.detach(), cfg.n_heads, cfg.n_kv_heads, hd, hd**-0.5
+    )
 
 
 def _swiglu(ffn: nn.Module | None) -> SwiGLUWeights | None:
@@ -276,7 +287,9 @@ def view_from_model(model: nn.Module) -> DecodeView:
         inject_B=B,
         halt=HaltWeights(rec.act.halt.weight.detach(), rec.act.halt.bias.detach()),
         act=ACTSemantics(
-            threshold=float(cfg.act_threshold), remainder_at_final=not cfg.reference_compat, enabled=bool(cfg.act)
+            threshold=float(cfg.act_threshold),
+            remainder_at_final=not cfg.reference_compat,
+            enabled=bool(cfg.act),
         ),
         rope_freqs=rope_table(cfg.rope_dim, cfg.max_seq_len, cfg.rope_theta),
         max_seq_len=cfg.max_seq_len,
@@ -296,26 +309,50 @@ def with_weight_dtype(view: DecodeView, dtype: torch.dtype) -> DecodeView:
     half the bytes per token; what that costs in accuracy is measured in benchmarks/infer_decode.py.
     The prompt path's MoE (the model's module) keeps the model's weights.
     """
+
     def cast(t: Tensor) -> Tensor:
         return t.to(dtype)
 
     def block(bw: BlockWeights) -> BlockWeights:
         a = bw.attn
         if isinstance(a, MLAWeights):
-            attn = replace(a, w_down=cast(a.w_down), w_q=cast(a.w_q), w_uk=cast(a.w_uk), w_uv=cast(a.w_uv),
-                           w_o=cast(a.w_o))
+            attn = replace(
+                a,
+                w_down=cast(a.w_down),
+                w_q=cast(a.w_q),
+                w_uk=cast(a.w_uk),
+                w_uv=cast(a.w_uv),
+                w_o=cast(a.w_o),
+            )
         else:
             attn = replace(a, w_qkv=cast(a.w_qkv), w_o=cast(a.w_o))
         ffn = None if bw.ffn is None else SwiGLUWeights(cast(bw.ffn.w_gate_up), cast(bw.ffn.w_down))
         moe = bw.moe
         if moe is not None:
-            shared = None if moe.shared is None else SwiGLUWeights(cast(moe.shared.w_gate_up), cast(moe.shared.w_down))
-            moe = replace(moe, w_gate_up=cast(moe.w_gate_up), w_down=cast(moe.w_down),
-                          stacked_gate_up=cast(moe.stacked_gate_up), stacked_down=cast(moe.stacked_down),
-                          rows_gate_up=cast(moe.rows_gate_up), rows_down=cast(moe.rows_down), shared=shared)
+            shared = (
+                None
+                if moe.shared is None
+                else SwiGLUWeights(cast(moe.shared.w_gate_up), cast(moe.shared.w_down))
+            )
+            moe = replace(
+                moe,
+                w_gate_up=cast(moe.w_gate_up),
+                w_down=cast(moe.w_down),
+                stacked_gate_up=cast(moe.stacked_gate_up),
+                stacked_down=cast(moe.stacked_down),
+                rows_gate_up=cast(moe.rows_gate_up),
+                rows_down=cast(moe.rows_down),
+                shared=shared,
+            )
         return replace(bw, attn=attn, ffn=ffn, moe=moe)
 
     embed = cast(view.embed)
     head = embed if view.head is view.embed else cast(view.head)
-    return replace(view, embed=embed, head=head, prelude=[block(b) for b in view.prelude],
-                   recurrent=block(view.recurrent), coda=[block(b) for b in view.coda])
+    return replace(
+        view,
+        embed=embed,
+        head=head,
+        prelude=[block(b) for b in view.prelude],
+        recurrent=block(view.recurrent),
+        coda=[block(b) for b in view.coda],
+    )

@@ -105,7 +105,9 @@ class GQAttention(nn.Module):
         self.wqkv = Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
         self.wo = Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         hd = self.head_dim
         q, k, v = self.wqkv(x).split([self.n_heads * hd, self.n_kv_heads * hd, self.n_kv_heads * hd], dim=-1)
@@ -114,7 +116,9 @@ class GQAttention(nn.Module):
         v = v.view(b, t, self.n_kv_heads, hd).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(start, k, v)
-        out = _attend(q, k, v, start, self.dropout if self.training else 0.0, gqa=self.n_kv_heads != self.n_heads)
+        out = _attend(
+            q, k, v, start, self.dropout if self.training else 0.0, gqa=self.n_kv_heads != self.n_heads
+        )
         return self.wo(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -140,7 +144,9 @@ class MLAttention(nn.Module):
         self.kv_up = Linear(self.kv_lora, h * (self.nope_dim + self.v_dim), bias=False)
         self.wo = Linear(h * self.v_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         h, nope, rd = self.n_heads, self.nope_dim, self.rope_dim
         c_q, c_kv, k_rope = self.w_down(x).split([self.q_lora, self.kv_lora, rd], dim=-1)
@@ -153,7 +159,9 @@ class MLAttention(nn.Module):
             if 2 * t <= c_kv.shape[1]:  # decode / short chunks: attend in latent space
                 return self._absorbed(q_nope, q_rope, c_kv, k_rope, start)
         s = c_kv.shape[1]
-        k_nope, v = self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
+        k_nope, v = (
+            self.kv_up(self.kv_norm(c_kv)).view(b, s, h, nope + self.v_dim).split([nope, self.v_dim], -1)
+        )
         # concatenated straight into (B, H, T, D) order: no copy when attention flattens the heads
         q = torch.cat([q_nope.transpose(1, 2), q_rope.transpose(1, 2)], dim=-1)
         k = torch.cat([k_nope.transpose(1, 2), k_rope[:, None, :, :].expand(b, h, s, rd)], dim=-1)

@@ -23,6 +23,8 @@ class TransformerBlock(nn.Module):
         self.ffn: nn.Module = MoE(cfg) if use_moe else SwiGLU(cfg.dim, cfg.dense_hidden)
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0
+    ) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), rope, cache, start))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))

@@ -64,7 +64,9 @@ def read_config(path: str | os.PathLike[str]) -> MythosConfig:
     """The validated config of a checkpoint directory."""
     config_file = Path(path) / CONFIG_NAME
     if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file} not found: a mythos checkpoint is a directory with {CONFIG_NAME}")
+        raise FileNotFoundError(
+            f"{config_file} not found: a mythos checkpoint is a directory with {CONFIG_NAME}"
+        )
     return MythosConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
 
 

@@ -105,13 +105,19 @@ class MythosConfig:
         if self.dim % self.n_heads:
             raise ConfigError("n_heads", self.n_heads, f"must divide dim={self.dim}")
         if self.attn_type == "gqa":
-            if isinstance(self.n_kv_heads, bool) or not isinstance(self.n_kv_heads, int) or self.n_kv_heads < 1:
+            if (
+                isinstance(self.n_kv_heads, bool)
+                or not isinstance(self.n_kv_heads, int)
+                or self.n_kv_heads < 1
+            ):
                 raise ConfigError("n_kv_heads", self.n_kv_heads, "must be an integer >= 1")
             if self.n_heads % self.n_kv_heads:
                 raise ConfigError("n_kv_heads", self.n_kv_heads, f"must divide n_heads={self.n_heads}")
             if (self.dim // self.n_heads) % 2:
                 raise ConfigError(
-                    "n_heads", self.n_heads, f"dim // n_heads = {self.dim // self.n_heads} must be even for RoPE"
+                    "n_heads",
+                    self.n_heads,
+                    f"dim // n_heads = {self.dim // self.n_heads} must be even for RoPE",
                 )
         else:
             for name in ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "v_head_dim"):
@@ -120,7 +126,9 @@ class MythosConfig:
                     raise ConfigError(name, value, "must be an integer >= 1 for attn_type='mla'")
             rope = self.qk_rope_head_dim
             if isinstance(rope, bool) or not isinstance(rope, int) or rope < 2 or rope % 2:
-                raise ConfigError("qk_rope_head_dim", rope, "must be an even integer >= 2 (RoPE rotates pairs)")
+                raise ConfigError(
+                    "qk_rope_head_dim", rope, "must be an even integer >= 2 (RoPE rotates pairs)"
+                )
         if self.n_experts_per_tok > self.n_experts:
             raise ConfigError(
                 "n_experts_per_tok", self.n_experts_per_tok, f"must be <= n_experts={self.n_experts}"
@@ -143,7 +151,12 @@ class MythosConfig:
                 raise ConfigError(name, value, "must be a number in [0, 1)")
         for name in ("ponder_weight", "router_bias_rate", "init_std"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or value < 0
+                or not math.isfinite(value)
+            ):
                 raise ConfigError(name, value, "must be a finite number >= 0")
         for name in ("reference_compat", "act", "act_early_exit"):
             if not isinstance(getattr(self, name), bool):
@@ -177,7 +190,9 @@ class MythosConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(unknown[0], data[unknown[0]], f"is not a MythosConfig field; valid: {sorted(names)}")
+            raise ConfigError(
+                unknown[0], data[unknown[0]], f"is not a MythosConfig field; valid: {sorted(names)}"
+            )
         return cls(**data)
 
     def replace(self, **changes: Any) -> MythosConfig:
@@ -185,7 +200,9 @@ class MythosConfig:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            raise ConfigError(unknown[0], changes[unknown[0]], f"is not a MythosConfig field; valid: {sorted(names)}")
+            raise ConfigError(
+                unknown[0], changes[unknown[0]], f"is not a MythosConfig field; valid: {sorted(names)}"
+            )
         if "dim" in changes:
             if "loop_dim" not in changes and self.loop_dim == self.dim // 8:
                 changes["loop_dim"] = None

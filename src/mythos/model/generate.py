@@ -103,7 +103,11 @@ def generate(
 
 
 def _pick(
-    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     if temperature == 0.0:
         return logits.argmax(dim=-1)

@@ -113,7 +113,14 @@ class Mythos(nn.Module):
             x = layer(x, rope, cache.prelude_slot(i) if cache is not None else None, start)
         e = x
         x, stats = self.recurrent(
-            x, e, rope, n_loops, cache=cache, start=start, grad_loops=grad_loops, checkpoint_loops=checkpoint_loops
+            x,
+            e,
+            rope,
+            n_loops,
+            cache=cache,
+            start=start,
+            grad_loops=grad_loops,
+            checkpoint_loops=checkpoint_loops,
         )
         for i, layer in enumerate(self.coda):
             x = layer(x, rope, cache.coda_slot(i) if cache is not None else None, start)

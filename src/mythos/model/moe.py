@@ -82,7 +82,9 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor)
         if x.dtype == torch.bfloat16:
             return torch._grouped_mm(x, weight, offs=offsets)
         return _grouped_matmul_eager(x, weight, offsets)
-    aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (weight.shape[-1] * weight.element_size()) % 16 == 0
+    aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (
+        weight.shape[-1] * weight.element_size()
+    ) % 16 == 0
     if aligned and _grouped_mm_works(x.device, x.dtype):  # the kernel wants 16-byte-aligned row strides
         if x.device.type == "cpu" and torch.get_num_threads() > 1:
             return _CpuGroupedMatmul.apply(x, weight, offsets)
@@ -199,10 +201,14 @@ class MoE(nn.Module):
         counts = torch.zeros(self.n_experts, dtype=torch.long, device=x.device)
         counts = counts.index_add_(0, expert_of, torch.ones_like(expert_of))  # static shape, unlike bincount
         offsets = torch.cumsum(counts, dim=0).to(torch.int32)
-        routed = self.experts(flat.index_select(0, token_of), offsets, gates.reshape(-1, 1).index_select(0, order))
+        routed = self.experts(
+            flat.index_select(0, token_of), offsets, gates.reshape(-1, 1).index_select(0, order)
+        )
         # routed outputs summed straight into the shared experts' output (no zeros, no extra add)
         out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
-        if out.dtype != routed.dtype:  # CPU autocast: the shared experts ran in bf16, the grouped matmul did not
+        if (
+            out.dtype != routed.dtype
+        ):  # CPU autocast: the shared experts ran in bf16, the grouped matmul did not
             out = out.to(torch.promote_types(out.dtype, routed.dtype))
         out = out.index_add_(0, token_of, routed.to(out.dtype))
         self.last_load = (counts.float() / max(n * self.top_k, 1)).detach()
@@ -217,7 +223,9 @@ class MoE(nn.Module):
         """
         load = load.detach().to(self.router.bias.device, torch.float32).reshape(-1)
         if load.numel() != self.n_experts:
-            raise ValueError(f"update_router_bias: load has {load.numel()} entries, expected n_experts={self.n_experts}")
+            raise ValueError(
+                f"update_router_bias: load has {load.numel()} entries, expected n_experts={self.n_experts}"
+            )
         step = (rate if rate is not None else self.bias_rate) * torch.sign(load.mean() - load)
         self.router.bias.add_(step.to(self.router.bias.dtype))
         return step

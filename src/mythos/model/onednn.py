@@ -24,8 +24,11 @@ from torch import Tensor, nn
 @functools.cache
 def enabled() -> bool:
     """oneDNN is built into this torch, exposes its linear op, and is not turned off by MYTHOS_ONEDNN=0."""
-    return (os.environ.get("MYTHOS_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return (
+        os.environ.get("MYTHOS_ONEDNN", "1") != "0"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 def _mm_t(a: Tensor, b: Tensor) -> Tensor:
@@ -51,9 +54,16 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def applies(x: Tensor, weight: Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and weight.dim() == 2 and x.numel() > 0 and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and enabled())
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.dim() == 2
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and enabled()
+    )
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -63,7 +63,10 @@ class LoopEmbedding(nn.Module):
 
     def vector(self, t: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The (dim,) vector added at loop t, computed in fp32 then cast."""
-        freqs = 1.0 / (self.theta ** (torch.arange(0, self.loop_dim, 2, device=device, dtype=torch.float32) / self.loop_dim))
+        freqs = 1.0 / (
+            self.theta
+            ** (torch.arange(0, self.loop_dim, 2, device=device, dtype=torch.float32) / self.loop_dim)
+        )
         angles = t * freqs
         emb = torch.zeros(self.dim, device=device, dtype=torch.float32)
         emb[: self.loop_dim] = torch.cat([angles.sin(), angles.cos()])[: self.loop_dim]
@@ -190,7 +193,9 @@ class RecurrentBlock(nn.Module):
                 remainder = (1.0 - cumulative).clamp(min=0)
                 weight = torch.where(crossing, remainder, p) * running
                 h_out = torch.addcmul(h_out, weight.unsqueeze(-1), h.float())
-                remainder_paid = remainder_paid + torch.where(crossing, remainder, torch.zeros_like(p)) * running
+                remainder_paid = (
+                    remainder_paid + torch.where(crossing, remainder, torch.zeros_like(p)) * running
+                )
                 used = used + running
                 cumulative = cumulative + p * running
                 halted = halted | (cumulative >= cfg.act_threshold)

@@ -71,7 +71,10 @@ def _swiglu(src: dict[str, torch.Tensor], prefixes: list[str], dst: str) -> dict
 
 
 def _block(src: dict[str, torch.Tensor], p: str, cfg: MythosConfig, moe: bool) -> dict[str, torch.Tensor]:
-    out = {f"{p}attn_norm.weight": src[f"{p}attn_norm.weight"], f"{p}ffn_norm.weight": src[f"{p}ffn_norm.weight"]}
+    out = {
+        f"{p}attn_norm.weight": src[f"{p}attn_norm.weight"],
+        f"{p}ffn_norm.weight": src[f"{p}ffn_norm.weight"],
+    }
     out.update(_attention(src, f"{p}attn.", cfg))
     if not moe:
         out.update(_swiglu(src, [f"{p}ffn."], f"{p}ffn."))
@@ -80,11 +83,16 @@ def _block(src: dict[str, torch.Tensor], p: str, cfg: MythosConfig, moe: bool) -
     out[f"{f}router.weight"] = src[f"{f}router.weight"]
     out[f"{f}router.bias"] = src[f"{f}router_bias"]
     experts = range(cfg.n_experts)
-    gate_up = [torch.cat([src[f"{f}routed_experts.{e}.gate.weight"], src[f"{f}routed_experts.{e}.up.weight"]]) for e in experts]
+    gate_up = [
+        torch.cat([src[f"{f}routed_experts.{e}.gate.weight"], src[f"{f}routed_experts.{e}.up.weight"]])
+        for e in experts
+    ]
     out[f"{f}experts.w_gate_up"] = torch.stack([w.t() for w in gate_up])
     out[f"{f}experts.w_down"] = torch.stack([src[f"{f}routed_experts.{e}.down.weight"].t() for e in experts])
     if cfg.n_shared_experts:
-        out.update(_swiglu(src, [f"{f}shared_experts.{s}." for s in range(cfg.n_shared_experts)], f"{f}shared."))
+        out.update(
+            _swiglu(src, [f"{f}shared_experts.{s}." for s in range(cfg.n_shared_experts)], f"{f}shared.")
+        )
     return out
 
 
@@ -140,7 +148,9 @@ def load_reference_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.T
 
 
 def convert_open_mythos(
-    state_dict_path: str | os.PathLike[str], config_json_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+    state_dict_path: str | os.PathLike[str],
+    config_json_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
 ) -> Path:
     """Convert a saved reference checkpoint (state dict + config JSON) into a mythos checkpoint directory."""
     from .checkpoint import save_checkpoint

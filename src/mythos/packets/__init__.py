@@ -25,6 +25,14 @@ def run_readiness(*, verbose: bool = False, say=print) -> bool:
 
 
 __all__ = [
-    "GateResult", "IngestResult", "PacketError", "compile_run", "gate_run", "ingest_file", "ingest_text", "init_run",
-    "record_synthesis", "run_readiness",
+    "GateResult",
+    "IngestResult",
+    "PacketError",
+    "compile_run",
+    "gate_run",
+    "ingest_file",
+    "ingest_text",
+    "init_run",
+    "record_synthesis",
+    "run_readiness",
 ]

@@ -65,8 +65,11 @@ def append_lines(path: Path, lines: list[str]) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PacketError(f"{path.name} is a symbolic link; run inputs must be the files themselves",
-                              field=path.name, fix="replace the link with a copy of the file") from None
+            raise PacketError(
+                f"{path.name} is a symbolic link; run inputs must be the files themselves",
+                field=path.name,
+                fix="replace the link with a copy of the file",
+            ) from None
         raise
     try:
         view = memoryview(payload)

@@ -21,13 +21,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mythos packet", description="Deterministic, hash-provenanced packet compiler.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def command(name: str, help_text: str, *, run_flag: bool = True, root: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, *, run_flag: bool = True, root: bool = True
+    ) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if run_flag:
             cmd.add_argument("--run-dir", required=True, help="the run directory")
         if root:
-            cmd.add_argument("--root", help="source root that relative file: refs resolve against "
-                                            "(default: the run's manifest source_root)")
+            cmd.add_argument(
+                "--root",
+                help="source root that relative file: refs resolve against "
+                "(default: the run's manifest source_root)",
+            )
         cmd.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
         return cmd
 
@@ -43,14 +48,23 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--stdin", action="store_true", help="read the subagent's output from stdin")
 
     comp = command("compile", "compile state/next_pass_packet.json (byte-identical for identical inputs)")
-    comp.add_argument("--record-synthesis", metavar="TEXT", help="record Prime's synthesis, advance pass_id, recompile")
-    comp.add_argument("--print", dest="print_packet", action="store_true", help="print the packet file to stdout")
+    comp.add_argument(
+        "--record-synthesis", metavar="TEXT", help="record Prime's synthesis, advance pass_id, recompile"
+    )
+    comp.add_argument(
+        "--print", dest="print_packet", action="store_true", help="print the packet file to stdout"
+    )
 
     gate = command("gate", "exit 0 only when the run may halt; every failure names check, record and fix")
-    gate.add_argument("--min-agents", type=int, help="distinct agents required (default 3 or "
-                                                     "$MYTHOS_MIN_AGENT_COVERAGE)")
-    gate.add_argument("--min-direct-ratio", type=float, default=1.0,
-                      help="share of substantive evidence that must cite a direct source (default 1.0)")
+    gate.add_argument(
+        "--min-agents", type=int, help="distinct agents required (default 3 or $MYTHOS_MIN_AGENT_COVERAGE)"
+    )
+    gate.add_argument(
+        "--min-direct-ratio",
+        type=float,
+        default=1.0,
+        help="share of substantive evidence that must cite a direct source (default 1.0)",
+    )
 
     command("validate", "check state/next_pass_packet.json against the packet schema", root=False)
     command("status", "where a run stands: pass, counts, staleness, quarantined records", root=False)
@@ -82,18 +96,23 @@ def _run(args) -> int:
 
     if args.command == "init":
         run = init_run(args.run_dir, task=args.task, root=args.root)
-        _emit(args, {"ok": True, "run_dir": str(run), "packet": str(run / PACKET), "pass_id": "pass-0001"},
-              f"initialised {run} (pass-0001); packet: {run / PACKET}\n"
-              f"next: have lanes write fenced records, then `mythos packet ingest --run-dir {run} --lane L "
-              f"--agent-id A --from FILE`")
+        _emit(
+            args,
+            {"ok": True, "run_dir": str(run), "packet": str(run / PACKET), "pass_id": "pass-0001"},
+            f"initialised {run} (pass-0001); packet: {run / PACKET}\n"
+            f"next: have lanes write fenced records, then `mythos packet ingest --run-dir {run} --lane L "
+            f"--agent-id A --from FILE`",
+        )
         return 0
     if args.command == "ingest":
         if args.stdin:
-            result = ingest_text(args.run_dir, lane=args.lane, agent_id=args.agent_id, text=sys.stdin.read(),
-                                 root=args.root)
+            result = ingest_text(
+                args.run_dir, lane=args.lane, agent_id=args.agent_id, text=sys.stdin.read(), root=args.root
+            )
         else:
-            result = ingest_file(args.run_dir, lane=args.lane, agent_id=args.agent_id, path=args.from_file,
-                                 root=args.root)
+            result = ingest_file(
+                args.run_dir, lane=args.lane, agent_id=args.agent_id, path=args.from_file, root=args.root
+            )
         text = f"ingested {result.added} record(s) as {result.raw_source_id}"
         if result.blocked:
             text += f"; lane reported BLOCKED: {result.blocked}"
@@ -105,30 +124,48 @@ def _run(args) -> int:
         _emit(args, result.to_json(), text)
         return 0
     if args.command == "compile":
-        packet = compile_run(args.run_dir, root=args.root, record_synthesis=args.record_synthesis,
-                             return_packet=args.json)
+        packet = compile_run(
+            args.run_dir, root=args.root, record_synthesis=args.record_synthesis, return_packet=args.json
+        )
         path = Path(args.run_dir) / PACKET
         if args.json:
-            print(json.dumps({"ok": True, "packet_path": str(path), "pass_id": packet["pass_id"],
-                              "evidence": len(packet["evidence"]),
-                              "verifier_findings": len(packet["verifier_findings"]),
-                              "contradictions": len(packet["contradictions"]),
-                              "halt": packet["halt_signals"][0]["kind"]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "ok": True,
+                        "packet_path": str(path),
+                        "pass_id": packet["pass_id"],
+                        "evidence": len(packet["evidence"]),
+                        "verifier_findings": len(packet["verifier_findings"]),
+                        "contradictions": len(packet["contradictions"]),
+                        "halt": packet["halt_signals"][0]["kind"],
+                    },
+                    indent=2,
+                )
+            )
         elif args.print_packet:
             sys.stdout.write(path.read_text("utf-8"))
         else:
-            print(f"compiled run_dir={args.run_dir} packet={path} pass_id={packet['pass_id']} "
-                  f"evidence={packet['evidence']} verifier_findings={packet['verifier_findings']} "
-                  f"contradictions={packet['contradictions']}")
+            print(
+                f"compiled run_dir={args.run_dir} packet={path} pass_id={packet['pass_id']} "
+                f"evidence={packet['evidence']} verifier_findings={packet['verifier_findings']} "
+                f"contradictions={packet['contradictions']}"
+            )
         return 0
     if args.command == "gate":
-        result = gate_run(args.run_dir, root=args.root, min_agents=args.min_agents,
-                          min_direct_ratio=args.min_direct_ratio)
-        lines = [f"FAIL [{f['check']}] {f['record'] or '-'}: {f['message']}\n     fix: {f['fix']}"
-                 for f in result.failures]
+        result = gate_run(
+            args.run_dir, root=args.root, min_agents=args.min_agents, min_direct_ratio=args.min_direct_ratio
+        )
+        lines = [
+            f"FAIL [{f['check']}] {f['record'] or '-'}: {f['message']}\n     fix: {f['fix']}"
+            for f in result.failures
+        ]
         lines += [f"warn [{w['check']}] {w['record'] or '-'}: {w['message']}" for w in result.warnings]
-        lines.append("gate: passed — the run may halt" if result.passed
-                     else f"gate: failed ({len(result.failures)} failure(s))")
+        lines.append(
+            "gate: passed — the run may halt"
+            if result.passed
+            else f"gate: failed ({len(result.failures)} failure(s))"
+        )
         _emit(args, result.to_json(), "\n".join(lines))
         return 0 if result.passed else 1
     if args.command == "validate":
@@ -139,19 +176,26 @@ def _run(args) -> int:
         try:
             packet = json.loads((run / PACKET).read_text("utf-8"))
         except FileNotFoundError:
-            raise PacketError("no compiled packet", field="run_dir", fix="run `mythos packet compile`") from None
+            raise PacketError(
+                "no compiled packet", field="run_dir", fix="run `mythos packet compile`"
+            ) from None
         problems = validate(packet)
-        _emit(args, {"ok": not problems, "problems": problems},
-              "\n".join(problems) if problems else "packet is valid against schema 1.1.0")
+        _emit(
+            args,
+            {"ok": not problems, "problems": problems},
+            "\n".join(problems) if problems else "packet is valid against schema 1.1.0",
+        )
         return 0 if not problems else 1
     if args.command == "status":
         from .status import run_status
 
         status = run_status(args.run_dir)
-        text = (f"{status['run_dir']}: {status['pass_id']}, {status['evidence']} evidence, "
-                f"{status['verifier_findings']} findings ({status['failing_findings']} not passing), "
-                f"{status['contradictions']} contradictions, {status['quarantined']} quarantined, "
-                f"packet {'stale' if status['stale'] else 'fresh'}, halt: {status['halt']}")
+        text = (
+            f"{status['run_dir']}: {status['pass_id']}, {status['evidence']} evidence, "
+            f"{status['verifier_findings']} findings ({status['failing_findings']} not passing), "
+            f"{status['contradictions']} contradictions, {status['quarantined']} quarantined, "
+            f"packet {'stale' if status['stale'] else 'fresh'}, halt: {status['halt']}"
+        )
         _emit(args, {"ok": True, **status}, text)
         return 0
     if args.command == "ready":

@@ -75,13 +75,16 @@ def _read_inputs(run_dir: Path) -> tuple[dict, str, list[dict], list[dict], list
         try:
             task_bytes = (run_dir / TASK).read_bytes()
         except FileNotFoundError:
-            raise PacketError(f"{run_dir / TASK} is missing", field="task.md",
-                              fix="write the objective into task.md") from None
+            raise PacketError(
+                f"{run_dir / TASK} is missing", field="task.md", fix="write the objective into task.md"
+            ) from None
         fingerprint[TASK] = hashlib.sha256(task_bytes).hexdigest()
         try:
             objective = task_bytes.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise PacketError("task.md is not valid UTF-8", field="task.md", fix="re-encode task.md as UTF-8") from None
+            raise PacketError(
+                "task.md is not valid UTF-8", field="task.md", fix="re-encode task.md as UTF-8"
+            ) from None
         raw_refs = walk_raw(run_dir, manifest["created_at"], fingerprint)
         evidence = read_jsonl(run_dir, EVIDENCE, parse_evidence, fingerprint)
         findings = read_jsonl(run_dir, FINDINGS, parse_finding, fingerprint)
@@ -95,7 +98,9 @@ def _check_unique_ids(records: list[dict], rel: str) -> None:
         if first != position:
             raise PacketError(
                 f"{rel}: id {record['id']!r} is used by two records (records {first + 1} and {position + 1})",
-                field="id", value=record["id"], fix="give every record its own id (ingest rejects duplicates)",
+                field="id",
+                value=record["id"],
+                fix="give every record its own id (ingest rejects duplicates)",
             )
 
 
@@ -123,14 +128,26 @@ def _verify_file_refs(evidence: list[dict], findings: list[dict], files: SourceF
                 continue
             where = f"record {record['id']!r} source_ref {ref['source_id']!r}"
             if ref["span"] is not None and parse_span(ref["span"]) is None:
-                raise PacketError(f"{where}: span {ref['span']!r} is not a line range", field="span",
-                                  value=ref["span"], fix="write a line number N or a range A-B")
+                raise PacketError(
+                    f"{where}: span {ref['span']!r} is not a line range",
+                    field="span",
+                    value=ref["span"],
+                    fix="write a line number N or a range A-B",
+                )
             try:
                 facts = files.facts(ref["path"], field=f"{where} path")
             except PacketError as exc:
-                if "outside the source root" in exc.message or "absolute" in exc.message or "backslash" in exc.message:
-                    raise PacketError(f"{where}: {exc.message}", field="path", value=ref["path"], fix=exc.fix) from None
-                issue = issues.setdefault(ref["source_id"], Integrity(ref["source_id"], ref["path"], None, exc.message))
+                if (
+                    "outside the source root" in exc.message
+                    or "absolute" in exc.message
+                    or "backslash" in exc.message
+                ):
+                    raise PacketError(
+                        f"{where}: {exc.message}", field="path", value=ref["path"], fix=exc.fix
+                    ) from None
+                issue = issues.setdefault(
+                    ref["source_id"], Integrity(ref["source_id"], ref["path"], None, exc.message)
+                )
                 issue.records.append(record["id"])
                 issue.recorded.append(ref["hash"])
                 continue
@@ -142,14 +159,21 @@ def _verify_file_refs(evidence: list[dict], findings: list[dict], files: SourceF
                 if not 1 <= start <= end <= facts.lines:
                     problem = f"span {ref['span']} is outside the file's line range 1-{facts.lines}"
             if problem:
-                issue = issues.setdefault(ref["source_id"], Integrity(ref["source_id"], ref["path"], facts.hash, problem))
+                issue = issues.setdefault(
+                    ref["source_id"], Integrity(ref["source_id"], ref["path"], facts.hash, problem)
+                )
                 issue.records.append(record["id"])
                 issue.recorded.append(ref["hash"])
     return issues
 
 
-def _assemble_sources(raw_refs: list[dict], evidence: list[dict], findings: list[dict], created_at: str,
-                      issues: dict[str, Integrity]) -> list[dict]:
+def _assemble_sources(
+    raw_refs: list[dict],
+    evidence: list[dict],
+    findings: list[dict],
+    created_at: str,
+    issues: dict[str, Integrity],
+) -> list[dict]:
     """All sources, sorted by id, first declaration wins (reference §5.3); file refs carry today's hash."""
     candidates: list[dict] = list(raw_refs)
     declared_by: dict[int, str] = {}
@@ -158,17 +182,29 @@ def _assemble_sources(raw_refs: list[dict], evidence: list[dict], findings: list
             declared_by[len(candidates)] = record["id"]
             candidates.append(ref)
     for record in evidence:
-        candidates.append({
-            "source_id": f"evidence:{record['id']}", "path": EVIDENCE, "kind": record["kind"],
-            "hash": fnv1a64_text(record["summary"]), "hash_alg": "fnv1a-64", "span": record["id"],
-            "observed_at": record["observed_at"],
-        })
+        candidates.append(
+            {
+                "source_id": f"evidence:{record['id']}",
+                "path": EVIDENCE,
+                "kind": record["kind"],
+                "hash": fnv1a64_text(record["summary"]),
+                "hash_alg": "fnv1a-64",
+                "span": record["id"],
+                "observed_at": record["observed_at"],
+            }
+        )
     for record in findings:
-        candidates.append({
-            "source_id": f"verifier:{record['id']}", "path": FINDINGS, "kind": "verifier",
-            "hash": fnv1a64_text(record["summary"]), "hash_alg": "fnv1a-64", "span": record["id"],
-            "observed_at": created_at,
-        })
+        candidates.append(
+            {
+                "source_id": f"verifier:{record['id']}",
+                "path": FINDINGS,
+                "kind": "verifier",
+                "hash": fnv1a64_text(record["summary"]),
+                "hash_alg": "fnv1a-64",
+                "span": record["id"],
+                "observed_at": created_at,
+            }
+        )
     order = sorted(range(len(candidates)), key=lambda i: candidates[i]["source_id"])
     sources: list[dict] = []
     current: dict | None = None
@@ -185,10 +221,15 @@ def _assemble_sources(raw_refs: list[dict], evidence: list[dict], findings: list
         if ref["kind"] == "file" or current["kind"] == "file":
             continue  # file refs were checked against the bytes on disk above
         if ref["hash"] != current["hash"]:
-            issue = issues.setdefault(ref["source_id"], Integrity(
-                ref["source_id"], current["path"], current["hash"],
-                f"declared twice with divergent hash: {current['hash']} vs {ref['hash']}",
-            ))
+            issue = issues.setdefault(
+                ref["source_id"],
+                Integrity(
+                    ref["source_id"],
+                    current["path"],
+                    current["hash"],
+                    f"declared twice with divergent hash: {current['hash']} vs {ref['hash']}",
+                ),
+            )
             issue.records.append(declared_by.get(position, ref["source_id"]))
             issue.recorded.append(ref["hash"])
     return sources
@@ -202,7 +243,7 @@ def _integrity_contradictions(issues: dict[str, Integrity], registry: dict[str, 
         con = {
             "id": f"con:integrity:{source_id}",
             "summary": f"Source {source_id} ({issue.path}) no longer matches what was ingested: {issue.problem}. "
-                       f"Records citing it: {', '.join(records)}",
+            f"Records citing it: {', '.join(records)}",
             "conflicting_item_ids": records,
             "severity": "high",
             "source_ids": [source_id],
@@ -224,16 +265,28 @@ def compile_inputs(run_dir: Path, root: str | Path | None = None) -> Compiled:
     registry = {ref["source_id"]: ref for ref in sources}
     contradictions = detect_contradictions(evidence) + _integrity_contradictions(issues, registry)
     contradictions.sort(key=lambda con: con["id"])
-    return Compiled(manifest, objective, evidence, findings, raw_refs, sources, contradictions,
-                    [issues[k] for k in sorted(issues)], fingerprint)
+    return Compiled(
+        manifest,
+        objective,
+        evidence,
+        findings,
+        raw_refs,
+        sources,
+        contradictions,
+        [issues[k] for k in sorted(issues)],
+        fingerprint,
+    )
 
 
 def _fact(record: dict) -> dict:
     confidence = record.get("confidence")
     return {
-        "id": f"fact:{record['id']}", "statement": record["summary"],
+        "id": f"fact:{record['id']}",
+        "statement": record["summary"],
         "confidence": F32(confidence if confidence is not None else 0.7),
-        "objective_relevance": F32(0.8), "novelty_gain": F32(0.3), "needs_raw_drilldown": False,
+        "objective_relevance": F32(0.8),
+        "novelty_gain": F32(0.3),
+        "needs_raw_drilldown": False,
         "source_ids": record["source_ids"],
     }
 
@@ -245,15 +298,27 @@ def _distinct(ids: Iterator[str]) -> list[str]:
 def _derived(c: Compiled) -> dict:
     created_at = c.manifest["created_at"]
     failing = [f for f in c.findings if f["status"] != "passed"]
-    hypotheses = [{
-        "id": f"hypothesis:{f['id']}", "statement": f"Resolve verifier finding: {f['summary']}",
-        "confidence": F32(0.6), "verifier_score": f["verifier_score"], "source_ids": f["source_ids"],
-    } for f in failing]
-    actions = [{
-        "id": f"action:{f['id']}", "title": f"Fix {f['summary']}",
-        "rationale": "Verifier finding is not passing and needs a concrete next action.",
-        "actionability_score": F32(0.8), "decision_dependency_ids": [f["id"]], "source_ids": f["source_ids"],
-    } for f in failing]
+    hypotheses = [
+        {
+            "id": f"hypothesis:{f['id']}",
+            "statement": f"Resolve verifier finding: {f['summary']}",
+            "confidence": F32(0.6),
+            "verifier_score": f["verifier_score"],
+            "source_ids": f["source_ids"],
+        }
+        for f in failing
+    ]
+    actions = [
+        {
+            "id": f"action:{f['id']}",
+            "title": f"Fix {f['summary']}",
+            "rationale": "Verifier finding is not passing and needs a concrete next action.",
+            "actionability_score": F32(0.8),
+            "decision_dependency_ids": [f["id"]],
+            "source_ids": f["source_ids"],
+        }
+        for f in failing
+    ]
     questions = [f"What concrete change resolves `{f['summary']}`?" for f in failing]
     groups: dict[str, list[dict]] = {}
     for finding in failing:
@@ -267,33 +332,67 @@ def _derived(c: Compiled) -> dict:
         count = len(groups[summary])
         if count < 2:
             continue
-        patterns.append({
-            "id": f"failure:{_slug(summary)}", "summary": summary, "count": count, "last_seen_at": created_at,
-            "impact": "high" if count >= 3 else "medium",
-            "source_ids": _distinct(sid for f in all_by_summary[summary] for sid in f["source_ids"]),
-        })
+        patterns.append(
+            {
+                "id": f"failure:{_slug(summary)}",
+                "summary": summary,
+                "count": count,
+                "last_seen_at": created_at,
+                "impact": "high" if count >= 3 else "medium",
+                "source_ids": _distinct(sid for f in all_by_summary[summary] for sid in f["source_ids"]),
+            }
+        )
     if failing:
-        halt = {"id": f"halt:{created_at}:continue", "kind": "continue", "contribution": F32(1.0),
-                "rationale": f"{len(failing)} verifier finding(s) are still not passing.",
-                "source_ids": _distinct(sid for f in failing for sid in f["source_ids"])}
+        halt = {
+            "id": f"halt:{created_at}:continue",
+            "kind": "continue",
+            "contribution": F32(1.0),
+            "rationale": f"{len(failing)} verifier finding(s) are still not passing.",
+            "source_ids": _distinct(sid for f in failing for sid in f["source_ids"]),
+        }
     elif c.integrity:
-        halt = {"id": f"halt:{created_at}:continue", "kind": "continue", "contribution": F32(1.0),
-                "rationale": f"{len(c.integrity)} cited source(s) changed since ingest.",
-                "source_ids": [issue.source_id for issue in c.integrity]}
+        halt = {
+            "id": f"halt:{created_at}:continue",
+            "kind": "continue",
+            "contribution": F32(1.0),
+            "rationale": f"{len(c.integrity)} cited source(s) changed since ingest.",
+            "source_ids": [issue.source_id for issue in c.integrity],
+        }
     elif c.findings:
-        halt = {"id": f"halt:{created_at}:ready", "kind": "ready-to-halt", "contribution": F32(1.0),
-                "rationale": "All verifier findings are passing.",
-                "source_ids": _distinct(sid for f in c.findings for sid in f["source_ids"])}
+        halt = {
+            "id": f"halt:{created_at}:ready",
+            "kind": "ready-to-halt",
+            "contribution": F32(1.0),
+            "rationale": "All verifier findings are passing.",
+            "source_ids": _distinct(sid for f in c.findings for sid in f["source_ids"]),
+        }
     else:
         # The reference cannot compile a run without findings; we say why the run may not halt yet.
-        anchor = [f"evidence:{c.evidence[0]['id']}"] if c.evidence else [ref["source_id"] for ref in c.raw_refs[:1]]
+        anchor = (
+            [f"evidence:{c.evidence[0]['id']}"]
+            if c.evidence
+            else [ref["source_id"] for ref in c.raw_refs[:1]]
+        )
         if not anchor:
-            raise PacketError("the run has no evidence, no verifier findings and no raw artefacts", field="run_dir",
-                              fix="ingest subagent output before compiling")
-        halt = {"id": f"halt:{created_at}:continue", "kind": "continue", "contribution": F32(1.0),
-                "rationale": "No verifier findings have been recorded yet.", "source_ids": anchor}
-    return {"hypotheses": hypotheses, "actions": actions, "questions": questions, "patterns": patterns,
-            "halt": [halt]}
+            raise PacketError(
+                "the run has no evidence, no verifier findings and no raw artefacts",
+                field="run_dir",
+                fix="ingest subagent output before compiling",
+            )
+        halt = {
+            "id": f"halt:{created_at}:continue",
+            "kind": "continue",
+            "contribution": F32(1.0),
+            "rationale": "No verifier findings have been recorded yet.",
+            "source_ids": anchor,
+        }
+    return {
+        "hypotheses": hypotheses,
+        "actions": actions,
+        "questions": questions,
+        "patterns": patterns,
+        "halt": [halt],
+    }
 
 
 def _slug(text: str) -> str:
@@ -316,12 +415,20 @@ def _validate_sources(c: Compiled, derived: dict) -> None:
 
     def ids(kind: str, item_id: str, source_ids: list[str]) -> None:
         if not source_ids:
-            raise PacketError(f"{kind} `{item_id}` must reference at least one source id", field="source_ids",
-                              value=item_id, fix="cite at least one source id")
+            raise PacketError(
+                f"{kind} `{item_id}` must reference at least one source id",
+                field="source_ids",
+                value=item_id,
+                fix="cite at least one source id",
+            )
         for sid in source_ids:
             if sid not in registry:
-                raise PacketError(f"{kind} `{item_id}` references unknown source id `{sid}`", field="source_ids",
-                                  value=sid, fix="cite a raw:, evidence:, verifier: id or declare a source_ref for it")
+                raise PacketError(
+                    f"{kind} `{item_id}` references unknown source id `{sid}`",
+                    field="source_ids",
+                    value=sid,
+                    fix="cite a raw:, evidence:, verifier: id or declare a source_ref for it",
+                )
 
     def local(kind: str, record: dict) -> None:
         own = set(record["source_ids"])
@@ -329,14 +436,22 @@ def _validate_sources(c: Compiled, derived: dict) -> None:
         for ref in record.get("source_refs", ()):
             declared.add(ref["source_id"])
             if ref["source_id"] not in own:
-                raise PacketError(f"{kind} `{record['id']}` declares source_ref `{ref['source_id']}` but does not "
-                                  "list it in source_ids", field="source_ids", value=ref["source_id"],
-                                  fix="add the ref's source_id to source_ids")
+                raise PacketError(
+                    f"{kind} `{record['id']}` declares source_ref `{ref['source_id']}` but does not "
+                    "list it in source_ids",
+                    field="source_ids",
+                    value=ref["source_id"],
+                    fix="add the ref's source_id to source_ids",
+                )
         for sid in record["source_ids"]:
             if sid.startswith(DIRECT_PREFIXES) and sid not in declared:
-                raise PacketError(f"{kind} `{record['id']}` uses direct source id `{sid}` without a matching local "
-                                  "source_ref", field="source_refs", value=sid,
-                                  fix="add a source_ref with that source_id (ingest synthesises one)")
+                raise PacketError(
+                    f"{kind} `{record['id']}` uses direct source id `{sid}` without a matching local "
+                    "source_ref",
+                    field="source_refs",
+                    value=sid,
+                    fix="add a source_ref with that source_id (ingest synthesises one)",
+                )
 
     for record in c.evidence:
         local("evidence", record)
@@ -363,22 +478,60 @@ def _validate_snapshot(c: Compiled) -> None:
     for record in c.evidence:
         for sid in record["source_ids"]:
             if sid not in registry:
-                raise PacketError(f"worker result `worker:{record['id']}` references unknown artifact `{sid}`",
-                                  field="source_ids", value=sid,
-                                  fix="cite a raw:, evidence:, verifier: id or declare a source_ref for it")
+                raise PacketError(
+                    f"worker result `worker:{record['id']}` references unknown artifact `{sid}`",
+                    field="source_ids",
+                    value=sid,
+                    fix="cite a raw:, evidence:, verifier: id or declare a source_ref for it",
+                )
 
 
 def _snapshot_fields(c: Compiled):
     m = c.manifest
-    inputs = ([{"id": "input:task", "kind": "task", "summary": c.objective, "ref_ids": [c.raw_refs[0]["source_id"]]}]
-              if c.raw_refs else [])
+    inputs = (
+        [
+            {
+                "id": "input:task",
+                "kind": "task",
+                "summary": c.objective,
+                "ref_ids": [c.raw_refs[0]["source_id"]],
+            }
+        ]
+        if c.raw_refs
+        else []
+    )
     return [
-        ("schema_version", SCHEMA_VERSION), ("run_id", m["run_id"]), ("pass_id", m["pass_id"]),
-        ("branch_id", m["branch_id"]), ("created_at", m["created_at"]), ("inputs", inputs),
-        ("worker_results", Stream({"id": f"worker:{r['id']}", "worker": "local-evidence-ingest", "status": "ok",
-                                   "output_ids": r["source_ids"], "notes": r["summary"]} for r in c.evidence)),
-        ("state_delta", Stream({"id": f"delta:{r['id']}", "kind": "evidence-observed", "target_id": r["id"],
-                                "summary": r["summary"]} for r in c.evidence)),
+        ("schema_version", SCHEMA_VERSION),
+        ("run_id", m["run_id"]),
+        ("pass_id", m["pass_id"]),
+        ("branch_id", m["branch_id"]),
+        ("created_at", m["created_at"]),
+        ("inputs", inputs),
+        (
+            "worker_results",
+            Stream(
+                {
+                    "id": f"worker:{r['id']}",
+                    "worker": "local-evidence-ingest",
+                    "status": "ok",
+                    "output_ids": r["source_ids"],
+                    "notes": r["summary"],
+                }
+                for r in c.evidence
+            ),
+        ),
+        (
+            "state_delta",
+            Stream(
+                {
+                    "id": f"delta:{r['id']}",
+                    "kind": "evidence-observed",
+                    "target_id": r["id"],
+                    "summary": r["summary"],
+                }
+                for r in c.evidence
+            ),
+        ),
         ("artifact_refs", Stream(c.sources)),
     ]
 
@@ -387,22 +540,33 @@ def _packet_fields(c: Compiled, d: dict, *, lazy: bool):
     m = c.manifest
     facts = (_fact(r) for r in c.evidence)
     return [
-        ("schema_version", SCHEMA_VERSION), ("objective_id", m["objective_id"]), ("run_id", m["run_id"]),
-        ("branch_id", m["branch_id"]), ("pass_id", m["pass_id"]), ("objective", c.objective),
+        ("schema_version", SCHEMA_VERSION),
+        ("objective_id", m["objective_id"]),
+        ("run_id", m["run_id"]),
+        ("branch_id", m["branch_id"]),
+        ("pass_id", m["pass_id"]),
+        ("objective", c.objective),
         ("evidence", Stream(c.evidence)),
         ("trusted_facts", Stream(facts) if lazy else list(facts)),
-        ("active_hypotheses", d["hypotheses"]), ("contradictions", Stream(c.contradictions)),
-        ("recurring_failure_patterns", d["patterns"]), ("candidate_actions", d["actions"]),
-        ("verifier_findings", Stream(c.findings)), ("open_questions", d["questions"]),
-        ("raw_drilldown_refs", c.raw_refs), ("halt_signals", d["halt"]), ("sources", Stream(c.sources)),
+        ("active_hypotheses", d["hypotheses"]),
+        ("contradictions", Stream(c.contradictions)),
+        ("recurring_failure_patterns", d["patterns"]),
+        ("candidate_actions", d["actions"]),
+        ("verifier_findings", Stream(c.findings)),
+        ("open_questions", d["questions"]),
+        ("raw_drilldown_refs", c.raw_refs),
+        ("halt_signals", d["halt"]),
+        ("sources", Stream(c.sources)),
     ]
 
 
 def _write_streamed(path: Path, fields) -> None:
     fd, tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="\n",
-                                                           write_through=False) as out:
+        with (
+            os.fdopen(fd, "wb") as raw,
+            io.TextIOWrapper(raw, encoding="utf-8", newline="\n", write_through=False) as out,
+        ):
             write_pretty_object(out, fields)
             out.flush()
             os.fsync(raw.fileno())
@@ -415,13 +579,19 @@ def _write_streamed(path: Path, fields) -> None:
 
 def _decision_line(c: Compiled, d: dict) -> str:
     m = c.manifest
-    return dumps_compact({
-        "id": f"decision:{m['run_id']}:{m['pass_id']}", "run_id": m["run_id"], "pass_id": m["pass_id"],
-        "decision_kind": "compile-next-pass-packet",
-        "summary": "Compiled raw run artifacts into a source-backed next-pass packet.",
-        "source_ids": sorted(ref["source_id"] for ref in c.sources),
-        "selected_action_ids": [a["id"] for a in d["actions"]], "created_at": m["created_at"], "promotion": None,
-    })
+    return dumps_compact(
+        {
+            "id": f"decision:{m['run_id']}:{m['pass_id']}",
+            "run_id": m["run_id"],
+            "pass_id": m["pass_id"],
+            "decision_kind": "compile-next-pass-packet",
+            "summary": "Compiled raw run artifacts into a source-backed next-pass packet.",
+            "source_ids": sorted(ref["source_id"] for ref in c.sources),
+            "selected_action_ids": [a["id"] for a in d["actions"]],
+            "created_at": m["created_at"],
+            "promotion": None,
+        }
+    )
 
 
 def _update_decision_log(run_dir: Path, line: str) -> None:
@@ -443,8 +613,13 @@ def _update_decision_log(run_dir: Path, line: str) -> None:
     atomic_write(path, "\n".join(kept) + "\n")
 
 
-def compile_run(run_dir: str | Path, *, root: str | Path | None = None, record_synthesis: str | None = None,
-                return_packet: bool = True) -> dict:
+def compile_run(
+    run_dir: str | Path,
+    *,
+    root: str | Path | None = None,
+    record_synthesis: str | None = None,
+    return_packet: bool = True,
+) -> dict:
     """Compile ``run_dir`` and return the packet (see docs/packets.md)."""
     run = require_run_dir(run_dir)
     if record_synthesis is not None:
@@ -461,8 +636,12 @@ def compile_run(run_dir: str | Path, *, root: str | Path | None = None, record_s
     _update_decision_log(run, _decision_line(compiled, derived))
     atomic_write(run / INPUTS, json.dumps({"inputs": compiled.fingerprint}, indent=2, sort_keys=True) + "\n")
     if not return_packet:
-        return {"pass_id": compiled.manifest["pass_id"], "evidence": len(compiled.evidence),
-                "verifier_findings": len(compiled.findings), "contradictions": len(compiled.contradictions)}
+        return {
+            "pass_id": compiled.manifest["pass_id"],
+            "evidence": len(compiled.evidence),
+            "verifier_findings": len(compiled.findings),
+            "contradictions": len(compiled.contradictions),
+        }
     return packet_dict(compiled, derived)
 
 

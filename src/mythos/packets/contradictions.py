@@ -15,8 +15,12 @@ INFRASTRUCTURE_KINDS = frozenset({"subagent-session", "blocker", "objective"})
 COMPATIBLE_KIND_PAIRS = frozenset(
     frozenset(pair)
     for pair in (
-        ("observation", "proposal"), ("observation", "root-cause"), ("gap", "proposal"),
-        ("missing-check", "proposal"), ("root-cause", "symptom"), ("failure-mode", "proposal"),
+        ("observation", "proposal"),
+        ("observation", "root-cause"),
+        ("gap", "proposal"),
+        ("missing-check", "proposal"),
+        ("root-cause", "symptom"),
+        ("failure-mode", "proposal"),
         ("proposal", "risk"),
     )
 )
@@ -60,7 +64,7 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
         if len(members) < 2:
             continue
         for position, left in enumerate(members):
-            for right in members[position + 1:]:
+            for right in members[position + 1 :]:
                 pairs.add((left, right))
     overlaps = _overlapping_spans(spans)
     pairs.update(overlaps)
@@ -83,8 +87,10 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
             continue
         agent_a, agent_b = a.get("agent_id"), b.get("agent_id")
         lane_a, lane_b = a.get("lane"), b.get("lane")
-        if not ((agent_a is not None and agent_b is not None and agent_a != agent_b)
-                or (lane_a is not None and lane_b is not None and lane_a != lane_b)):
+        if not (
+            (agent_a is not None and agent_b is not None and agent_a != agent_b)
+            or (lane_a is not None and lane_b is not None and lane_a != lane_b)
+        ):
             continue
         if kind_a == kind_b and _jaccard(tokens_of(left), tokens_of(right)) >= 0.5:
             continue
@@ -102,7 +108,7 @@ def detect_contradictions(evidence: list[dict]) -> list[dict]:
         contradiction = {
             "id": con_id,
             "summary": f"Evidence {low} and {high} disagree on {where} ({', '.join(shared)}): "
-                       f"\"{first['summary']}\" vs \"{second['summary']}\"",
+            f'"{first["summary"]}" vs "{second["summary"]}"',
             "conflicting_item_ids": [low, high],
             "severity": _severity(kind_a, kind_b),
             "source_ids": shared,

@@ -20,7 +20,9 @@ def fnv1a64(data: bytes) -> str:
     # Eight bytes per iteration, masked once: XOR with a byte only touches the low bits and multiplication is
     # compatible with reduction mod 2**64, so the result is identical and the loop ~20% cheaper.
     for a, b, c, d, e, f, g, k in zip(it, it, it, it, it, it, it, it, strict=False):
-        h = ((((((((((((((((h ^ a) * p) ^ b) * p) ^ c) * p) ^ d) * p) ^ e) * p) ^ f) * p) ^ g) * p) ^ k) * p) & mask
+        h = (
+            (((((((((((((((h ^ a) * p) ^ b) * p) ^ c) * p) ^ d) * p) ^ e) * p) ^ f) * p) ^ g) * p) ^ k) * p
+        ) & mask
     for byte in data[whole:]:
         h = ((h ^ byte) * p) & mask
     return f"{h:016x}"

@@ -47,9 +47,16 @@ class IngestResult:
     raw_path: str = ""
 
     def to_json(self) -> dict:
-        return {"ok": True, "added": self.added, "evidence_ids": self.evidence_ids, "finding_ids": self.finding_ids,
-                "blocked": self.blocked, "quarantined": self.quarantined, "raw_source_id": self.raw_source_id,
-                "raw_path": self.raw_path}
+        return {
+            "ok": True,
+            "added": self.added,
+            "evidence_ids": self.evidence_ids,
+            "finding_ids": self.finding_ids,
+            "blocked": self.blocked,
+            "quarantined": self.quarantined,
+            "raw_source_id": self.raw_source_id,
+            "raw_path": self.raw_path,
+        }
 
 
 def now_iso() -> str:
@@ -72,7 +79,7 @@ def extract_blocks(text: str) -> list[tuple[str, int, str]]:
         elif header == "mythos-verifier-jsonl":
             kinds = ["verifier"]
         elif header == "jsonl" or " jsonl" in header:
-            before = text[max(0, match.start() - 240):match.start()].lower()
+            before = text[max(0, match.start() - 240) : match.start()].lower()
             if "mythos-evidence-jsonl" in before or "suggested evidence" in before:
                 kinds.append("evidence")
             if "mythos-verifier-jsonl" in before or "suggested verifier" in before:
@@ -83,20 +90,32 @@ def extract_blocks(text: str) -> list[tuple[str, int, str]]:
 
 def _check_name(value: str, flag: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
-        raise PacketError(f"{flag} {value!r} is not a usable name", field=flag.lstrip("-"), value=value,
-                          fix="use 1-128 characters from letters, digits and . _ : @ / + - (starting alphanumeric)")
+        raise PacketError(
+            f"{flag} {value!r} is not a usable name",
+            field=flag.lstrip("-"),
+            value=value,
+            fix="use 1-128 characters from letters, digits and . _ : @ / + - (starting alphanumeric)",
+        )
     return value
 
 
 def _check_time(value: object, where: str) -> str:
     if not isinstance(value, str):
-        raise PacketError(f"{where}: observed_at must be an ISO-8601 string", field="observed_at", value=value,
-                          fix="write it like 2026-04-21T00:00:00Z or leave it out")
+        raise PacketError(
+            f"{where}: observed_at must be an ISO-8601 string",
+            field="observed_at",
+            value=value,
+            fix="write it like 2026-04-21T00:00:00Z or leave it out",
+        )
     try:
         datetime.fromisoformat(value)
     except ValueError:
-        raise PacketError(f"{where}: observed_at {value!r} is not an ISO-8601 timestamp", field="observed_at",
-                          value=value, fix="write it like 2026-04-21T00:00:00Z or leave it out") from None
+        raise PacketError(
+            f"{where}: observed_at {value!r} is not an ISO-8601 timestamp",
+            field="observed_at",
+            value=value,
+            fix="write it like 2026-04-21T00:00:00Z or leave it out",
+        ) from None
     return value
 
 
@@ -112,38 +131,66 @@ class _Normaliser:
 
     def _ref(self, ref: object, record_time: str, where: str) -> dict:
         if not isinstance(ref, dict):
-            raise PacketError(f"{where}: source_ref must be an object", field="source_refs", value=ref,
-                              fix="write each source_ref as {\"source_id\": ..., \"kind\": ...}")
+            raise PacketError(
+                f"{where}: source_ref must be an object",
+                field="source_refs",
+                value=ref,
+                fix='write each source_ref as {"source_id": ..., "kind": ...}',
+            )
         ref = dict(ref)
         source_id = ref.get("source_id")
         if not isinstance(source_id, str) or not source_id:
-            raise PacketError(f"{where}: source_ref has no source_id", field="source_id", value=source_id,
-                              fix="give every source_ref a source_id string")
+            raise PacketError(
+                f"{where}: source_ref has no source_id",
+                field="source_id",
+                value=source_id,
+                fix="give every source_ref a source_id string",
+            )
         kind = ref.get("kind")
         if kind is None and ":" in source_id:
             kind = source_id.split(":", 1)[0]
         if kind not in REF_KINDS:
-            raise PacketError(f"{where}: source_ref {source_id!r} has kind {kind!r}", field="kind", value=kind,
-                              fix=f"use one of {', '.join(REF_KINDS)}")
+            raise PacketError(
+                f"{where}: source_ref {source_id!r} has kind {kind!r}",
+                field="kind",
+                value=kind,
+                fix=f"use one of {', '.join(REF_KINDS)}",
+            )
         if ref.get("hash_alg") not in (None, HASH_ALG):
-            raise PacketError(f"{where}: source_ref {source_id!r} uses hash_alg {ref['hash_alg']!r}",
-                              field="hash_alg", value=ref["hash_alg"], fix=f"use {HASH_ALG!r} or leave it out")
-        observed = _check_time(ref["observed_at"], where) if ref.get("observed_at") is not None else record_time
+            raise PacketError(
+                f"{where}: source_ref {source_id!r} uses hash_alg {ref['hash_alg']!r}",
+                field="hash_alg",
+                value=ref["hash_alg"],
+                fix=f"use {HASH_ALG!r} or leave it out",
+            )
+        observed = (
+            _check_time(ref["observed_at"], where) if ref.get("observed_at") is not None else record_time
+        )
         span = ref.get("span")
         if span is not None and not isinstance(span, str):
-            raise PacketError(f"{where}: span must be a string like \"12\" or \"10-14\"", field="span", value=span,
-                              fix="quote the line range")
+            raise PacketError(
+                f'{where}: span must be a string like "12" or "10-14"',
+                field="span",
+                value=span,
+                fix="quote the line range",
+            )
         path = ref.get("path")
         if kind == "file":
             if path is None:
                 parsed = parse_file_id(source_id)
                 if parsed is None:
-                    raise PacketError(f"{where}: file ref {source_id!r} has no path", field="path", value=source_id,
-                                      fix="add \"path\" or use the id form file:<path>:<line>")
+                    raise PacketError(
+                        f"{where}: file ref {source_id!r} has no path",
+                        field="path",
+                        value=source_id,
+                        fix='add "path" or use the id form file:<path>:<line>',
+                    )
                 path = parsed[0]
                 span = span if span is not None else parsed[1]
             if not isinstance(path, str):
-                raise PacketError(f"{where}: path must be a string", field="path", value=path, fix="quote the path")
+                raise PacketError(
+                    f"{where}: path must be a string", field="path", value=path, fix="quote the path"
+                )
             facts = self.files.facts(path, field="path")
             self.files.check_span(path, span, field="span")
             digest = facts.hash  # always from disk: the agent's claim is never trusted
@@ -153,37 +200,66 @@ class _Normaliser:
             target = (self.run_dir / path).resolve()
             raw_root = (self.run_dir / "raw").resolve()
             if raw_root not in target.parents:
-                raise PacketError(f"{where}: raw ref path {path!r} is outside the run's raw/", field="path",
-                                  value=path, fix="cite files under raw/ as raw:<path under raw/>")
-            digest = fnv1a64(target.read_bytes()) if target.is_file() else (
-                ref["hash"] if is_hex16(ref.get("hash")) else fnv1a64_text(source_id))
+                raise PacketError(
+                    f"{where}: raw ref path {path!r} is outside the run's raw/",
+                    field="path",
+                    value=path,
+                    fix="cite files under raw/ as raw:<path under raw/>",
+                )
+            digest = (
+                fnv1a64(target.read_bytes())
+                if target.is_file()
+                else (ref["hash"] if is_hex16(ref.get("hash")) else fnv1a64_text(source_id))
+            )
         else:
             if path is None:
                 path = source_id.split(":", 1)[1] if ":" in source_id else source_id
             if not isinstance(path, str) or not path:
-                raise PacketError(f"{where}: path must be a non-empty string", field="path", value=path,
-                                  fix="give the ref a path or leave it out")
+                raise PacketError(
+                    f"{where}: path must be a non-empty string",
+                    field="path",
+                    value=path,
+                    fix="give the ref a path or leave it out",
+                )
             digest = ref["hash"] if is_hex16(ref.get("hash")) else fnv1a64_text(source_id)
         extra = set(ref) - {"source_id", "path", "kind", "hash", "hash_alg", "span", "observed_at"}
         if extra:
             name = sorted(extra)[0]
-            raise PacketError(f"{where}: source_ref {source_id!r} has unknown field {name!r}", field=name,
-                              value=name, fix="remove it; allowed: source_id, path, kind, hash, hash_alg, span, "
-                                              "observed_at")
-        return {"source_id": source_id, "path": path, "kind": kind, "hash": digest, "hash_alg": HASH_ALG,
-                "span": span, "observed_at": observed}
+            raise PacketError(
+                f"{where}: source_ref {source_id!r} has unknown field {name!r}",
+                field=name,
+                value=name,
+                fix="remove it; allowed: source_id, path, kind, hash, hash_alg, span, observed_at",
+            )
+        return {
+            "source_id": source_id,
+            "path": path,
+            "kind": kind,
+            "hash": digest,
+            "hash_alg": HASH_ALG,
+            "span": span,
+            "observed_at": observed,
+        }
 
     def _sources(self, record: dict, where: str) -> None:
         ids = record.get("source_ids", [])
         if not isinstance(ids, list) or any(not isinstance(sid, str) or not sid for sid in ids):
-            raise PacketError(f"{where}: source_ids must be a list of non-empty strings", field="source_ids",
-                              value=ids, fix="write source_ids as [\"file:src/app.py:12\", ...]")
+            raise PacketError(
+                f"{where}: source_ids must be a list of non-empty strings",
+                field="source_ids",
+                value=ids,
+                fix='write source_ids as ["file:src/app.py:12", ...]',
+            )
         refs_in = record.get("source_refs", [])
         if refs_in is None:
             refs_in = []
         if not isinstance(refs_in, list):
-            raise PacketError(f"{where}: source_refs must be a list", field="source_refs", value=refs_in,
-                              fix="write source_refs as [{...}] or leave it out")
+            raise PacketError(
+                f"{where}: source_refs must be a list",
+                field="source_refs",
+                value=refs_in,
+                fix="write source_refs as [{...}] or leave it out",
+            )
         record_time = record["observed_at"]
         refs = [self._ref(ref, record_time, f"{where} source_refs[{n}]") for n, ref in enumerate(refs_in)]
         declared = {ref["source_id"] for ref in refs}
@@ -192,8 +268,12 @@ class _Normaliser:
                 continue
             if sid.startswith("file:"):
                 if parse_file_id(sid) is None:
-                    raise PacketError(f"{where}: file source id {sid!r} has no line", field="source_ids", value=sid,
-                                      fix="write it as file:<path>:<line> or file:<path>:<a>-<b>")
+                    raise PacketError(
+                        f"{where}: file source id {sid!r} has no line",
+                        field="source_ids",
+                        value=sid,
+                        fix="write it as file:<path>:<line> or file:<path>:<a>-<b>",
+                    )
                 synthesised = {"source_id": sid, "kind": "file"}
             else:
                 synthesised = {"source_id": sid, "kind": sid.split(":", 1)[0]}
@@ -207,14 +287,25 @@ class _Normaliser:
 
     def _common(self, obj: object, where: str, what: str) -> dict:
         if not isinstance(obj, dict):
-            raise PacketError(f"{where}: a {what} must be a JSON object, got {type(obj).__name__}", field=what,
-                              value=obj, fix=f"write each {what} as one JSON object per line")
+            raise PacketError(
+                f"{where}: a {what} must be a JSON object, got {type(obj).__name__}",
+                field=what,
+                value=obj,
+                fix=f"write each {what} as one JSON object per line",
+            )
         record = dict(obj)
         if not isinstance(record.get("id"), str) or not record["id"].strip():
-            raise PacketError(f"{where}: missing required field 'id'", field="id", value=record.get("id"),
-                              fix="give the record a non-empty string id")
-        record["observed_at"] = (_check_time(record["observed_at"], where)
-                                 if record.get("observed_at") is not None else self.observed_at)
+            raise PacketError(
+                f"{where}: missing required field 'id'",
+                field="id",
+                value=record.get("id"),
+                fix="give the record a non-empty string id",
+            )
+        record["observed_at"] = (
+            _check_time(record["observed_at"], where)
+            if record.get("observed_at") is not None
+            else self.observed_at
+        )
         for name, value in (("agent_id", self.agent_id), ("lane", self.lane)):
             supplied = record.get(name)
             if supplied in (None, ""):
@@ -223,38 +314,62 @@ class _Normaliser:
                 # The orchestrator's flags are authoritative: a subagent claiming other agents' ids could pass
                 # the coverage gate alone (the reference kept whatever the subagent wrote).
                 flag = "--agent-id" if name == "agent_id" else "--lane"
-                raise PacketError(f"{where}: {name} {supplied!r} differs from this ingest's {flag} {value!r}",
-                                  field=name, value=supplied, fix=f"leave {name} out; ingest stamps it")
+                raise PacketError(
+                    f"{where}: {name} {supplied!r} differs from this ingest's {flag} {value!r}",
+                    field=name,
+                    value=supplied,
+                    fix=f"leave {name} out; ingest stamps it",
+                )
         return record
 
     def evidence(self, obj: object, where: str) -> dict:
         record = self._common(obj, where, "evidence record")
         confidence = record.get("confidence")
         if confidence is not None and (type(confidence) not in (int, float) or not 0.0 <= confidence <= 1.0):
-            raise PacketError(f"{where}: confidence must be a number between 0 and 1", field="confidence",
-                              value=confidence, fix="write confidence in [0, 1] or leave it out")
+            raise PacketError(
+                f"{where}: confidence must be a number between 0 and 1",
+                field="confidence",
+                value=confidence,
+                fix="write confidence in [0, 1] or leave it out",
+            )
         self._sources(record, where)
         parsed = parse_evidence(record, where)
         if not parsed["source_ids"]:
-            raise PacketError(f"{where}: evidence cites no source", field="source_ids", value=[],
-                              fix="cite file:<path>:<line>, command:, test: or log: ids")
+            raise PacketError(
+                f"{where}: evidence cites no source",
+                field="source_ids",
+                value=[],
+                fix="cite file:<path>:<line>, command:, test: or log: ids",
+            )
         return parsed
 
     def finding(self, obj: object, where: str) -> dict:
         record = self._common(obj, where, "verifier finding")
         status = record.setdefault("status", "pending")
         if status not in FINDING_STATUSES:
-            raise PacketError(f"{where}: status {status!r} is not a verifier status", field="status", value=status,
-                              fix=f"use one of {', '.join(FINDING_STATUSES)}")
+            raise PacketError(
+                f"{where}: status {status!r} is not a verifier status",
+                field="status",
+                value=status,
+                fix=f"use one of {', '.join(FINDING_STATUSES)}",
+            )
         score = record.setdefault("verifier_score", 0.0)
         if type(score) not in (int, float) or not 0.0 <= score <= 1.0:
-            raise PacketError(f"{where}: verifier_score must be a number between 0 and 1", field="verifier_score",
-                              value=score, fix="write verifier_score in [0, 1]")
+            raise PacketError(
+                f"{where}: verifier_score must be a number between 0 and 1",
+                field="verifier_score",
+                value=score,
+                fix="write verifier_score in [0, 1]",
+            )
         reason = record.get("closure_reason")
         if reason is not None:
             if not isinstance(reason, str):
-                raise PacketError(f"{where}: closure_reason must be a string", field="closure_reason", value=reason,
-                                  fix="write closure_reason as text or leave it out")
+                raise PacketError(
+                    f"{where}: closure_reason must be a string",
+                    field="closure_reason",
+                    value=reason,
+                    fix="write closure_reason as text or leave it out",
+                )
             if reason.strip():
                 record["closure_reason"] = reason.strip()
             else:
@@ -266,36 +381,65 @@ class _Normaliser:
         return parsed
 
 
-def ingest_file(run_dir: str | Path, *, lane: str, agent_id: str, path: str | Path,
-                root: str | Path | None = None) -> IngestResult:
+def ingest_file(
+    run_dir: str | Path, *, lane: str, agent_id: str, path: str | Path, root: str | Path | None = None
+) -> IngestResult:
     """Ingest a subagent output file (see ``ingest_text``). Missing, unreadable, binary or huge files are refused."""
     source = Path(path)
     try:
         if source.is_dir():
-            raise PacketError(f"--from {str(source)!r} is a directory", field="from", value=str(source),
-                              fix="pass the subagent's output file, not its directory")
+            raise PacketError(
+                f"--from {str(source)!r} is a directory",
+                field="from",
+                value=str(source),
+                fix="pass the subagent's output file, not its directory",
+            )
         if source.exists() and not source.is_file():
-            raise PacketError(f"--from {str(source)!r} is not a regular file (FIFO, socket or device)",
-                              field="from", value=str(source), fix="save the subagent output to a regular file")
+            raise PacketError(
+                f"--from {str(source)!r} is not a regular file (FIFO, socket or device)",
+                field="from",
+                value=str(source),
+                fix="save the subagent output to a regular file",
+            )
         with open(source, "rb") as handle:
             data = handle.read(MAX_INPUT_BYTES + 1)
     except FileNotFoundError:
-        raise PacketError(f"--from {str(source)!r} does not exist", field="from", value=str(source),
-                          fix="pass the path of the subagent's output file") from None
+        raise PacketError(
+            f"--from {str(source)!r} does not exist",
+            field="from",
+            value=str(source),
+            fix="pass the path of the subagent's output file",
+        ) from None
     except PermissionError:
-        raise PacketError(f"--from {str(source)!r} is not readable", field="from", value=str(source),
-                          fix="make the file readable") from None
+        raise PacketError(
+            f"--from {str(source)!r} is not readable",
+            field="from",
+            value=str(source),
+            fix="make the file readable",
+        ) from None
     except OSError as exc:
-        raise PacketError(f"--from {str(source)!r} cannot be read: {exc.strerror}", field="from",
-                          value=str(source), fix="pass a regular, readable file") from None
+        raise PacketError(
+            f"--from {str(source)!r} cannot be read: {exc.strerror}",
+            field="from",
+            value=str(source),
+            fix="pass a regular, readable file",
+        ) from None
     if len(data) > MAX_INPUT_BYTES:
-        raise PacketError(f"--from {str(source)!r} is over {MAX_INPUT_BYTES} bytes", field="from", value=str(source),
-                          fix="split the subagent output into smaller files")
+        raise PacketError(
+            f"--from {str(source)!r} is over {MAX_INPUT_BYTES} bytes",
+            field="from",
+            value=str(source),
+            fix="split the subagent output into smaller files",
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PacketError(f"--from {str(source)!r} is not UTF-8 (invalid byte at offset {exc.start})", field="from",
-                          value=str(source), fix="re-encode the subagent output as UTF-8") from None
+        raise PacketError(
+            f"--from {str(source)!r} is not UTF-8 (invalid byte at offset {exc.start})",
+            field="from",
+            value=str(source),
+            fix="re-encode the subagent output as UTF-8",
+        ) from None
     run = require_run_dir(run_dir)
     in_place = None
     resolved = source.resolve()
@@ -305,20 +449,27 @@ def ingest_file(run_dir: str | Path, *, lane: str, agent_id: str, path: str | Pa
     return _ingest(run, lane=lane, agent_id=agent_id, text=text, root=root, in_place=in_place)
 
 
-def ingest_text(run_dir: str | Path, *, lane: str, agent_id: str, text: str,
-                root: str | Path | None = None) -> IngestResult:
+def ingest_text(
+    run_dir: str | Path, *, lane: str, agent_id: str, text: str, root: str | Path | None = None
+) -> IngestResult:
     """Ingest a subagent's output given as text; the text is quarantined under raw/subagents/ first."""
     run = require_run_dir(run_dir)
     if not isinstance(text, str):
-        raise PacketError("text must be a str", field="text", value=type(text).__name__, fix="pass the output text")
+        raise PacketError(
+            "text must be a str", field="text", value=type(text).__name__, fix="pass the output text"
+        )
     if len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
-        raise PacketError(f"subagent output is over {MAX_INPUT_BYTES} bytes", field="text",
-                          fix="split the subagent output")
+        raise PacketError(
+            f"subagent output is over {MAX_INPUT_BYTES} bytes", field="text", fix="split the subagent output"
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise PacketError("subagent output contains lone surrogates (not encodable as UTF-8)", field="text",
-                          fix="pass valid Unicode text") from None
+        raise PacketError(
+            "subagent output contains lone surrogates (not encodable as UTF-8)",
+            field="text",
+            fix="pass valid Unicode text",
+        ) from None
     return _ingest(run, lane=lane, agent_id=agent_id, text=text, root=root, in_place=None)
 
 
@@ -331,9 +482,12 @@ def _ingest(run: Path, *, lane: str, agent_id: str, text: str, root, in_place: s
     blocked_match = _BLOCKED.search(text)
     blocked = blocked_match.group(1).strip() if blocked_match else None
     if not blocks and blocked is None:
-        raise PacketError("no mythos-evidence-jsonl or mythos-verifier-jsonl block was found, and no BLOCKED line",
-                          field="text", fix="have the subagent write its records in ```mythos-evidence-jsonl fences "
-                                            "(prose outside fences never reaches the packet)")
+        raise PacketError(
+            "no mythos-evidence-jsonl or mythos-verifier-jsonl block was found, and no BLOCKED line",
+            field="text",
+            fix="have the subagent write its records in ```mythos-evidence-jsonl fences "
+            "(prose outside fences never reaches the packet)",
+        )
     observed_at = now_iso()
     norm = _Normaliser(run, SourceFiles(source_root(run, root)), lane, agent_id, observed_at)
     evidence: list[dict] = []
@@ -350,31 +504,61 @@ def _ingest(run: Path, *, lane: str, agent_id: str, text: str, root, in_place: s
             where = f"{kind} block {block} line {line_no}"
             try:
                 if len(stripped.encode("utf-8")) > MAX_LINE_BYTES:
-                    raise PacketError(f"{where}: line is over {MAX_LINE_BYTES} bytes", field="line",
-                                      fix="keep each record under 1 MiB; cite files instead of pasting them")
+                    raise PacketError(
+                        f"{where}: line is over {MAX_LINE_BYTES} bytes",
+                        field="line",
+                        fix="keep each record under 1 MiB; cite files instead of pasting them",
+                    )
                 try:
                     obj = loads_strict(stripped)
                 except (ValueError, RecursionError) as exc:
-                    raise PacketError(f"{where}: not valid JSON ({exc})", field="line",
-                                      fix="write exactly one complete JSON object per line") from None
+                    raise PacketError(
+                        f"{where}: not valid JSON ({exc})",
+                        field="line",
+                        fix="write exactly one complete JSON object per line",
+                    ) from None
                 parsed = norm.evidence(obj, where) if kind == "evidence" else norm.finding(obj, where)
                 (evidence if kind == "evidence" else findings).append(parsed)
                 origins[id(parsed)] = {"block": block, "line": line_no}
             except PacketError as exc:
-                problems.append({"block": block, "kind": kind, "line": line_no, "problem": exc.message,
-                                 "field": exc.field, "fix": exc.fix, "text": stripped[:2000]})
-    return _commit(run, lane, agent_id, text, observed_at, in_place, evidence, findings, problems, blocked, origins)
+                problems.append(
+                    {
+                        "block": block,
+                        "kind": kind,
+                        "line": line_no,
+                        "problem": exc.message,
+                        "field": exc.field,
+                        "fix": exc.fix,
+                        "text": stripped[:2000],
+                    }
+                )
+    return _commit(
+        run, lane, agent_id, text, observed_at, in_place, evidence, findings, problems, blocked, origins
+    )
 
 
-def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in_place: str | None,
-            evidence: list[dict], findings: list[dict], problems: list[dict], blocked: str | None,
-            origins: dict[int, dict]) -> IngestResult:
+def _commit(
+    run: Path,
+    lane: str,
+    agent_id: str,
+    text: str,
+    observed_at: str,
+    in_place: str | None,
+    evidence: list[dict],
+    findings: list[dict],
+    problems: list[dict],
+    blocked: str | None,
+    origins: dict[int, dict],
+) -> IngestResult:
     result = IngestResult(blocked=blocked)
     with run_lock(run):
         for rel in (EVIDENCE, FINDINGS, QUARANTINE):
             if (run / rel).is_symlink():
-                raise PacketError(f"{rel} is a symbolic link; run inputs must be the files themselves", field=rel,
-                                  fix=f"replace {rel} with a copy of the file it points to")
+                raise PacketError(
+                    f"{rel} is a symbolic link; run inputs must be the files themselves",
+                    field=rel,
+                    fix=f"replace {rel} with a copy of the file it points to",
+                )
         evidence_ids, sessions = scan_ids(run / EVIDENCE)
         number = len(sessions) + 1
         if in_place is not None:
@@ -387,33 +571,61 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
         raw_id = f"raw:subagents/{raw_rel}"
         for session in sessions:
             if raw_id in (session.get("source_ids") or []):
-                raise PacketError(f"duplicate ingest: {raw_id} was already ingested by {session.get('id')!r}",
-                                  field="from", value=raw_id, fix="ingest each subagent output once")
+                raise PacketError(
+                    f"duplicate ingest: {raw_id} was already ingested by {session.get('id')!r}",
+                    field="from",
+                    value=raw_id,
+                    fix="ingest each subagent output once",
+                )
         raw_path = run / SUBAGENTS / raw_rel
         if in_place is None:
             header = f"# Subagent Session {number:04d}\n\nlane: {lane}\nagent_id: {agent_id}\n\n"
             atomic_write(raw_path, header + text.strip() + "\n")
         raw_bytes = raw_path.read_bytes()
         session_id = f"ev-subagent-session-{number:04d}-{slug(lane, 40)}"
-        accepted_evidence = [{
-            "id": session_id, "kind": "subagent-session",
-            "summary": f"Captured quarantined subagent output for lane {lane}; machine records were extracted "
-                       "without Prime synthesis.",
-            "source_ids": [raw_id],
-            "source_refs": [{"source_id": raw_id, "path": f"raw/subagents/{raw_rel}", "kind": "raw",
-                             "hash": fnv1a64(raw_bytes), "hash_alg": HASH_ALG, "span": None,
-                             "observed_at": observed_at}],
-            "observed_at": observed_at, "agent_id": agent_id, "lane": lane,
-        }]
+        accepted_evidence = [
+            {
+                "id": session_id,
+                "kind": "subagent-session",
+                "summary": f"Captured quarantined subagent output for lane {lane}; machine records were extracted "
+                "without Prime synthesis.",
+                "source_ids": [raw_id],
+                "source_refs": [
+                    {
+                        "source_id": raw_id,
+                        "path": f"raw/subagents/{raw_rel}",
+                        "kind": "raw",
+                        "hash": fnv1a64(raw_bytes),
+                        "hash_alg": HASH_ALG,
+                        "span": None,
+                        "observed_at": observed_at,
+                    }
+                ],
+                "observed_at": observed_at,
+                "agent_id": agent_id,
+                "lane": lane,
+            }
+        ]
         if session_id in evidence_ids:
-            raise PacketError(f"session id {session_id} already exists", field="id", value=session_id,
-                              fix="check evidence.jsonl for hand-made session records")
+            raise PacketError(
+                f"session id {session_id} already exists",
+                field="id",
+                value=session_id,
+                fix="check evidence.jsonl for hand-made session records",
+            )
         taken = set(evidence_ids) | {session_id}
         for record in evidence:
             if record["id"] in taken:
-                problems.append({"kind": "evidence", **origins.get(id(record), {}),
-                                 "problem": f"duplicate id {record['id']!r}", "field": "id",
-                                 "fix": "give every record a run-unique id", "text": record["id"]})
+                problems.append(
+                    {
+                        "kind": "evidence",
+                        **origins.get(id(record), {}),
+                        "problem": f"duplicate id {record['id']!r}",
+                        "field": "id",
+                        "fix": "give every record a run-unique id",
+                        "text": record["id"],
+                    }
+                )
                 continue
             taken.add(record["id"])
             if raw_id not in record["source_ids"]:
@@ -421,16 +633,33 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
             accepted_evidence.append(record)
         if blocked is not None:
             blocker_id = f"ev-blocker-{number:04d}-{slug(lane, 40)}"
-            accepted_evidence.append({"id": blocker_id, "kind": "blocker", "summary": f"BLOCKED: {blocked}",
-                                      "source_ids": [raw_id], "observed_at": observed_at, "agent_id": agent_id,
-                                      "lane": lane})
+            accepted_evidence.append(
+                {
+                    "id": blocker_id,
+                    "kind": "blocker",
+                    "summary": f"BLOCKED: {blocked}",
+                    "source_ids": [raw_id],
+                    "observed_at": observed_at,
+                    "agent_id": agent_id,
+                    "lane": lane,
+                }
+            )
         accepted_findings: list[dict] = []
-        taken_findings: set[str] = set()  # an id reported in an earlier ingest is a status update, not a clash
+        taken_findings: set[str] = (
+            set()
+        )  # an id reported in an earlier ingest is a status update, not a clash
         for record in findings:
             if record["id"] in taken_findings:
-                problems.append({"kind": "verifier", **origins.get(id(record), {}),
-                                 "problem": f"duplicate id {record['id']!r} in one output",
-                                 "field": "id", "fix": "report each finding once per output", "text": record["id"]})
+                problems.append(
+                    {
+                        "kind": "verifier",
+                        **origins.get(id(record), {}),
+                        "problem": f"duplicate id {record['id']!r} in one output",
+                        "field": "id",
+                        "fix": "report each finding once per output",
+                        "text": record["id"],
+                    }
+                )
                 continue
             taken_findings.add(record["id"])
             if raw_id not in record["source_ids"]:
@@ -438,17 +667,28 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
             accepted_findings.append(record)
         finding_ids, _ = scan_ids(run / FINDINGS)
         accepted_evidence, accepted_findings = _drop_dangling_citations(
-            run, accepted_evidence, accepted_findings, evidence_ids, finding_ids, problems, origins)
+            run, accepted_evidence, accepted_findings, evidence_ids, finding_ids, problems, origins
+        )
         quarantine_lines = []
         for rel in (EVIDENCE, FINDINGS):
             torn = heal_torn_tail(run / rel)
             if torn is not None:
-                quarantine_lines.append(compact({"ingest": raw_id, "file": rel, "problem": "torn last line (a write "
-                                                 "was cut off); removed from the file", "text": torn[:2000]}))
+                quarantine_lines.append(
+                    compact(
+                        {
+                            "ingest": raw_id,
+                            "file": rel,
+                            "problem": "torn last line (a write was cut off); removed from the file",
+                            "text": torn[:2000],
+                        }
+                    )
+                )
         append_lines(run / EVIDENCE, [compact(r) for r in accepted_evidence])
         append_lines(run / FINDINGS, [compact(r) for r in accepted_findings])
         for problem in problems:
-            quarantine_lines.append(compact({"ingest": raw_id, "lane": lane, "agent_id": agent_id, **problem}))
+            quarantine_lines.append(
+                compact({"ingest": raw_id, "lane": lane, "agent_id": agent_id, **problem})
+            )
         append_lines(run / QUARANTINE, quarantine_lines)
     result.evidence_ids = [r["id"] for r in accepted_evidence]
     result.finding_ids = [r["id"] for r in accepted_findings]
@@ -459,9 +699,15 @@ def _commit(run: Path, lane: str, agent_id: str, text: str, observed_at: str, in
     return result
 
 
-def _drop_dangling_citations(run: Path, evidence: list[dict], findings: list[dict], old_evidence: set[str],
-                             old_findings: set[str], problems: list[dict],
-                             origins: dict[int, dict]) -> tuple[list[dict], list[dict]]:
+def _drop_dangling_citations(
+    run: Path,
+    evidence: list[dict],
+    findings: list[dict],
+    old_evidence: set[str],
+    old_findings: set[str],
+    problems: list[dict],
+    origins: dict[int, dict],
+) -> tuple[list[dict], list[dict]]:
     """Quarantine records citing ids that will not exist at compile time (the reference appended them and every
     later compile failed). Repeats until stable, since dropping a record can orphan a citation of it."""
     raw_root = (run / "raw").resolve()
@@ -478,19 +724,34 @@ def _drop_dangling_citations(run: Path, evidence: list[dict], findings: list[dic
         for slot, (records, kind) in enumerate(((evidence, "evidence"), (findings, "verifier"))):
             for record in records:
                 declared = {ref["source_id"] for ref in record.get("source_refs", ())}
-                bad = next((sid for sid in record["source_ids"] if sid not in declared and not (
-                    (sid.startswith("raw:") and raw_exists(sid[4:]))
-                    or (sid.startswith("evidence:") and sid[9:] in known_evidence)
-                    or (sid.startswith("verifier:") and sid[9:] in known_findings))), None)
+                bad = next(
+                    (
+                        sid
+                        for sid in record["source_ids"]
+                        if sid not in declared
+                        and not (
+                            (sid.startswith("raw:") and raw_exists(sid[4:]))
+                            or (sid.startswith("evidence:") and sid[9:] in known_evidence)
+                            or (sid.startswith("verifier:") and sid[9:] in known_findings)
+                        )
+                    ),
+                    None,
+                )
                 if bad is None:
                     kept[slot].append(record)
                     continue
                 dropped = True
-                problems.append({"kind": kind, **origins.get(id(record), {}),
-                                 "problem": f"record {record['id']!r} cites unknown source id {bad!r}",
-                                 "field": "source_ids", "text": record["id"],
-                                 "fix": "cite file:/command:/test:/log: ids, or raw:/evidence:/verifier: ids that "
-                                        "exist in the run"})
+                problems.append(
+                    {
+                        "kind": kind,
+                        **origins.get(id(record), {}),
+                        "problem": f"record {record['id']!r} cites unknown source id {bad!r}",
+                        "field": "source_ids",
+                        "text": record["id"],
+                        "fix": "cite file:/command:/test:/log: ids, or raw:/evidence:/verifier: ids that "
+                        "exist in the run",
+                    }
+                )
         evidence, findings = kept
         if not dropped:
             return evidence, findings

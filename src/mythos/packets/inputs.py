@@ -36,7 +36,9 @@ def walk_raw(run_dir: Path, observed_at: str, fingerprint: dict[str, str] | None
                 name = name_bytes.decode("utf-8")
             except UnicodeDecodeError:
                 raise PacketError(
-                    f"raw/{prefix}{name_bytes!r} has a non-UTF-8 file name", field="raw", value=repr(name_bytes),
+                    f"raw/{prefix}{name_bytes!r} has a non-UTF-8 file name",
+                    field="raw",
+                    value=repr(name_bytes),
                     fix="rename the file with a UTF-8 name",
                 ) from None
             rel = prefix + name
@@ -44,35 +46,53 @@ def walk_raw(run_dir: Path, observed_at: str, fingerprint: dict[str, str] | None
             if stat.S_ISLNK(info.st_mode):
                 raise PacketError(
                     f"raw/{rel} is a symbolic link; raw/ must hold the quarantined bytes themselves",
-                    field="raw", value=rel, fix=f"replace raw/{rel} with a copy of the file it points to",
+                    field="raw",
+                    value=rel,
+                    fix=f"replace raw/{rel} with a copy of the file it points to",
                 )
             if stat.S_ISDIR(info.st_mode):
                 stack.append((Path(entry.path), rel + "/"))
                 continue
             if not stat.S_ISREG(info.st_mode):
-                raise PacketError(f"raw/{rel} is not a regular file", field="raw", value=rel,
-                                  fix=f"remove raw/{rel}")
+                raise PacketError(
+                    f"raw/{rel} is not a regular file", field="raw", value=rel, fix=f"remove raw/{rel}"
+                )
             if info.st_size > MAX_FILE_BYTES:
-                raise PacketError(f"raw/{rel} is {info.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                                  field="raw", value=rel, fix="keep raw artefacts smaller")
+                raise PacketError(
+                    f"raw/{rel} is {info.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit",
+                    field="raw",
+                    value=rel,
+                    fix="keep raw artefacts smaller",
+                )
             data = Path(entry.path).read_bytes()
             if fingerprint is not None:
                 fingerprint[f"raw/{rel}"] = hashlib.sha256(data).hexdigest()
-            refs.append({
-                "source_id": f"raw:{rel}", "path": f"raw/{rel}", "kind": "raw", "hash": fnv1a64(data),
-                "hash_alg": HASH_ALG, "span": None, "observed_at": observed_at,
-            })
+            refs.append(
+                {
+                    "source_id": f"raw:{rel}",
+                    "path": f"raw/{rel}",
+                    "kind": "raw",
+                    "hash": fnv1a64(data),
+                    "hash_alg": HASH_ALG,
+                    "span": None,
+                    "observed_at": observed_at,
+                }
+            )
     refs.sort(key=lambda ref: ref["source_id"])
     return refs
 
 
-def read_jsonl(run_dir: Path, rel: str, parse: Callable[[object, str], dict],
-               fingerprint: dict[str, str] | None = None) -> list[dict]:
+def read_jsonl(
+    run_dir: Path, rel: str, parse: Callable[[object, str], dict], fingerprint: dict[str, str] | None = None
+) -> list[dict]:
     """Parse every non-blank line of ``rel`` with ``parse``; the first bad line stops the compile, named."""
     path = run_dir / rel
     if path.is_symlink():
-        raise PacketError(f"{rel} is a symbolic link; run inputs must be the files themselves", field=rel,
-                          fix=f"replace {rel} with a copy of the file it points to")
+        raise PacketError(
+            f"{rel} is a symbolic link; run inputs must be the files themselves",
+            field=rel,
+            fix=f"replace {rel} with a copy of the file it points to",
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -82,7 +102,9 @@ def read_jsonl(run_dir: Path, rel: str, parse: Callable[[object, str], dict],
     if fingerprint is not None:
         fingerprint[rel] = hashlib.sha256(data).hexdigest()
     if data.startswith(b"\xef\xbb\xbf"):
-        raise PacketError(f"{rel} starts with a UTF-8 byte-order mark", field=rel, fix="save the file without a BOM")
+        raise PacketError(
+            f"{rel} starts with a UTF-8 byte-order mark", field=rel, fix="save the file without a BOM"
+        )
     records: list[dict] = []
     lines = data.split(b"\n")
     last = len(lines) - 1
@@ -93,19 +115,25 @@ def read_jsonl(run_dir: Path, rel: str, parse: Callable[[object, str], dict],
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise PacketError(f"{where} is not valid UTF-8 (byte {exc.start})", field=rel, value=number,
-                              fix="re-encode the line as UTF-8 or remove it") from None
+            raise PacketError(
+                f"{where} is not valid UTF-8 (byte {exc.start})",
+                field=rel,
+                value=number,
+                fix="re-encode the line as UTF-8 or remove it",
+            ) from None
         try:
             obj = loads_strict(text)
         except (json.JSONDecodeError, ValueError, RecursionError) as exc:
             if number - 1 == last:
                 raise PacketError(
                     f"{where} is an incomplete record with no line end (a write was cut off by a crash?): {exc}",
-                    field=rel, value=number,
+                    field=rel,
+                    value=number,
                     fix="run any `mythos packet ingest` (it quarantines the torn tail) or delete that last line",
                 ) from None
-            raise PacketError(f"{where} is not valid JSON: {exc}", field=rel, value=number,
-                              fix="fix or remove the line") from None
+            raise PacketError(
+                f"{where} is not valid JSON: {exc}", field=rel, value=number, fix="fix or remove the line"
+            ) from None
         records.append(parse(obj, where))
     return records
 

@@ -129,13 +129,21 @@ def _ref_text(ref: dict, level: int) -> str | None:
     template = _REF_TEMPLATES.get(level)
     if template is None:
         inner, outer = _indent(level + 1), _indent(level)
-        template = _REF_TEMPLATES[level] = "{" + ",".join(
-            inner.replace("%", "%%") + f'"{key}": %s' for key in _REF_KEYS) + outer + "}"
+        template = _REF_TEMPLATES[level] = (
+            "{" + ",".join(inner.replace("%", "%%") + f'"{key}": %s' for key in _REF_KEYS) + outer + "}"
+        )
     source_id, path, kind, digest, alg, span, observed = ref.values()
     enc = _encode_str
     try:  # the C encoder raises TypeError for anything but str; such refs take the generic path
-        return template % (enc(source_id), enc(path), enc(kind), enc(digest), enc(alg),
-                           "null" if span is None else enc(span), enc(observed))
+        return template % (
+            enc(source_id),
+            enc(path),
+            enc(kind),
+            enc(digest),
+            enc(alg),
+            "null" if span is None else enc(span),
+            enc(observed),
+        )
     except TypeError:
         return None
 

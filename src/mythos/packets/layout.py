@@ -34,12 +34,16 @@ def require_run_dir(run_dir: str | Path) -> Path:
     if not path.is_dir():
         raise PacketError(
             f"run directory {str(path)!r} does not exist or is not a directory",
-            field="run_dir", value=str(path), fix="create it with `mythos packet init RUN_DIR`",
+            field="run_dir",
+            value=str(path),
+            fix="create it with `mythos packet init RUN_DIR`",
         )
     if not (path / MANIFEST).is_file():
         raise PacketError(
             f"{path / MANIFEST} is missing: {str(path)!r} is not a mythos run",
-            field="run_dir", value=str(path), fix="create the run with `mythos packet init RUN_DIR`",
+            field="run_dir",
+            value=str(path),
+            fix="create the run with `mythos packet init RUN_DIR`",
         )
     return path
 
@@ -109,7 +113,9 @@ def read_manifest(run_dir: Path) -> dict:
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PacketError(f"{path} is not valid UTF-8 JSON: {exc}", field="manifest", fix="restore manifest.json") from exc
+        raise PacketError(
+            f"{path} is not valid UTF-8 JSON: {exc}", field="manifest", fix="restore manifest.json"
+        ) from exc
     if not isinstance(manifest, dict):
         raise PacketError(f"{path} must hold a JSON object", field="manifest", fix="restore manifest.json")
     for name in MANIFEST_FIELDS:
@@ -117,7 +123,9 @@ def read_manifest(run_dir: Path) -> dict:
         if not isinstance(value, str):
             raise PacketError(
                 f"manifest field {name!r} must be a string, got {value!r}",
-                field=f"manifest.{name}", value=value, fix=f"set {name!r} to a string in {path}",
+                field=f"manifest.{name}",
+                value=value,
+                fix=f"set {name!r} to a string in {path}",
             )
     return manifest
 
@@ -146,6 +154,8 @@ def source_root(run_dir: Path, root: str | Path | None = None, manifest: dict | 
     if not resolved.is_dir():
         raise PacketError(
             f"source root {str(chosen)!r} is not a directory",
-            field="root", value=str(chosen), fix="pass --root DIR naming the project the run's file: refs cite",
+            field="root",
+            value=str(chosen),
+            fix="pass --root DIR naming the project the run's file: refs cite",
         )
     return resolved

@@ -18,13 +18,32 @@ from .schema import validate
 
 def lane_output(agent: str, line: int, claim: str, *, finding: str | None = None) -> str:
     """What a well-behaved subagent writes: prose (ignored) plus fenced machine records."""
-    text = (f"Notes from {agent}: this prose never reaches the packet.\n\n```mythos-evidence-jsonl\n"
-            + json.dumps({"id": f"ev-{agent}-1", "kind": "observation", "summary": claim,
-                          "source_ids": [f"file:src/app.py:{line}"]}) + "\n```\n")
+    text = (
+        f"Notes from {agent}: this prose never reaches the packet.\n\n```mythos-evidence-jsonl\n"
+        + json.dumps(
+            {
+                "id": f"ev-{agent}-1",
+                "kind": "observation",
+                "summary": claim,
+                "source_ids": [f"file:src/app.py:{line}"],
+            }
+        )
+        + "\n```\n"
+    )
     if finding:
-        text += ("\n```mythos-verifier-jsonl\n" + json.dumps({
-            "id": f"vf-{agent}-1", "summary": finding, "status": "passed", "verifier_score": 1.0,
-            "source_ids": ["test:tests/test_app.py::test_lines"]}) + "\n```\n")
+        text += (
+            "\n```mythos-verifier-jsonl\n"
+            + json.dumps(
+                {
+                    "id": f"vf-{agent}-1",
+                    "summary": finding,
+                    "status": "passed",
+                    "verifier_score": 1.0,
+                    "source_ids": ["test:tests/test_app.py::test_lines"],
+                }
+            )
+            + "\n```\n"
+        )
     return text
 
 
@@ -55,10 +74,20 @@ def run_readiness(*, verbose: bool = False, say: Callable[[str], None] = print) 
             except PacketError:
                 step("prose-only output is rejected", True)
             for n, agent in enumerate(("agent-a", "agent-b", "agent-c"), start=1):
-                result = ingest_text(run, lane=f"lane-{n}", agent_id=agent,
-                                     text=lane_output(agent, n, f"app.py line {n} assigns value_{n}",
-                                                      finding="app.py has ten values" if n == 3 else None))
-                step(f"ingest lane-{n}", result.added >= 2 and not result.quarantined, str(result.quarantined))
+                result = ingest_text(
+                    run,
+                    lane=f"lane-{n}",
+                    agent_id=agent,
+                    text=lane_output(
+                        agent,
+                        n,
+                        f"app.py line {n} assigns value_{n}",
+                        finding="app.py has ten values" if n == 3 else None,
+                    ),
+                )
+                step(
+                    f"ingest lane-{n}", result.added >= 2 and not result.quarantined, str(result.quarantined)
+                )
             try:
                 compile_run(run, record_synthesis="too early")
                 step("synthesis on a stale packet is refused", False)
@@ -69,17 +98,24 @@ def run_readiness(*, verbose: bool = False, say: Callable[[str], None] = print) 
             bytes_a = (run / PACKET).read_bytes()
             compile_run(run)
             step("compile is deterministic", bytes_a == (run / PACKET).read_bytes())
-            packet = compile_run(run, record_synthesis="app.py defines value_1..value_3 as cited; verifier passed.")
+            packet = compile_run(
+                run, record_synthesis="app.py defines value_1..value_3 as cited; verifier passed."
+            )
             step("synthesis advances the pass", packet["pass_id"] == "pass-0002")
             result = gate_run(run)
             step("gate passes", result.passed, json.dumps(result.failures))
             original = app.read_bytes()
             app.write_bytes(original + b"# tampered\n")
             result = gate_run(run)
-            step("gate catches a tampered source",
-                 not result.passed and any("hash mismatch" in f["message"] for f in result.failures))
+            step(
+                "gate catches a tampered source",
+                not result.passed and any("hash mismatch" in f["message"] for f in result.failures),
+            )
             packet = compile_run(run)
-            step("packet shows the mismatch", any(c["id"].startswith("con:integrity:") for c in packet["contradictions"]))
+            step(
+                "packet shows the mismatch",
+                any(c["id"].startswith("con:integrity:") for c in packet["contradictions"]),
+            )
             app.write_bytes(original)
             compile_run(run)
             step("gate passes again once restored", gate_run(run).passed)

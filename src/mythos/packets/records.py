@@ -15,12 +15,31 @@ from .jsonfmt import F32
 from .sources import HASH_ALG
 
 EVIDENCE_FIELDS = (
-    "id", "kind", "summary", "source_ids", "source_refs", "observed_at", "agent_id", "lane", "confidence",
-    "rationale", "diff_ref", "span_before", "span_after",
+    "id",
+    "kind",
+    "summary",
+    "source_ids",
+    "source_refs",
+    "observed_at",
+    "agent_id",
+    "lane",
+    "confidence",
+    "rationale",
+    "diff_ref",
+    "span_before",
+    "span_after",
 )
 EVIDENCE_OPTIONAL_STRINGS = ("agent_id", "lane", "rationale", "diff_ref", "span_before", "span_after")
 FINDING_FIELDS = (
-    "id", "summary", "status", "verifier_score", "source_ids", "source_refs", "agent_id", "lane", "closure_reason",
+    "id",
+    "summary",
+    "status",
+    "verifier_score",
+    "source_ids",
+    "source_refs",
+    "agent_id",
+    "lane",
+    "closure_reason",
 )
 # observed_at is stamped on findings at ingest (as the reference does) but is not part of a packet finding.
 FINDING_ACCEPTED = (*FINDING_FIELDS, "observed_at")
@@ -61,8 +80,13 @@ def _string(obj: dict, name: str, where: str, *, required: bool) -> str | None:
             raise _problem(where, name, f"missing required field {name!r}", f"add {name!r} as a string")
         return None
     if type(value) is not str:
-        raise _problem(where, name, f"field {name!r} must be a string, got {type(value).__name__}",
-                       f"write {name!r} as a JSON string", value)
+        raise _problem(
+            where,
+            name,
+            f"field {name!r} must be a string, got {type(value).__name__}",
+            f"write {name!r} as a JSON string",
+            value,
+        )
     return value
 
 
@@ -71,8 +95,9 @@ def _string_list(obj: dict, name: str, where: str) -> list[str]:
     if value is None:
         raise _problem(where, name, f"missing required field {name!r}", f"add {name!r} as a list of strings")
     if type(value) is not list or any(type(item) is not str for item in value):
-        raise _problem(where, name, f"field {name!r} must be a list of strings", f"write {name!r} as [\"...\"]",
-                       value)
+        raise _problem(
+            where, name, f"field {name!r} must be a list of strings", f'write {name!r} as ["..."]', value
+        )
     return [_intern(item) for item in value]
 
 
@@ -83,22 +108,37 @@ def _number(obj: dict, name: str, where: str, *, required: bool) -> float | None
             raise _problem(where, name, f"missing required field {name!r}", f"add {name!r} as a number")
         return None
     if type(value) not in (int, float):
-        raise _problem(where, name, f"field {name!r} must be a number, got {type(value).__name__}",
-                       f"write {name!r} as a JSON number", value)
+        raise _problem(
+            where,
+            name,
+            f"field {name!r} must be a number, got {type(value).__name__}",
+            f"write {name!r} as a JSON number",
+            value,
+        )
     return float(value)
 
 
 def _unknown(obj: dict, allowed: tuple[str, ...], where: str) -> None:
     for key in obj:
         if key not in allowed:
-            raise _problem(where, key, f"unknown field {key!r}",
-                           f"remove it; allowed fields are {', '.join(allowed)}", key)
+            raise _problem(
+                where,
+                key,
+                f"unknown field {key!r}",
+                f"remove it; allowed fields are {', '.join(allowed)}",
+                key,
+            )
 
 
 def _object(obj: object, where: str, what: str) -> dict:
     if type(obj) is not dict:
-        raise _problem(where, what, f"{what} must be a JSON object, got {type(obj).__name__}",
-                       f"write each {what} as one JSON object on one line", obj)
+        raise _problem(
+            where,
+            what,
+            f"{what} must be a JSON object, got {type(obj).__name__}",
+            f"write each {what} as one JSON object on one line",
+            obj,
+        )
     return obj
 
 
@@ -107,13 +147,29 @@ _EVIDENCE_SET = frozenset(EVIDENCE_FIELDS)
 
 
 def parse_ref(obj: object, where: str) -> dict:
-    if type(obj) is dict and _REF_SET.issuperset(obj):  # fast path for well-formed refs; errors take the slow path
+    if type(obj) is dict and _REF_SET.issuperset(
+        obj
+    ):  # fast path for well-formed refs; errors take the slow path
         sid, path, kind, digest = obj.get("source_id"), obj.get("path"), obj.get("kind"), obj.get("hash")
         alg, span, observed = obj.get("hash_alg", HASH_ALG), obj.get("span"), obj.get("observed_at")
-        if (type(sid) is str and type(path) is str and type(kind) is str and type(digest) is str
-                and type(observed) is str and (alg == HASH_ALG or alg is None) and (span is None or type(span) is str)):
-            return {"source_id": _intern(sid), "path": _intern(path), "kind": _intern(kind), "hash": digest,
-                    "hash_alg": HASH_ALG, "span": span, "observed_at": _intern(observed)}
+        if (
+            type(sid) is str
+            and type(path) is str
+            and type(kind) is str
+            and type(digest) is str
+            and type(observed) is str
+            and (alg == HASH_ALG or alg is None)
+            and (span is None or type(span) is str)
+        ):
+            return {
+                "source_id": _intern(sid),
+                "path": _intern(path),
+                "kind": _intern(kind),
+                "hash": digest,
+                "hash_alg": HASH_ALG,
+                "span": span,
+                "observed_at": _intern(observed),
+            }
     ref = _object(obj, where, "source_ref")
     _unknown(ref, REF_FIELDS, where)
     parsed = {
@@ -126,8 +182,13 @@ def parse_ref(obj: object, where: str) -> dict:
         "observed_at": _intern(_string(ref, "observed_at", where, required=True)),
     }
     if parsed["hash_alg"] != HASH_ALG:
-        raise _problem(where, "hash_alg", f"source_ref {parsed['source_id']!r} uses unsupported hash_alg "
-                       f"{parsed['hash_alg']!r}", f"use {HASH_ALG!r} or leave hash_alg out", parsed["hash_alg"])
+        raise _problem(
+            where,
+            "hash_alg",
+            f"source_ref {parsed['source_id']!r} uses unsupported hash_alg {parsed['hash_alg']!r}",
+            f"use {HASH_ALG!r} or leave hash_alg out",
+            parsed["hash_alg"],
+        )
     return parsed
 
 
@@ -136,26 +197,48 @@ def _refs(obj: dict, where: str) -> list[dict]:
         return []
     value = obj["source_refs"]
     if type(value) is not list:
-        raise _problem(where, "source_refs", "field 'source_refs' must be a list of objects",
-                       "write source_refs as [{...}] or leave it out", value)
+        raise _problem(
+            where,
+            "source_refs",
+            "field 'source_refs' must be a list of objects",
+            "write source_refs as [{...}] or leave it out",
+            value,
+        )
     return [parse_ref(item, f"{where} source_refs[{n}]") for n, item in enumerate(value)]
 
 
 def _fast_evidence(obj: dict, where: str) -> dict | None:
     """The common shape (what ingest writes) without per-field calls; None sends the record to the checked path."""
-    rid, kind, summary, sids, observed = (obj.get("id"), obj.get("kind"), obj.get("summary"), obj.get("source_ids"),
-                                          obj.get("observed_at"))
-    if not (type(rid) is str and type(kind) is str and type(summary) is str and type(observed) is str
-            and type(sids) is list and all(type(sid) is str for sid in sids)):
+    rid, kind, summary, sids, observed = (
+        obj.get("id"),
+        obj.get("kind"),
+        obj.get("summary"),
+        obj.get("source_ids"),
+        obj.get("observed_at"),
+    )
+    if not (
+        type(rid) is str
+        and type(kind) is str
+        and type(summary) is str
+        and type(observed) is str
+        and type(sids) is list
+        and all(type(sid) is str for sid in sids)
+    ):
         return None
-    parsed: dict[str, Any] = {"id": rid, "kind": _intern(kind), "summary": summary,
-                              "source_ids": [_intern(sid) for sid in sids]}
+    parsed: dict[str, Any] = {
+        "id": rid,
+        "kind": _intern(kind),
+        "summary": summary,
+        "source_ids": [_intern(sid) for sid in sids],
+    }
     if "source_refs" in obj:
         refs = obj["source_refs"]
         if type(refs) is not list:
             return None
         if refs:
-            parsed["source_refs"] = [parse_ref(ref, f"{where} source_refs[{n}]") for n, ref in enumerate(refs)]
+            parsed["source_refs"] = [
+                parse_ref(ref, f"{where} source_refs[{n}]") for n, ref in enumerate(refs)
+            ]
     parsed["observed_at"] = _intern(observed)
     for name in ("agent_id", "lane"):
         value = obj.get(name)

@@ -17,12 +17,20 @@ def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = N
     """Create a run (see docs/packets.md) and compile its first packet, so Prime always has one to read."""
     run = Path(run_dir)
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise PacketError(f"{str(run)!r} already exists and is not an empty directory", field="run_dir",
-                          value=str(run), fix="choose a new run directory")
+        raise PacketError(
+            f"{str(run)!r} already exists and is not an empty directory",
+            field="run_dir",
+            value=str(run),
+            fix="choose a new run directory",
+        )
     source = Path(root) if root is not None else Path.cwd()
     if not source.is_dir():
-        raise PacketError(f"source root {str(source)!r} is not a directory", field="root", value=str(source),
-                          fix="pass --root DIR naming the project the run's file: refs cite")
+        raise PacketError(
+            f"source root {str(source)!r} is not a directory",
+            field="root",
+            value=str(source),
+            fix="pass --root DIR naming the project the run's file: refs cite",
+        )
     run.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
@@ -34,24 +42,51 @@ def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = N
     except ValueError:  # different drives on Windows
         stored_root = str(source.resolve())
     manifest = {
-        "run_id": f"run-{stamp}", "objective_id": f"obj-{stamp}", "objective": objective, "branch_id": "main",
-        "pass_id": "pass-0001", "created_at": created_at, "source_root": Path(stored_root).as_posix(),
+        "run_id": f"run-{stamp}",
+        "objective_id": f"obj-{stamp}",
+        "objective": objective,
+        "branch_id": "main",
+        "pass_id": "pass-0001",
+        "created_at": created_at,
+        "source_root": Path(stored_root).as_posix(),
     }
     (run / SUBAGENTS).mkdir(parents=True)
     (run / "worker-results").mkdir()
     (run / "verifier-results").mkdir()
     (run / STATE).mkdir()
-    atomic_write(run / TASK, (task.strip() if task.strip() else f"# {name}\n\nDescribe the objective of this run here.")
-                 + "\n")
-    atomic_write(run / "raw" / "objective.md", f"# Objective\n\n{objective}\n\nCreated by `mythos packet init`.\n")
-    atomic_write(run / EVIDENCE, compact({
-        "id": "ev-objective", "kind": "objective", "summary": objective, "source_ids": ["raw:objective.md"],
-        "observed_at": created_at,
-    }) + "\n")
-    atomic_write(run / FINDINGS, compact({
-        "id": SYNTHESIS_PENDING_ID, "summary": "Prime has not yet recorded a synthesis of the compiled packet",
-        "status": "pending", "verifier_score": 0.0, "source_ids": ["raw:objective.md"],
-    }) + "\n")
+    atomic_write(
+        run / TASK,
+        (task.strip() if task.strip() else f"# {name}\n\nDescribe the objective of this run here.") + "\n",
+    )
+    atomic_write(
+        run / "raw" / "objective.md", f"# Objective\n\n{objective}\n\nCreated by `mythos packet init`.\n"
+    )
+    atomic_write(
+        run / EVIDENCE,
+        compact(
+            {
+                "id": "ev-objective",
+                "kind": "objective",
+                "summary": objective,
+                "source_ids": ["raw:objective.md"],
+                "observed_at": created_at,
+            }
+        )
+        + "\n",
+    )
+    atomic_write(
+        run / FINDINGS,
+        compact(
+            {
+                "id": SYNTHESIS_PENDING_ID,
+                "summary": "Prime has not yet recorded a synthesis of the compiled packet",
+                "status": "pending",
+                "verifier_score": 0.0,
+                "source_ids": ["raw:objective.md"],
+            }
+        )
+        + "\n",
+    )
     write_manifest(run, manifest)
     assert (run / MANIFEST).is_file()
     from .compiler import compile_run

@@ -25,7 +25,9 @@ _TYPES = {
 
 @cache
 def packet_schema() -> dict:
-    return json.loads(resources.files("mythos.packets").joinpath("schemas/next_pass_packet.schema.json").read_text())
+    return json.loads(
+        resources.files("mythos.packets").joinpath("schemas/next_pass_packet.schema.json").read_text()
+    )
 
 
 @cache

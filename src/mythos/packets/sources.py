@@ -51,15 +51,22 @@ class FileFacts:
 def check_relative_path(path: str, *, field: str) -> None:
     """Reject paths that cannot be part of a portable packet: absolute, drive letters, backslashes, empty."""
     if not path:
-        raise PacketError("file path is empty", field=field, value=path, fix="cite a path relative to the source root")
+        raise PacketError(
+            "file path is empty", field=field, value=path, fix="cite a path relative to the source root"
+        )
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or path.startswith("~"):
         raise PacketError(
             f"file path {path!r} is absolute; packets must not leak machine paths",
-            field=field, value=path, fix="cite the path relative to the source root (see --root)",
+            field=field,
+            value=path,
+            fix="cite the path relative to the source root (see --root)",
         )
     if "\\" in path:
         raise PacketError(
-            f"file path {path!r} contains a backslash", field=field, value=path, fix="use forward slashes",
+            f"file path {path!r} contains a backslash",
+            field=field,
+            value=path,
+            fix="use forward slashes",
         )
     if "\x00" in path:
         raise PacketError("file path contains a NUL byte", field=field, value=path, fix="cite a real path")
@@ -81,7 +88,8 @@ class SourceFiles:
         if real != self.root and self.root not in real.parents:
             raise PacketError(
                 f"file path {path!r} resolves outside the source root {self.root.name!r}",
-                field=field, value=path,
+                field=field,
+                value=path,
                 fix="cite only files inside the source root; symlinks and '..' may not leave it",
             )
         return real
@@ -104,30 +112,50 @@ class SourceFiles:
             info = os.stat(real)
         except FileNotFoundError:
             raise PacketError(
-                f"file {path!r} does not exist under the source root", field=field, value=path,
+                f"file {path!r} does not exist under the source root",
+                field=field,
+                value=path,
                 fix="cite an existing file, or pass --root for the project it lives in",
             ) from None
         except OSError as exc:
-            raise PacketError(f"file {path!r} cannot be read: {exc.strerror}", field=field, value=path,
-                              fix="make the file readable") from None
+            raise PacketError(
+                f"file {path!r} cannot be read: {exc.strerror}",
+                field=field,
+                value=path,
+                fix="make the file readable",
+            ) from None
         if stat.S_ISDIR(info.st_mode):
-            raise PacketError(f"file {path!r} is a directory, not a file", field=field, value=path,
-                              fix="cite a file inside the directory")
+            raise PacketError(
+                f"file {path!r} is a directory, not a file",
+                field=field,
+                value=path,
+                fix="cite a file inside the directory",
+            )
         if not stat.S_ISREG(info.st_mode):
-            raise PacketError(f"file {path!r} is not a regular file (device, FIFO or socket)", field=field,
-                              value=path, fix="cite a regular file")
+            raise PacketError(
+                f"file {path!r} is not a regular file (device, FIFO or socket)",
+                field=field,
+                value=path,
+                fix="cite a regular file",
+            )
         if info.st_size > self.max_bytes:
             raise PacketError(
-                f"file {path!r} is {info.st_size} bytes, over the {self.max_bytes}-byte limit", field=field,
-                value=path, fix="cite a smaller file",
+                f"file {path!r} is {info.st_size} bytes, over the {self.max_bytes}-byte limit",
+                field=field,
+                value=path,
+                fix="cite a smaller file",
             )
         try:
             fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
             with os.fdopen(fd, "rb") as handle:
                 data = handle.read(self.max_bytes + 1)
         except OSError as exc:
-            raise PacketError(f"file {path!r} cannot be read: {exc.strerror}", field=field, value=path,
-                              fix="make the file readable") from None
+            raise PacketError(
+                f"file {path!r} cannot be read: {exc.strerror}",
+                field=field,
+                value=path,
+                fix="make the file readable",
+            ) from None
         return FileFacts(hash=fnv1a64(data), lines=line_count(data))
 
     def check_span(self, path: str, span: str | None, *, field: str = "span") -> None:
@@ -135,12 +163,18 @@ class SourceFiles:
             return
         bounds = parse_span(span)
         if bounds is None:
-            raise PacketError(f"span {span!r} is not a line range", field=field, value=span,
-                              fix="write a line number N or a range A-B")
+            raise PacketError(
+                f"span {span!r} is not a line range",
+                field=field,
+                value=span,
+                fix="write a line number N or a range A-B",
+            )
         lines = self.facts(path).lines
         start, end = bounds
         if not 1 <= start <= end <= lines:
             raise PacketError(
-                f"span {span!r} is outside file {path!r} line range 1-{lines}", field=field, value=span,
+                f"span {span!r} is outside file {path!r} line range 1-{lines}",
+                field=field,
+                value=span,
                 fix=f"cite lines between 1 and {lines}",
             )

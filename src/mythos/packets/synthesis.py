@@ -28,13 +28,17 @@ def record_synthesis_inputs(run, text: str) -> str:
 
     summary = (text or "").strip()
     if not summary:
-        raise PacketError("the synthesis text is empty", field="record_synthesis",
-                          fix="pass a one-paragraph synthesis with direct citations")
+        raise PacketError(
+            "the synthesis text is empty",
+            field="record_synthesis",
+            fix="pass a one-paragraph synthesis with direct citations",
+        )
     with run_lock(run):
         if is_stale(run):
             raise PacketError(
                 "state/next_pass_packet.json is stale: the run's inputs changed since the last compile",
-                field="record_synthesis", fix="run `mythos packet compile --run-dir RUN` and read the packet first",
+                field="record_synthesis",
+                fix="run `mythos packet compile --run-dir RUN` and read the packet first",
             )
         manifest = read_manifest(run)
         pass_id = manifest["pass_id"]
@@ -53,20 +57,41 @@ def record_synthesis_inputs(run, text: str) -> str:
             except ValueError:
                 obj = None
             if isinstance(obj, dict) and obj.get("id") in PENDING_IDS and obj.get("status") != "passed":
-                obj.update(status="passed", verifier_score=0.9,
-                           summary=f"Synthesis consumed packet state: {summary}")
+                obj.update(
+                    status="passed", verifier_score=0.9, summary=f"Synthesis consumed packet state: {summary}"
+                )
                 obj["source_ids"] = list(dict.fromkeys([*(obj.get("source_ids") or []), raw_id]))
                 line = compact(obj)
                 cleared = True
             rewritten.append(line)
         if not cleared:
-            rewritten.append(compact({"id": f"vf-synthesis-{pass_id}", "summary": f"Synthesis consumed packet state: "
-                                      f"{summary}", "status": "passed", "verifier_score": 0.9, "source_ids": [raw_id]}))
+            rewritten.append(
+                compact(
+                    {
+                        "id": f"vf-synthesis-{pass_id}",
+                        "summary": f"Synthesis consumed packet state: {summary}",
+                        "status": "passed",
+                        "verifier_score": 0.9,
+                        "source_ids": [raw_id],
+                    }
+                )
+            )
         atomic_write(path, "\n".join(rewritten) + "\n")
         heal_torn_tail(run / EVIDENCE)
-        append_lines(run / EVIDENCE, [compact({"id": f"ev-synthesis-{pass_id}", "kind": "codex-synthesis",
-                                               "summary": summary, "source_ids": [raw_id],
-                                               "observed_at": observed_at})])
+        append_lines(
+            run / EVIDENCE,
+            [
+                compact(
+                    {
+                        "id": f"ev-synthesis-{pass_id}",
+                        "kind": "codex-synthesis",
+                        "summary": summary,
+                        "source_ids": [raw_id],
+                        "observed_at": observed_at,
+                    }
+                )
+            ],
+        )
         manifest["pass_id"] = next_pass_id(pass_id)
         write_manifest(run, manifest)
     return manifest["pass_id"]

@@ -14,6 +14,17 @@ from mythos.reason.record import RunRecord
 from mythos.reason.routing import EmptyQuestion, parse_invocation
 
 __all__ = [
-    "AnthropicBackend", "BackendError", "CallPolicy", "EmptyQuestion", "Engine", "EngineConfig", "Fault",
-    "OpenAIBackend", "RunRecord", "ScriptedBackend", "parse_invocation", "think", "think_sync",
+    "AnthropicBackend",
+    "BackendError",
+    "CallPolicy",
+    "EmptyQuestion",
+    "Engine",
+    "EngineConfig",
+    "Fault",
+    "OpenAIBackend",
+    "RunRecord",
+    "ScriptedBackend",
+    "parse_invocation",
+    "think",
+    "think_sync",
 ]

@@ -47,9 +47,14 @@ def _classify(engine: Engine, sub: SubagentRecord, reply: SubagentReply | None, 
 async def _dispatch(engine: Engine, sub: SubagentRecord, total: int, seed_chain: list[str] | None) -> None:
     tag = f"sub:{sub.letter}:{sub.lens_id}"
     reply, rec = await engine.caller.call(
-        phase="subagent", lens=sub.lens_id, tag=tag, reply_model=SubagentReply,
-        messages=prompts.subagent_messages(engine.inv.question, engine.record.prelude, sub.lens_id, total, tag,
-                                           seed_chain=seed_chain))
+        phase="subagent",
+        lens=sub.lens_id,
+        tag=tag,
+        reply_model=SubagentReply,
+        messages=prompts.subagent_messages(
+            engine.inv.question, engine.record.prelude, sub.lens_id, total, tag, seed_chain=seed_chain
+        ),
+    )
     sub.call = rec.index
     _classify(engine, sub, reply, f"{rec.error_kind}: {rec.error}" if rec.error_kind else None)
 
@@ -59,9 +64,14 @@ async def _recover(engine: Engine, sub: SubagentRecord, total: int) -> None:
     tag = f"recovery:{sub.letter}:{sub.lens_id}"
     first_error = sub.error
     reply, rec = await engine.caller.call(
-        phase="recovery", lens=sub.lens_id, tag=tag, reply_model=SubagentReply,
-        messages=prompts.subagent_messages(engine.inv.question, engine.record.prelude, sub.lens_id, total, tag,
-                                           recovery=True))
+        phase="recovery",
+        lens=sub.lens_id,
+        tag=tag,
+        reply_model=SubagentReply,
+        messages=prompts.subagent_messages(
+            engine.inv.question, engine.record.prelude, sub.lens_id, total, tag, recovery=True
+        ),
+    )
     sub.recovery_call = rec.index
     _classify(engine, sub, reply, f"{rec.error_kind}: {rec.error}" if rec.error_kind else None)
     if sub.status in ("ok", "no_insight"):
@@ -81,19 +91,24 @@ def _lone_tensions(subs: list[SubagentRecord]) -> list[str]:
     return lone
 
 
-async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[str] | None = None,
-                    escalated: bool = False) -> None:
+async def run_agent(
+    engine: Engine, lenses: list[AgentLens], seed_chain: list[str] | None = None, escalated: bool = False
+) -> None:
     """Dispatch, classify, recover, compile, merge. ``escalated``: the run started as silent/trace and the
     subagents continue it (seeded with its insight chain); an all-failed fan-out then ends with the rounds."""
     record, cfg = engine.record, engine.config
     record.agent_lenses = [a.to_dict() for a in lenses]
     if not escalated:
         record.prelude["total_rounds"] = len(lenses)
-    subs = [SubagentRecord(letter=string.ascii_uppercase[i], lens_id=a.lens_id, base=a.base)
-            for i, a in enumerate(lenses)]
+    subs = [
+        SubagentRecord(letter=string.ascii_uppercase[i], lens_id=a.lens_id, base=a.base)
+        for i, a in enumerate(lenses)
+    ]
     record.subagents = subs
     n = len(subs)
-    outcomes = await asyncio.gather(*(_dispatch(engine, s, n, seed_chain) for s in subs), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(_dispatch(engine, s, n, seed_chain) for s in subs), return_exceptions=True
+    )
     budget_hit = None
     for sub, outcome in zip(subs, outcomes, strict=True):
         if isinstance(outcome, BudgetExhausted):
@@ -102,8 +117,9 @@ async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[st
         elif isinstance(outcome, BaseException):
             sub.status, sub.error = "failed", f"{type(outcome).__name__}: {outcome}"
     for sub in subs:
-        engine.trajectory.append(f"Subagent {sub.letter} ({sub.lens_id}): "
-                                 + (sub.finding or f"failed — {sub.error}"))
+        engine.trajectory.append(
+            f"Subagent {sub.letter} ({sub.lens_id}): " + (sub.finding or f"failed — {sub.error}")
+        )
     if budget_hit is not None:
         raise budget_hit
     failed = [s for s in subs if s.status == "failed"]
@@ -116,7 +132,9 @@ async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[st
         return
     elif k == n:
         record.fallback_row = "all_failed"
-        record.notes.append("all subagents failed: abandoned agent mode for silent mode with the standard rotation")
+        record.notes.append(
+            "all subagents failed: abandoned agent mode for silent mode with the standard rotation"
+        )
         budget = plan_budget(STANDARD_ROTATION, [], max_rounds=cfg.max_rounds)
         engine.budget_items = budget
         record.budget = [b.to_dict() for b in budget]
@@ -124,7 +142,9 @@ async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[st
         return
     elif k == 1 and n >= 4:
         record.fallback_row = "one_failed"
-        record.notes.append(f"subagent {failed[0].letter} ({failed[0].lens_id}) failed; merging the other {n - 1}")
+        record.notes.append(
+            f"subagent {failed[0].letter} ({failed[0].lens_id}) failed; merging the other {n - 1}"
+        )
     else:  # 2..N-1 failed, or 1 of fewer than 4 [D-23]: the orchestrator re-applies each failed lens
         record.fallback_row = "recovered"
         for sub in failed:
@@ -133,21 +153,42 @@ async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[st
     usable = [s for s in subs if s.status in ("ok", "recovered")]
     ok_enough = len(usable) >= ok_threshold(n)
     if not ok_enough:
-        record.notes.append(f"only {len(usable)} of {n} subagents gave a usable finding (< 60 %): the question may "
-                            "not have warranted agent mode; merged silently without forcing a synthesis")
+        record.notes.append(
+            f"only {len(usable)} of {n} subagents gave a usable finding (< 60 %): the question may "
+            "not have warranted agent mode; merged silently without forcing a synthesis"
+        )
     findings, packet = compile_findings(engine, subs)
     record.packet = packet
-    failure_notes = [f"[Subagent {s.letter} — failed: {s.error}]" for s in subs
-                     if s.status in ("failed", "recovery_failed")]
+    failure_notes = [
+        f"[Subagent {s.letter} — failed: {s.error}]"
+        for s in subs
+        if s.status in ("failed", "recovery_failed")
+    ]
     reply, rec = await engine.caller.call(
-        phase="merge", lens=None, tag="merge", reply_model=MergeReply,
-        messages=prompts.merge_messages(engine.inv.question, record.prelude, findings, failure_notes,
-                                        _lone_tensions(usable), silent_merge=not ok_enough,
-                                        from_packet=bool(packet.get("used"))))
+        phase="merge",
+        lens=None,
+        tag="merge",
+        reply_model=MergeReply,
+        messages=prompts.merge_messages(
+            engine.inv.question,
+            record.prelude,
+            findings,
+            failure_notes,
+            _lone_tensions(usable),
+            silent_merge=not ok_enough,
+            from_packet=bool(packet.get("used")),
+        ),
+    )
     if reply is None:
         record.fallbacks.append(f"the merge failed ({rec.error_kind}); the Coda read the findings directly")
-        record.merge = {"silent": True, "failed": True, "convergent_points": [], "tensions": [],
-                        "synthesis": "", "source": "none"}
+        record.merge = {
+            "silent": True,
+            "failed": True,
+            "convergent_points": [],
+            "tensions": [],
+            "synthesis": "",
+            "source": "none",
+        }
         return
     merge = reply.model_dump()
     merge["silent"] = not ok_enough
@@ -161,4 +202,6 @@ async def run_agent(engine: Engine, lenses: list[AgentLens], seed_chain: list[st
     if merge["tensions"]:
         engine.trajectory.append("Tensions kept: " + "; ".join(t["claim"] for t in merge["tensions"]))
     elif len(usable) >= 2:
-        record.notes.append("suspicious unanimity: complexity over-diagnosed or lenses too weakly differentiated")
+        record.notes.append(
+            "suspicious unanimity: complexity over-diagnosed or lenses too weakly differentiated"
+        )

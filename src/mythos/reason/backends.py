@@ -44,8 +44,16 @@ class LLMBackend(Protocol):
     name: str
     model: str
 
-    async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str, schema: dict | None = None) -> Completion: ...
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        tag: str,
+        schema: dict | None = None,
+    ) -> Completion: ...
 
     async def aclose(self) -> None: ...
 
@@ -68,21 +76,39 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, *, model: str, base_url: str | None = None, api_key: str | None = None,
-                 json_mode: str | bool = "off"):
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        json_mode: str | bool = "off",
+    ):
         import openai
 
         self._openai = openai
         self.model = model
-        mode = {True: "object", False: "off"}.get(json_mode, json_mode) if isinstance(json_mode, bool) else json_mode
+        mode = (
+            {True: "object", False: "off"}.get(json_mode, json_mode)
+            if isinstance(json_mode, bool)
+            else json_mode
+        )
         if mode not in JSON_MODES:
             raise ValueError(f"json_mode={json_mode!r} is invalid: use one of {', '.join(JSON_MODES)}")
         self.json_mode = mode
         # a placeholder key keeps local servers (which ignore it) from failing on a missing key
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
-    async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        tag: str,
+        schema: dict | None = None,
+    ) -> Completion:
         openai = self._openai
         extra: dict = {}
         if self.json_mode == "object":
@@ -90,18 +116,27 @@ class OpenAIBackend:
         elif self.json_mode == "schema" and schema:
             # constrained decoding where the server supports it (OpenAI, vLLM, llama.cpp): small models then
             # emit valid JSON for every phase
-            extra["response_format"] = {"type": "json_schema",
-                                        "json_schema": {"name": schema.get("title", "reply"), "schema": schema}}
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.get("title", "reply"), "schema": schema},
+            }
         try:
             response = await self.client.chat.completions.create(
-                model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature,
-                timeout=timeout, **extra)
+                model=self.model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                timeout=timeout,
+                **extra,
+            )
         except openai.APITimeoutError as exc:
             raise BackendError("timeout", f"no response within {timeout:.1f}s") from exc
         except openai.APIConnectionError as exc:
             raise BackendError("connection", f"cannot reach the server: {exc}") from exc
         except openai.APIStatusError as exc:
-            raise BackendError(_status_kind(exc.status_code), f"HTTP {exc.status_code}: {str(exc)[:200]}") from exc
+            raise BackendError(
+                _status_kind(exc.status_code), f"HTTP {exc.status_code}: {str(exc)[:200]}"
+            ) from exc
         except openai.APIResponseValidationError as exc:
             raise BackendError("garbage", f"the response body is not a chat completion: {exc}") from exc
         # An HTTP 200 with an HTML/plain body comes back as a str, not a completion object.
@@ -116,9 +151,14 @@ class OpenAIBackend:
         else:
             tokens_in = sum(estimate_tokens(m["content"]) for m in messages)
             tokens_out, estimated = estimate_tokens(text), True
-        return Completion(text=text, tokens_in=tokens_in, tokens_out=tokens_out, estimated=estimated,
-                          finish_reason=getattr(choices[0], "finish_reason", None),
-                          model=getattr(response, "model", "") or self.model)
+        return Completion(
+            text=text,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            estimated=estimated,
+            finish_reason=getattr(choices[0], "finish_reason", None),
+            model=getattr(response, "model", "") or self.model,
+        )
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -136,21 +176,32 @@ class AnthropicBackend:
         self.model = model
         self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0)
 
-    async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        tag: str,
+        schema: dict | None = None,
+    ) -> Completion:
         anthropic = self._anthropic
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [m for m in messages if m["role"] != "system"]
         try:
             # this SDK generation takes no temperature argument; the server default applies
             response = await self.client.messages.create(
-                model=self.model, system=system, messages=turns, max_tokens=max_tokens, timeout=timeout)
+                model=self.model, system=system, messages=turns, max_tokens=max_tokens, timeout=timeout
+            )
         except anthropic.APITimeoutError as exc:
             raise BackendError("timeout", f"no response within {timeout:.1f}s") from exc
         except anthropic.APIConnectionError as exc:
             raise BackendError("connection", f"cannot reach the server: {exc}") from exc
         except anthropic.APIStatusError as exc:
-            raise BackendError(_status_kind(exc.status_code), f"HTTP {exc.status_code}: {str(exc)[:200]}") from exc
+            raise BackendError(
+                _status_kind(exc.status_code), f"HTTP {exc.status_code}: {str(exc)[:200]}"
+            ) from exc
         except anthropic.APIResponseValidationError as exc:
             raise BackendError("garbage", f"the response body is not a message: {exc}") from exc
         blocks = getattr(response, "content", None)
@@ -163,14 +214,21 @@ class AnthropicBackend:
         else:
             tokens_in = sum(estimate_tokens(m["content"]) for m in messages)
             tokens_out, estimated = estimate_tokens(text), True
-        return Completion(text=text, tokens_in=tokens_in, tokens_out=tokens_out, estimated=estimated,
-                          finish_reason=getattr(response, "stop_reason", None), model=self.model)
+        return Completion(
+            text=text,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            estimated=estimated,
+            finish_reason=getattr(response, "stop_reason", None),
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         await self.client.close()
 
 
 # ------------------------------------------------------------------------------------------------- scripted
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -200,8 +258,13 @@ class ScriptedBackend:
 
     name = "scripted"
 
-    def __init__(self, responder: Responder | None = None, *, model: str = "scripted",
-                 latency: float | Callable[[str], float] = 0.0):
+    def __init__(
+        self,
+        responder: Responder | None = None,
+        *,
+        model: str = "scripted",
+        latency: float | Callable[[str], float] = 0.0,
+    ):
         if responder is None:
             from mythos.reason.canned import canned_responder
 
@@ -212,8 +275,16 @@ class ScriptedBackend:
         self.requests: list[ScriptedRequest] = []
         self._attempts: dict[str, int] = {}
 
-    async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        tag: str,
+        schema: dict | None = None,
+    ) -> Completion:
         self._attempts[tag] = self._attempts.get(tag, 0) + 1
         request = ScriptedRequest(tag=tag, messages=list(messages), attempt=self._attempts[tag])
         self.requests.append(request)
@@ -237,8 +308,13 @@ class ScriptedBackend:
             else:
                 raise BackendError(reply.kind, reply.text or f"scripted {reply.kind}")
         prompt_words = sum(len(m["content"].split()) for m in messages)
-        return Completion(text=reply, tokens_in=prompt_words, tokens_out=len(reply.split()),
-                          finish_reason="stop", model=self.model)
+        return Completion(
+            text=reply,
+            tokens_in=prompt_words,
+            tokens_out=len(reply.split()),
+            finish_reason="stop",
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         return None
@@ -260,8 +336,16 @@ class ReplayBackend:
             self.replies.setdefault(call["tag"], []).extend(call.get("replies", []))
         self._next: dict[str, int] = {}
 
-    async def complete(self, messages: list[Message], *, max_tokens: int, temperature: float,
-                       timeout: float, tag: str, schema: dict | None = None) -> Completion:
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int,
+        temperature: float,
+        timeout: float,
+        tag: str,
+        schema: dict | None = None,
+    ) -> Completion:
         index = self._next.get(tag, 0)
         self._next[tag] = index + 1
         recorded = self.replies.get(tag, [])
@@ -271,8 +355,13 @@ class ReplayBackend:
         if "error" in reply:
             raise BackendError(reply["error"], f"recorded {reply['error']}")
         text = reply.get("text", "")
-        return Completion(text=text, tokens_in=sum(len(m["content"].split()) for m in messages),
-                          tokens_out=len(text.split()), estimated=True, model=self.model)
+        return Completion(
+            text=text,
+            tokens_in=sum(len(m["content"].split()) for m in messages),
+            tokens_out=len(text.split()),
+            estimated=True,
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         return None

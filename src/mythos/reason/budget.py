@@ -54,7 +54,9 @@ def _insert(seq: list[str], lens: str) -> None:
     seq.insert(index, lens)
 
 
-def plan_budget(sequence: tuple[str, ...] | list[str], drivers: list[str], *, max_rounds: int = 8) -> list[BudgetItem]:
+def plan_budget(
+    sequence: tuple[str, ...] | list[str], drivers: list[str], *, max_rounds: int = 8
+) -> list[BudgetItem]:
     """Turn a lens sequence and the primary drivers into (lens, count, why) items [D-11].
 
     Boosted lenses get x2 (inserted at their anchor when absent); Synthesize is always x1; the total is capped
@@ -91,10 +93,14 @@ def plan_budget(sequence: tuple[str, ...] | list[str], drivers: list[str], *, ma
             # lowest-priority driver first; within a driver, specialized lenses before core ones
             victim = max(doubled, key=lambda lens: (booster.get(lens, -1), not LENSES[lens].core))
             count[victim] = 1
-            why[victim] = why[victim].replace(", x2", "").replace(" x2", "") + " (x2 dropped by the round cap)"
+            why[victim] = (
+                why[victim].replace(", x2", "").replace(" x2", "") + " (x2 dropped by the round cap)"
+            )
             continue
         removable = [lens for lens in ("Expand", "Deepen") if lens in seq and lens not in booster]
-        removable += [lens for lens in reversed(seq) if lens not in ("Clarify", "Synthesize") and lens not in removable]
+        removable += [
+            lens for lens in reversed(seq) if lens not in ("Clarify", "Synthesize") and lens not in removable
+        ]
         seq.remove(removable[0])
         del count[removable[0]]
     for lens in MIN_SEQUENCE:
@@ -127,17 +133,26 @@ class AgentLens:
         return asdict(self)
 
 
-def plan_agent_lenses(drivers: list[str], high_stakes: bool, *, min_subagents: int = 3,
-                      max_subagents: int = 5) -> list[AgentLens]:
+def plan_agent_lenses(
+    drivers: list[str], high_stakes: bool, *, min_subagents: int = 3, max_subagents: int = 5
+) -> list[AgentLens]:
     """Choose the parallel subagents' lenses [D-12]: Clarify, Deepen, Challenge, Expand (Expand becomes a
     Steelman pro/anti pair when the stakes are high), boosted lenses doubled or added, trimmed to 3..5."""
     if not 1 <= min_subagents <= max_subagents:
-        raise ValueError(f"min_subagents={min_subagents} / max_subagents={max_subagents}: need 1 <= min <= max")
+        raise ValueError(
+            f"min_subagents={min_subagents} / max_subagents={max_subagents}: need 1 <= min <= max"
+        )
     # entries: [base, framing or None, why, driver priority or None, is_second]
-    entries: list[list] = [["Clarify", None, "always", None, False], ["Deepen", None, "core", None, False],
-                           ["Challenge", None, "core", None, False]]
+    entries: list[list] = [
+        ["Clarify", None, "always", None, False],
+        ["Deepen", None, "core", None, False],
+        ["Challenge", None, "core", None, False],
+    ]
     if high_stakes:
-        entries += [["Steelman", "Pro", "high stakes", None, False], ["Steelman", "Anti", "high stakes", None, True]]
+        entries += [
+            ["Steelman", "Pro", "high stakes", None, False],
+            ["Steelman", "Anti", "high stakes", None, True],
+        ]
     else:
         entries.append(["Expand", None, "core", None, False])
     boosted: set[str] = set()
@@ -172,8 +187,9 @@ def plan_agent_lenses(drivers: list[str], high_stakes: bool, *, min_subagents: i
             remaining[0][1] = None
 
     while len(entries) > max_subagents:
-        seconds = sorted((e for e in entries if e[4] and e[0] != "Steelman" and e[3] is not None),
-                         key=lambda e: -e[3])
+        seconds = sorted(
+            (e for e in entries if e[4] and e[0] != "Steelman" and e[3] is not None), key=lambda e: -e[3]
+        )
         if seconds:
             drop(seconds[0])
             continue
@@ -192,7 +208,9 @@ def plan_agent_lenses(drivers: list[str], high_stakes: bool, *, min_subagents: i
                         continue
                     victim = e
                     break
-        if victim is None:  # only boosted lenses left: shed the lowest-priority driver's lens that has company
+        if (
+            victim is None
+        ):  # only boosted lenses left: shed the lowest-priority driver's lens that has company
             candidates = [e for e in entries if e[0] != "Clarify" and e[0] != "Steelman"]
             if not candidates:
                 break

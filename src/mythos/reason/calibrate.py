@@ -41,28 +41,77 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    Case("Q1", "Should I use SQLite or PostgreSQL for a single-user desktop app?", 2, ("silent", "trace"),
-         ("concurrent", "framing"), (2, 3), ("Challenge",), silent_max_lenses=3),
-    Case("Q2", "Our startup has 3 months of runway and our product has good reviews but declining retention. "
-               "Pivot or stay?", 4, ("silent", "trace", "agent"), ("alternative", "pivot", "stay"), (4, 5),
-         ("Expand", "Scar-Tissue"), agent_min=4, agent_lenses=("Tradeoff-Map",)),
-    Case("Q3", "Design a caching strategy for a read-heavy API serving 10M users", 3, ("silent", "trace"),
-         ("stampede", "expiry", "cold"), (3, 4), ("Edge-Hunt",), silent_max_lenses=4),
-    Case("Q4", "What would make our code review process 10x more effective?", 3, ("silent", "trace"),
-         ("bottleneck", "framing", "quality"), (3, 4), ("Challenge",), silent_max_lenses=4),
-    Case("Q5", "Is it ethical to train AI on public web data without consent?", 5, ("silent", "trace", "agent"),
-         ("tension", "indeterminate"), (4, 6), ("Steelman",), agent_min=4, agent_lenses=("Steelman", "Tradeoff-Map"),
-         extra_keywords=("framework",), must_not_mention=("clear answer", "obviously")),
+    Case(
+        "Q1",
+        "Should I use SQLite or PostgreSQL for a single-user desktop app?",
+        2,
+        ("silent", "trace"),
+        ("concurrent", "framing"),
+        (2, 3),
+        ("Challenge",),
+        silent_max_lenses=3,
+    ),
+    Case(
+        "Q2",
+        "Our startup has 3 months of runway and our product has good reviews but declining retention. "
+        "Pivot or stay?",
+        4,
+        ("silent", "trace", "agent"),
+        ("alternative", "pivot", "stay"),
+        (4, 5),
+        ("Expand", "Scar-Tissue"),
+        agent_min=4,
+        agent_lenses=("Tradeoff-Map",),
+    ),
+    Case(
+        "Q3",
+        "Design a caching strategy for a read-heavy API serving 10M users",
+        3,
+        ("silent", "trace"),
+        ("stampede", "expiry", "cold"),
+        (3, 4),
+        ("Edge-Hunt",),
+        silent_max_lenses=4,
+    ),
+    Case(
+        "Q4",
+        "What would make our code review process 10x more effective?",
+        3,
+        ("silent", "trace"),
+        ("bottleneck", "framing", "quality"),
+        (3, 4),
+        ("Challenge",),
+        silent_max_lenses=4,
+    ),
+    Case(
+        "Q5",
+        "Is it ethical to train AI on public web data without consent?",
+        5,
+        ("silent", "trace", "agent"),
+        ("tension", "indeterminate"),
+        (4, 6),
+        ("Steelman",),
+        agent_min=4,
+        agent_lenses=("Steelman", "Tradeoff-Map"),
+        extra_keywords=("framework",),
+        must_not_mention=("clear answer", "obviously"),
+    ),
 )
 
 VISIBLE_ROUNDS = re.compile(r"^#{2,3} (Round|Subagent|Prelude)\b", re.MULTILINE)
 FOOTERS = {
     "direct": re.compile(r"^\*Depth: 0 rounds\. Mode: direct\.\*$", re.MULTILINE),
-    "silent": re.compile(r"^\*Depth: \d+ latent passes\. Mode: silent( \(single call\))?\. Lens path: .+\.\*$"
-                         r"|^\*Lens path: .+\(\d+ rounds?, converged\)\.\*$", re.MULTILINE),
-    "trace": re.compile(r"^\*Depth: \d+ rounds?( \(\d+ discarded as negative-delta\))?, .+\. Mode: trace\.\*$",
-                        re.MULTILINE),
-    "agent": re.compile(r"^\*Depth: \d+ (parallel subagents merged|latent passes)\. Mode: agent.*\*$", re.MULTILINE),  # noqa: E501
+    "silent": re.compile(
+        r"^\*Depth: \d+ latent passes\. Mode: silent( \(single call\))?\. Lens path: .+\.\*$"
+        r"|^\*Lens path: .+\(\d+ rounds?, converged\)\.\*$",
+        re.MULTILINE,
+    ),
+    "trace": re.compile(
+        r"^\*Depth: \d+ rounds?( \(\d+ discarded as negative-delta\))?, .+\. Mode: trace\.\*$", re.MULTILINE
+    ),
+    "agent": re.compile(
+        r"^\*Depth: \d+ (parallel subagents merged|latent passes)\. Mode: agent.*\*$", re.MULTILINE
+    ),  # noqa: E501
 }
 
 
@@ -110,21 +159,36 @@ def score(run: CaseRun) -> list[Check]:
     text = rec.rendered
     checks: list[Check] = []
 
-    def add(name: str, passed: bool, kind: str = "structural", suite: str = "upstream", detail: str = "") -> None:
+    def add(
+        name: str, passed: bool, kind: str = "structural", suite: str = "upstream", detail: str = ""
+    ) -> None:
         checks.append(Check(name, bool(passed), kind, suite, detail))
 
     if mode == "silent":
-        add("no visible rounds", not VISIBLE_ROUNDS.search(text) and "**Convergence:**" not in text
-            and rec.route.get("final_mode") == "silent", detail=f"mode {rec.route.get('final_mode')}")
+        add(
+            "no visible rounds",
+            not VISIBLE_ROUNDS.search(text)
+            and "**Convergence:**" not in text
+            and rec.route.get("final_mode") == "silent",
+            detail=f"mode {rec.route.get('final_mode')}",
+        )
         for word in case.silent_keywords:
             add(f"answer mentions '{word}'", re.search(word, _answer(rec), re.IGNORECASE), "content")
         for word in case.extra_keywords:
-            add(f"answer mentions '{word}' (PowerShell runner)", re.search(word, _answer(rec), re.IGNORECASE),
-                "content", "extended")
+            add(
+                f"answer mentions '{word}' (PowerShell runner)",
+                re.search(word, _answer(rec), re.IGNORECASE),
+                "content",
+                "extended",
+            )
         if case.silent_max_lenses is not None:
             n = len(_lens_path(text))
-            add(f"footer lens count <= {case.silent_max_lenses}", 0 < n <= case.silent_max_lenses,
-                suite="extended", detail=f"{n} lenses")
+            add(
+                f"footer lens count <= {case.silent_max_lenses}",
+                0 < n <= case.silent_max_lenses,
+                suite="extended",
+                detail=f"{n} lenses",
+            )
     elif mode == "trace":
         n = len(rec.rounds)
         lo, hi = case.trace_rounds
@@ -145,24 +209,43 @@ def score(run: CaseRun) -> list[Check]:
             add(f"lens {lens} dispatched", lens in dispatched, detail=", ".join(s.lens_id for s in subs))
         tensions = (rec.merge or {}).get("tensions") or []
         markers = [m for m in ("clear answer", "obviously") if m in _answer(rec).lower()]
-        add("merge preserved tension", bool(tensions) and not markers, "content",
-            detail=f"{len(tensions)} tensions{', markers: ' + ', '.join(markers) if markers else ''}")
-        add("subagent headers == recorded subagents",
-            len(re.findall(r"^### Subagent [A-Z] — ", text, re.MULTILINE)) == len(subs), suite="extended")
+        add(
+            "merge preserved tension",
+            bool(tensions) and not markers,
+            "content",
+            detail=f"{len(tensions)} tensions{', markers: ' + ', '.join(markers) if markers else ''}",
+        )
+        add(
+            "subagent headers == recorded subagents",
+            len(re.findall(r"^### Subagent [A-Z] — ", text, re.MULTILINE)) == len(subs),
+            suite="extended",
+        )
         if len(calls) >= 3:
             wall = max(c.t_end for c in calls) - min(c.t_start for c in calls)
             total = sum(c.t_end - c.t_start for c in calls)
-            add("wall <= 0.6 x summed call time", total > 0 and wall <= 0.6 * total, suite="extended",
-                detail=f"{wall:.3f}s vs {total:.3f}s")
+            add(
+                "wall <= 0.6 x summed call time",
+                total > 0 and wall <= 0.6 * total,
+                suite="extended",
+                detail=f"{wall:.3f}s vs {total:.3f}s",
+            )
         add("3-5 subagents", 3 <= len(subs) <= 5, suite="extended")
     final = rec.route.get("final_mode")
-    add("footer matches the mode", FOOTERS.get(final, FOOTERS["direct"]).search(text), suite="extended",
-        detail=(rec.footer.splitlines() or [""])[0])
+    add(
+        "footer matches the mode",
+        FOOTERS.get(final, FOOTERS["direct"]).search(text),
+        suite="extended",
+        detail=(rec.footer.splitlines() or [""])[0],
+    )
     add(f"routed to {mode}", final == mode, suite="extended", detail=f"{final}")
     if mode in ("silent", "trace"):
-        add("halting reason recorded", rec.halting.get("reason") in (
-            "negative_delta", "no_delta", "trivial_delta", "self_consistent", "max_rounds"), suite="extended",
-            detail=str(rec.halting.get("reason")))
+        add(
+            "halting reason recorded",
+            rec.halting.get("reason")
+            in ("negative_delta", "no_delta", "trivial_delta", "self_consistent", "max_rounds"),
+            suite="extended",
+            detail=str(rec.halting.get("reason")),
+        )
         total = sum(b["count"] for b in rec.budget)
         add("budget within 4-8 rounds", 4 <= total <= 8, suite="extended", detail=f"{total}")
     for word in case.must_not_mention:
@@ -171,8 +254,9 @@ def score(run: CaseRun) -> list[Check]:
     return checks
 
 
-async def run_calibration(backend: LLMBackend, config: EngineConfig, case_ids: list[str] | None = None,
-                          include_literal: bool = True) -> list[CaseRun]:
+async def run_calibration(
+    backend: LLMBackend, config: EngineConfig, case_ids: list[str] | None = None, include_literal: bool = True
+) -> list[CaseRun]:
     runs: list[CaseRun] = []
     for case in CASES:
         if case_ids and case.id not in case_ids:
@@ -190,8 +274,12 @@ async def run_calibration(backend: LLMBackend, config: EngineConfig, case_ids: l
 def summarize(runs: list[CaseRun]) -> dict:
     def tally(checks: list[Check]) -> dict:
         passed = sum(c.passed for c in checks)
-        return {"checks": len(checks), "pass": passed, "fail": len(checks) - passed,
-                "pass_rate": round(100.0 * passed / len(checks), 1) if checks else 100.0}
+        return {
+            "checks": len(checks),
+            "pass": passed,
+            "fail": len(checks) - passed,
+            "pass_rate": round(100.0 * passed / len(checks), 1) if checks else 100.0,
+        }
 
     main = [r for r in runs if not r.literal]
     all_checks = [c for r in main for c in r.checks]
@@ -200,23 +288,34 @@ def summarize(runs: list[CaseRun]) -> dict:
         "structural": tally([c for c in all_checks if c.kind == "structural"]),
         "content": tally([c for c in all_checks if c.kind == "content"]),
         "engine_extended": tally(all_checks),
-        "by_mode": {mode: tally([c for r in main if r.mode == mode for c in r.checks])
-                    for mode in ("silent", "trace", "agent")},
-        "literal_silent_variants": tally([c for r in runs if r.literal for c in r.checks if c.suite == "upstream"]),
+        "by_mode": {
+            mode: tally([c for r in main if r.mode == mode for c in r.checks])
+            for mode in ("silent", "trace", "agent")
+        },
+        "literal_silent_variants": tally(
+            [c for r in runs if r.literal for c in r.checks if c.suite == "upstream"]
+        ),
         "runs": len(main),
     }
     return out
 
 
 def report_markdown(runs: list[CaseRun], summary: dict, backend: LLMBackend, stamp: str) -> str:
-    lines = [f"# mythos calibration report — {stamp}", "",
-             f"Backend: `{backend.name}` model `{backend.model}`. {summary['runs']} runs "
-             "(silent runs of the c>=4 cases use `quick`, [D-28]; their literal upstream invocations are scored "
-             "separately at the end).", "",
-             "| score | checks | pass | fail | pass % |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"# mythos calibration report — {stamp}",
+        "",
+        f"Backend: `{backend.name}` model `{backend.model}`. {summary['runs']} runs "
+        "(silent runs of the c>=4 cases use `quick`, [D-28]; their literal upstream invocations are scored "
+        "separately at the end).",
+        "",
+        "| score | checks | pass | fail | pass % |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for key in ("upstream_literal", "structural", "content", "engine_extended"):
         t = summary[key]
-        lines.append(f"| {key.replace('_', ' ')} | {t['checks']} | {t['pass']} | {t['fail']} | {t['pass_rate']} |")
+        lines.append(
+            f"| {key.replace('_', ' ')} | {t['checks']} | {t['pass']} | {t['fail']} | {t['pass_rate']} |"
+        )
     lines += ["", "| mode | checks | pass | fail | pass % |", "|---|---:|---:|---:|---:|"]
     for mode, t in summary["by_mode"].items():
         lines.append(f"| {mode} | {t['checks']} | {t['pass']} | {t['fail']} | {t['pass_rate']} |")
@@ -224,22 +323,31 @@ def report_markdown(runs: list[CaseRun], summary: dict, backend: LLMBackend, sta
         rec = run.record
         assert rec is not None
         title = f"{run.case.id} — {run.mode}" + (" (upstream-literal invocation)" if run.literal else "")
-        lines += ["", f"## {title}", f"Invocation: `mythos think {run.invocation}`",
-                  f"Route: {rec.route.get('final_mode')} (score {rec.route.get('score')}); calls "
-                  f"{rec.totals.get('calls')}, tokens {rec.totals.get('tokens')}, wall {rec.totals.get('wall_s')} s", ""]
+        lines += [
+            "",
+            f"## {title}",
+            f"Invocation: `mythos think {run.invocation}`",
+            f"Route: {rec.route.get('final_mode')} (score {rec.route.get('score')}); calls "
+            f"{rec.totals.get('calls')}, tokens {rec.totals.get('tokens')}, wall {rec.totals.get('wall_s')} s",
+            "",
+        ]
         for check in run.checks:
             mark = "PASS" if check.passed else "FAIL"
             detail = f" — {check.detail}" if check.detail else ""
             lines.append(f"- [{mark}] {check.name} ({check.kind}, {check.suite}){detail}")
     t = summary["literal_silent_variants"]
-    lines += ["", "## Upstream-literal silent invocations of Q2/Q5",
-              f"{t['pass']}/{t['checks']} upstream checks pass. Without `quick` these c>=4 questions route to "
-              "agent mode by the protocol's own table, so 'no visible rounds' is expected to fail here.",
-              "", "## If checks fail",
-              "- silent shows rounds: routing is broken (check the route in the run record).",
-              "- trace skips Challenge/Expand: the budget or the Prelude's problem type is off.",
-              "- agent not parallel: look at max_concurrency and the server's slot count.",
-              "- keywords / tension missing: a content check — the model, not the engine, decides these."]
+    lines += [
+        "",
+        "## Upstream-literal silent invocations of Q2/Q5",
+        f"{t['pass']}/{t['checks']} upstream checks pass. Without `quick` these c>=4 questions route to "
+        "agent mode by the protocol's own table, so 'no visible rounds' is expected to fail here.",
+        "",
+        "## If checks fail",
+        "- silent shows rounds: routing is broken (check the route in the run record).",
+        "- trace skips Challenge/Expand: the budget or the Prelude's problem type is off.",
+        "- agent not parallel: look at max_concurrency and the server's slot count.",
+        "- keywords / tension missing: a content check — the model, not the engine, decides these.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -253,20 +361,32 @@ def calibrate_cli(argv: list[str]) -> int:
         write_atomic,
     )
 
-    parser = argparse.ArgumentParser(prog="mythos calibrate",
-                                     description="Run the five calibration questions across modes and score the "
-                                                 "structural checks from the run records.")
-    parser.add_argument("--scripted", action="store_true", help="use the built-in scripted backend (no model)")
-    parser.add_argument("--out", default="calibration-reports", help="directory for the report (default ./calibration-reports)")
+    parser = argparse.ArgumentParser(
+        prog="mythos calibrate",
+        description="Run the five calibration questions across modes and score the "
+        "structural checks from the run records.",
+    )
+    parser.add_argument(
+        "--scripted", action="store_true", help="use the built-in scripted backend (no model)"
+    )
+    parser.add_argument(
+        "--out",
+        default="calibration-reports",
+        help="directory for the report (default ./calibration-reports)",
+    )
     parser.add_argument("--cases", help="comma-separated case ids, e.g. Q1,Q3 (default: all five)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     backend_options(parser)
     args = parser.parse_args(argv)
     try:
         file_cfg = load_config_file(args.config)
-        settings = resolve_settings(provider="scripted" if args.scripted else args.provider,
-                                    base_url=args.base_url, model=args.model, file_cfg=file_cfg,
-                                    json_mode=args.json_mode)
+        settings = resolve_settings(
+            provider="scripted" if args.scripted else args.provider,
+            base_url=args.base_url,
+            model=args.model,
+            file_cfg=file_cfg,
+            json_mode=args.json_mode,
+        )
         cfg = engine_config(args, file_cfg).validate()
         cfg.packets_dir = str(Path(args.out) / "packets")
         backend = build_backend(settings)
@@ -282,8 +402,10 @@ def calibrate_cli(argv: list[str]) -> int:
     case_ids = [c.strip().upper() for c in args.cases.split(",")] if args.cases else None
     known = {c.id for c in CASES}
     if case_ids and not set(case_ids) <= known:
-        print(f"mythos calibrate: unknown case id(s) {sorted(set(case_ids) - known)}; use {sorted(known)}",
-              file=sys.stderr)
+        print(
+            f"mythos calibrate: unknown case id(s) {sorted(set(case_ids) - known)}; use {sorted(known)}",
+            file=sys.stderr,
+        )
         return 2
 
     async def main() -> list[CaseRun]:
@@ -298,11 +420,29 @@ def calibrate_cli(argv: list[str]) -> int:
     out = Path(args.out)
     path = out / f"calibration-report-{stamp}.md"
     write_atomic(path, report_markdown(runs, summary, backend, stamp))
-    write_atomic(path.with_suffix(".json"), json.dumps(
-        {"summary": summary, "runs": [{"case": r.case.id, "mode": r.mode, "invocation": r.invocation,
-                                       "literal": r.literal, "checks": [c.__dict__ for c in r.checks],
-                                       "record": r.record.to_dict() if r.record else None} for r in runs]},
-        indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    write_atomic(
+        path.with_suffix(".json"),
+        json.dumps(
+            {
+                "summary": summary,
+                "runs": [
+                    {
+                        "case": r.case.id,
+                        "mode": r.mode,
+                        "invocation": r.invocation,
+                        "literal": r.literal,
+                        "checks": [c.__dict__ for c in r.checks],
+                        "record": r.record.to_dict() if r.record else None,
+                    }
+                    for r in runs
+                ],
+            },
+            indent=1,
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        + "\n",
+    )
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:

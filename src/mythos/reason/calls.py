@@ -18,8 +18,10 @@ from mythos.reason.schemas import ReplyError, _Reply, parse_reply
 
 T = TypeVar("T", bound=_Reply)
 
-REPAIR_PROMPT = ("Your previous reply could not be used ({reason}). Reply again with only the JSON object "
-                 "described above — no prose, no code fences.")
+REPAIR_PROMPT = (
+    "Your previous reply could not be used ({reason}). Reply again with only the JSON object "
+    "described above — no prose, no code fences."
+)
 
 
 @functools.cache
@@ -69,8 +71,17 @@ class TokenBudget:
 
 
 class Caller:
-    def __init__(self, backend: LLMBackend, record: RunRecord, policy: CallPolicy, budget: TokenBudget,
-                 *, t0: float, deadline_at: float, max_concurrency: int = 4):
+    def __init__(
+        self,
+        backend: LLMBackend,
+        record: RunRecord,
+        policy: CallPolicy,
+        budget: TokenBudget,
+        *,
+        t0: float,
+        deadline_at: float,
+        max_concurrency: int = 4,
+    ):
         self.backend = backend
         self.record = record
         self.policy = policy
@@ -85,9 +96,18 @@ class Caller:
     def remaining(self) -> float:
         return self.deadline_at - time.monotonic()
 
-    async def call(self, *, phase: str, lens: str | None, tag: str, messages: list[Message],
-                   reply_model: type[T], max_tokens: int | None = None,
-                   deadline_s: float | None = None, prose_field: str | None = None) -> tuple[T | None, CallRecord]:
+    async def call(
+        self,
+        *,
+        phase: str,
+        lens: str | None,
+        tag: str,
+        messages: list[Message],
+        reply_model: type[T],
+        max_tokens: int | None = None,
+        deadline_s: float | None = None,
+        prose_field: str | None = None,
+    ) -> tuple[T | None, CallRecord]:
         """Run one call to completion; never raises except BudgetExhausted. A failed call returns (None, rec)."""
         rec = CallRecord(index=len(self.record.calls), phase=phase, lens=lens, tag=tag, t_start=self.now())
         self.record.calls.append(rec)
@@ -105,8 +125,9 @@ class Caller:
             started = time.monotonic()
             try:
                 async with asyncio.timeout(limit):
-                    parsed = await self._attempts(rec, messages, reply_model, max_tokens, started + limit,
-                                                  prose_field)
+                    parsed = await self._attempts(
+                        rec, messages, reply_model, max_tokens, started + limit, prose_field
+                    )
             except TimeoutError:
                 parsed = None
                 rec.status, rec.error_kind = "failed", "timeout"
@@ -114,8 +135,15 @@ class Caller:
         rec.t_end = self.now()
         return parsed, rec
 
-    async def _attempts(self, rec: CallRecord, messages: list[Message], reply_model: type[T],
-                        max_tokens: int | None, call_deadline: float, prose_field: str | None = None) -> T | None:
+    async def _attempts(
+        self,
+        rec: CallRecord,
+        messages: list[Message],
+        reply_model: type[T],
+        max_tokens: int | None,
+        call_deadline: float,
+        prose_field: str | None = None,
+    ) -> T | None:
         policy = self.policy
         convo = list(messages)
         while True:
@@ -123,8 +151,13 @@ class Caller:
             timeout = max(0.05, min(policy.attempt_timeout_s, call_deadline - time.monotonic()))
             try:
                 completion = await self.backend.complete(
-                    convo, max_tokens=max_tokens or policy.max_tokens_per_call, temperature=policy.temperature,
-                    timeout=timeout, tag=rec.tag, schema=reply_schema(reply_model))
+                    convo,
+                    max_tokens=max_tokens or policy.max_tokens_per_call,
+                    temperature=policy.temperature,
+                    timeout=timeout,
+                    tag=rec.tag,
+                    schema=reply_schema(reply_model),
+                )
             except BackendError as exc:
                 rec.replies.append({"error": exc.kind})
                 rec.error_kind, rec.error = exc.kind, str(exc)

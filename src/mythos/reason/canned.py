@@ -32,30 +32,48 @@ class CannedPlan:
 
 CALIBRATION_PLANS: dict[str, CannedPlan] = {
     "Should I use SQLite or PostgreSQL for a single-user desktop app?": CannedPlan(
-        checks=("ambiguous_tradeoffs", "hidden_assumptions"), drivers=("Trade-offs",),
-        round_status={3: "stable"}, answer_terms=("concurrent", "framing"), topic="the embedded database choice"),
-    "Our startup has 3 months of runway and our product has good reviews but declining retention. Pivot or stay?":
-        CannedPlan(
-            checks=("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions", "high_stakes"),
-            drivers=("Trade-offs",), problem_type="custom",
-            sequence=("Clarify", "Expand", "Scar-Tissue", "Tradeoff-Map", "Synthesize"),
-            sequence_reason="a bet-the-company choice: enumerate alternatives, learn from startup failure "
-                            "patterns, then weigh the trade-offs",
-            round_status={5: "stable"}, answer_terms=("alternative", "pivot", "stay"), topic="the runway decision"),
+        checks=("ambiguous_tradeoffs", "hidden_assumptions"),
+        drivers=("Trade-offs",),
+        round_status={3: "stable"},
+        answer_terms=("concurrent", "framing"),
+        topic="the embedded database choice",
+    ),
+    "Our startup has 3 months of runway and our product has good reviews but declining retention. Pivot or stay?": CannedPlan(
+        checks=("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions", "high_stakes"),
+        drivers=("Trade-offs",),
+        problem_type="custom",
+        sequence=("Clarify", "Expand", "Scar-Tissue", "Tradeoff-Map", "Synthesize"),
+        sequence_reason="a bet-the-company choice: enumerate alternatives, learn from startup failure "
+        "patterns, then weigh the trade-offs",
+        round_status={5: "stable"},
+        answer_terms=("alternative", "pivot", "stay"),
+        topic="the runway decision",
+    ),
     "Design a caching strategy for a read-heavy API serving 10M users": CannedPlan(
-        checks=("multi_hop", "hidden_assumptions", "novel_domain"), drivers=("Hidden assumptions",),
-        problem_type="technical_design", sequence_reason="a technical design: boundaries break caches",
-        round_status={3: "stable"}, answer_terms=("stampede", "expiry", "cold"), topic="the cache design"),
+        checks=("multi_hop", "hidden_assumptions", "novel_domain"),
+        drivers=("Hidden assumptions",),
+        problem_type="technical_design",
+        sequence_reason="a technical design: boundaries break caches",
+        round_status={3: "stable"},
+        answer_terms=("stampede", "expiry", "cold"),
+        topic="the cache design",
+    ),
     "What would make our code review process 10x more effective?": CannedPlan(
-        checks=("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions"), drivers=("Hidden assumptions",),
-        round_status={3: "breakthrough", 4: "stable"}, answer_terms=("bottleneck", "framing", "quality"),
-        topic="the review process"),
+        checks=("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions"),
+        drivers=("Hidden assumptions",),
+        round_status={3: "breakthrough", 4: "stable"},
+        answer_terms=("bottleneck", "framing", "quality"),
+        topic="the review process",
+    ),
     "Is it ethical to train AI on public web data without consent?": CannedPlan(
         checks=("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions", "novel_domain", "high_stakes"),
-        drivers=("Hidden assumptions", "Trade-offs"), problem_type="debate",
+        drivers=("Hidden assumptions", "Trade-offs"),
+        problem_type="debate",
         sequence_reason="a contested ethical question: build both sides before judging",
-        round_status={5: "stable"}, answer_terms=("tension", "indeterminate", "framework"),
-        topic="consent and public data"),
+        round_status={5: "stable"},
+        answer_terms=("tension", "indeterminate", "framework"),
+        topic="consent and public data",
+    ),
 }
 
 DEFAULT_PLAN = CannedPlan()
@@ -84,8 +102,16 @@ def _prelude(question: str, plan: CannedPlan) -> dict[str, Any]:
     return {
         "question_restated": f"Precisely: {question}",
         "not_asking": [f"a general essay about {plan.topic}"],
-        "complexity_checks": {name: name in plan.checks for name in
-                              ("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions", "novel_domain", "high_stakes")},
+        "complexity_checks": {
+            name: name in plan.checks
+            for name in (
+                "multi_hop",
+                "ambiguous_tradeoffs",
+                "hidden_assumptions",
+                "novel_domain",
+                "high_stakes",
+            )
+        },
         "primary_drivers": list(plan.drivers),
         "difficulty_diagnosis": f"{plan.topic} hides competing constraints",
         "problem_type": plan.problem_type,
@@ -98,13 +124,22 @@ def _prelude(question: str, plan: CannedPlan) -> dict[str, Any]:
 def _round(number: int, lens: str, application: int, plan: CannedPlan) -> dict[str, Any]:
     status = plan.round_status.get(number, "evolving")
     angle = "a second, deeper angle on" if application == 2 else "the angle of"
-    insight = (f"Round {number} takes {angle} {lens}: {LENSES[base_lens(lens)].question.lower().rstrip('?')} "
-               f"reshapes {plan.topic} (point {number}).")
-    return {"analysis": f"{lens} applied to {plan.topic}", "new_insight": insight,
-            "what_changed": f"before round {number} this was open; now it is narrowed",
-            "contradicts": [], "better_supported_than_contradicted": None, "non_trivial": True,
-            "introduces_confusion": False, "status": status, "missed_driver": None,
-            "needs_user_verification": False}
+    insight = (
+        f"Round {number} takes {angle} {lens}: {LENSES[base_lens(lens)].question.lower().rstrip('?')} "
+        f"reshapes {plan.topic} (point {number})."
+    )
+    return {
+        "analysis": f"{lens} applied to {plan.topic}",
+        "new_insight": insight,
+        "what_changed": f"before round {number} this was open; now it is narrowed",
+        "contradicts": [],
+        "better_supported_than_contradicted": None,
+        "non_trivial": True,
+        "introduces_confusion": False,
+        "status": status,
+        "missed_driver": None,
+        "needs_user_verification": False,
+    }
 
 
 def _subagent(letter: str, lens_id: str, plan: CannedPlan) -> dict[str, Any]:
@@ -114,31 +149,48 @@ def _subagent(letter: str, lens_id: str, plan: CannedPlan) -> dict[str, Any]:
         side = " (the case for)"
     elif lens_id.endswith("-Anti"):
         side = " (the case against)"
-    return {"independent_finding": f"Subagent {letter} via {lens_id}{side}: {lens.question.lower().rstrip('?')} "
-                                   f"is what decides {plan.topic}.",
-            "reasoning": f"Applying {lens.name} to {plan.topic}: {lens.method}",
-            "confidence": "medium",
-            "tension_flag": f"{lens_id} weighs risk differently from the other lenses" if letter in "AB" else None}
+    return {
+        "independent_finding": f"Subagent {letter} via {lens_id}{side}: {lens.question.lower().rstrip('?')} "
+        f"is what decides {plan.topic}.",
+        "reasoning": f"Applying {lens.name} to {plan.topic}: {lens.method}",
+        "confidence": "medium",
+        "tension_flag": f"{lens_id} weighs risk differently from the other lenses"
+        if letter in "AB"
+        else None,
+    }
 
 
 def _merge(messages: list[dict[str, str]], plan: CannedPlan) -> dict[str, Any]:
     letters = re.findall(r"^([A-Z]) \(", messages[-1]["content"], re.MULTILINE)
-    tensions = ([{"between": letters[:2], "claim": f"how much {plan.topic} should weigh risk",
-                  "better_supported": "neither"}] if len(letters) >= 2 else [])
-    return {"convergent_points": [f"every usable lens found that {plan.topic} turns on stated constraints"],
-            "tensions": tensions,
-            "synthesis": f"The findings agree on the constraints and keep an open tension over {plan.topic}.",
-            "coverage": {"all_represented": True, "dropped": [], "low_confidence_flagged": False}}
+    tensions = (
+        [
+            {
+                "between": letters[:2],
+                "claim": f"how much {plan.topic} should weigh risk",
+                "better_supported": "neither",
+            }
+        ]
+        if len(letters) >= 2
+        else []
+    )
+    return {
+        "convergent_points": [f"every usable lens found that {plan.topic} turns on stated constraints"],
+        "tensions": tensions,
+        "synthesis": f"The findings agree on the constraints and keep an open tension over {plan.topic}.",
+        "coverage": {"all_represented": True, "dropped": [], "low_confidence_flagged": False},
+    }
 
 
 def _coda(plan: CannedPlan, tag: str) -> dict[str, Any]:
     terms = ", ".join(plan.answer_terms) if plan.answer_terms else "the stated constraints"
-    return {"trajectory": [f"{tag}: the steps above"],
-            "cross_check": "consistent with every step",
-            "final_answer": f"For {plan.topic}, the answer depends on {terms}; choose the option whose failure "
-                            "modes you can afford and revisit it when the constraints change.",
-            "residual_uncertainty": ["the real workload and constraints are assumed, not measured"],
-            "load_bearing_assumptions": f"the constraints of {plan.topic} are as stated"}
+    return {
+        "trajectory": [f"{tag}: the steps above"],
+        "cross_check": "consistent with every step",
+        "final_answer": f"For {plan.topic}, the answer depends on {terms}; choose the option whose failure "
+        "modes you can afford and revisit it when the constraints change.",
+        "residual_uncertainty": ["the real workload and constraints are assumed, not measured"],
+        "load_bearing_assumptions": f"the constraints of {plan.topic} are as stated",
+    }
 
 
 def canned_reply(tag: str, messages: list[dict[str, str]]) -> str:
@@ -163,7 +215,7 @@ def canned_reply(tag: str, messages: list[dict[str, str]]) -> str:
 def tag_of(messages: list[dict[str, str]]) -> str:
     for message in messages:
         if message["role"] == "system" and message["content"].startswith("mythos-call: "):
-            return message["content"].split("\n", 1)[0][len("mythos-call: "):].strip()
+            return message["content"].split("\n", 1)[0][len("mythos-call: ") :].strip()
     return "coda"
 
 

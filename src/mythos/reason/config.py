@@ -69,9 +69,15 @@ def load_config_file(path: str | None) -> dict[str, Any]:
     return data.get("reason", data) if isinstance(data.get("reason"), dict) else data
 
 
-def resolve_settings(*, provider: str | None, base_url: str | None, model: str | None,
-                     file_cfg: dict[str, Any], env: dict[str, str] | None = None,
-                     json_mode: str | None = None) -> BackendSettings:
+def resolve_settings(
+    *,
+    provider: str | None,
+    base_url: str | None,
+    model: str | None,
+    file_cfg: dict[str, Any],
+    env: dict[str, str] | None = None,
+    json_mode: str | None = None,
+) -> BackendSettings:
     env = dict(os.environ) if env is None else env
     # the provider: flag, then the config file, then inferred from the environment; the model, URL and keys:
     # flag, then environment, then the file
@@ -95,21 +101,32 @@ def resolve_settings(*, provider: str | None, base_url: str | None, model: str |
             raise NotConfigured(HOW_TO_CONFIGURE)
         if not model:
             if base_url:
-                raise NotConfigured(f"no model named for the server at {base_url}: pass --model NAME or set "
-                                    "MYTHOS_REASON_MODEL (ask the server: curl BASE_URL/models)")
+                raise NotConfigured(
+                    f"no model named for the server at {base_url}: pass --model NAME or set "
+                    "MYTHOS_REASON_MODEL (ask the server: curl BASE_URL/models)"
+                )
             model = DEFAULT_MODELS["openai"]
         json_mode = json_mode or file_cfg.get("json_mode", "off")
-        json_mode = {True: "object", False: "off"}.get(json_mode, json_mode) if isinstance(json_mode, bool) else json_mode
+        json_mode = (
+            {True: "object", False: "off"}.get(json_mode, json_mode)
+            if isinstance(json_mode, bool)
+            else json_mode
+        )
         if json_mode not in ("off", "object", "schema"):
             raise NotConfigured(f"json_mode={json_mode!r} is invalid: use off, object or schema")
-        return BackendSettings(provider="openai", model=model, base_url=base_url, api_key=api_key,
-                               json_mode=json_mode)
+        return BackendSettings(
+            provider="openai", model=model, base_url=base_url, api_key=api_key, json_mode=json_mode
+        )
     base_url = base_url or file_cfg.get("base_url")
     api_key = env.get("ANTHROPIC_API_KEY") or file_cfg.get("api_key")
     if not api_key and not base_url:
         raise NotConfigured("provider anthropic needs ANTHROPIC_API_KEY (or api_key in the config file)")
-    return BackendSettings(provider="anthropic", model=model or DEFAULT_MODELS["anthropic"],
-                           base_url=base_url, api_key=api_key or "not-needed")
+    return BackendSettings(
+        provider="anthropic",
+        model=model or DEFAULT_MODELS["anthropic"],
+        base_url=base_url,
+        api_key=api_key or "not-needed",
+    )
 
 
 def build_backend(settings: BackendSettings) -> LLMBackend:
@@ -120,8 +137,12 @@ def build_backend(settings: BackendSettings) -> LLMBackend:
     if settings.provider == "openai":
         from mythos.reason.backends import OpenAIBackend
 
-        return OpenAIBackend(model=settings.model, base_url=settings.base_url, api_key=settings.api_key,
-                             json_mode=settings.json_mode)
+        return OpenAIBackend(
+            model=settings.model,
+            base_url=settings.base_url,
+            api_key=settings.api_key,
+            json_mode=settings.json_mode,
+        )
     from mythos.reason.backends import AnthropicBackend
 
     return AnthropicBackend(model=settings.model, api_key=settings.api_key, base_url=settings.base_url)

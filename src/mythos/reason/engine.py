@@ -33,8 +33,19 @@ from mythos.reason.routing import MODES, Invocation, parse_invocation, route
 from mythos.reason.schemas import CodaReply, PreludeReply, RoundReply
 from mythos.reason.similarity import max_similarity
 
-HALTING_REASONS = ("negative_delta", "no_delta", "trivial_delta", "self_consistent", "max_rounds",
-                   "round_failed", "scope_drift", "escalated", "budget", "run_deadline", "single_call")
+HALTING_REASONS = (
+    "negative_delta",
+    "no_delta",
+    "trivial_delta",
+    "self_consistent",
+    "max_rounds",
+    "round_failed",
+    "scope_drift",
+    "escalated",
+    "budget",
+    "run_deadline",
+    "single_call",
+)
 
 
 @dataclass
@@ -73,8 +84,11 @@ class EngineConfig:
         if not 3 <= self.max_rounds <= 12:
             raise bad("max_rounds", self.max_rounds, "use 3..12 (the protocol targets 4-8)")
         if not 1 <= self.min_subagents <= self.max_subagents <= 8:
-            raise bad("min_subagents/max_subagents", (self.min_subagents, self.max_subagents),
-                      "need 1 <= min <= max <= 8 (the protocol uses 3..5)")
+            raise bad(
+                "min_subagents/max_subagents",
+                (self.min_subagents, self.max_subagents),
+                "need 1 <= min <= max <= 8 (the protocol uses 3..5)",
+            )
         if self.max_concurrency < 1:
             raise bad("max_concurrency", self.max_concurrency, "use 1 or more")
         if self.run_deadline_s <= 0:
@@ -96,8 +110,13 @@ class EngineConfig:
 
 FALLBACK_PRELUDE = {
     "not_asking": ["(diagnosis unavailable)"],
-    "complexity_checks": {"multi_hop": True, "ambiguous_tradeoffs": False, "hidden_assumptions": False,
-                          "novel_domain": False, "high_stakes": False},
+    "complexity_checks": {
+        "multi_hop": True,
+        "ambiguous_tradeoffs": False,
+        "hidden_assumptions": False,
+        "novel_domain": False,
+        "high_stakes": False,
+    },
     "primary_drivers": ["Multi-hop"],
     "difficulty_diagnosis": "unknown: the diagnosis call failed",
     "problem_type": "standard",
@@ -106,8 +125,12 @@ FALLBACK_PRELUDE = {
     "success_criterion": "a direct, defensible answer",
 }
 
-DRIVER_FROM_CHECK = {"multi_hop": "Multi-hop", "ambiguous_tradeoffs": "Trade-offs",
-                     "hidden_assumptions": "Hidden assumptions", "novel_domain": "Novel domain"}
+DRIVER_FROM_CHECK = {
+    "multi_hop": "Multi-hop",
+    "ambiguous_tradeoffs": "Trade-offs",
+    "hidden_assumptions": "Hidden assumptions",
+    "novel_domain": "Novel domain",
+}
 
 
 class Engine:
@@ -125,16 +148,29 @@ class Engine:
         inv = parse_invocation(invocation) if isinstance(invocation, str) else invocation
         cfg = self.config
         t0 = time.monotonic()
-        record = RunRecord(question=inv.question, started_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                           backend={"name": self.backend.name, "model": self.backend.model},
-                           config=cfg.to_dict())
+        record = RunRecord(
+            question=inv.question,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            backend={"name": self.backend.name, "model": self.backend.model},
+            config=cfg.to_dict(),
+        )
         record.invocation = {"forced_mode": inv.forced_mode, "keyword": inv.keyword, "api_mode": cfg.mode}
         coda_reserve = min(cfg.policy.call_deadline_s, 0.25 * cfg.run_deadline_s)
-        self.budget = TokenBudget(max_tokens=cfg.max_tokens, max_cost=cfg.max_cost,
-                                  price_in_per_mtok=cfg.price_in_per_mtok, price_out_per_mtok=cfg.price_out_per_mtok)
-        self.caller = Caller(self.backend, record, cfg.policy, self.budget, t0=t0,
-                             deadline_at=t0 + cfg.run_deadline_s - coda_reserve,
-                             max_concurrency=cfg.max_concurrency)
+        self.budget = TokenBudget(
+            max_tokens=cfg.max_tokens,
+            max_cost=cfg.max_cost,
+            price_in_per_mtok=cfg.price_in_per_mtok,
+            price_out_per_mtok=cfg.price_out_per_mtok,
+        )
+        self.caller = Caller(
+            self.backend,
+            record,
+            cfg.policy,
+            self.budget,
+            t0=t0,
+            deadline_at=t0 + cfg.run_deadline_s - coda_reserve,
+            max_concurrency=cfg.max_concurrency,
+        )
         self.record = record
         self.inv = inv
         self.trajectory: list[str] = []
@@ -156,8 +192,13 @@ class Engine:
             if sub.status == "pending":
                 sub.status, sub.error = "failed", "cancelled: the run stopped before it answered"
         if not record.route:  # stopped before the Prelude finished: there is no mode to claim
-            record.route = {"score": None, "default_mode": None, "forced_mode": inv.forced_mode,
-                            "final_mode": "none", "forced": inv.forced_mode is not None}
+            record.route = {
+                "score": None,
+                "default_mode": None,
+                "forced_mode": inv.forced_mode,
+                "final_mode": "none",
+                "forced": inv.forced_mode is not None,
+            }
         if not record.coda:
             self.caller.deadline_at = t0 + cfg.run_deadline_s
             await self._coda()
@@ -195,26 +236,47 @@ class Engine:
             else:
                 await self._rounds(mode)
         else:
-            lenses = minimal_agent_lenses() if score == 1 else plan_agent_lenses(
-                prelude["primary_drivers"], prelude["complexity_checks"].get("high_stakes", False),
-                min_subagents=cfg.min_subagents, max_subagents=cfg.max_subagents)
+            lenses = (
+                minimal_agent_lenses()
+                if score == 1
+                else plan_agent_lenses(
+                    prelude["primary_drivers"],
+                    prelude["complexity_checks"].get("high_stakes", False),
+                    min_subagents=cfg.min_subagents,
+                    max_subagents=cfg.max_subagents,
+                )
+            )
             await self._agent(lenses)
 
     async def _prelude(self, tag: str = "prelude", chain: list[str] | None = None) -> dict[str, Any]:
-        reply, rec = await self.caller.call(phase="reprelude" if chain else "prelude", lens=None, tag=tag,
-                                            messages=prompts.prelude_messages(self.inv.question, tag, chain),
-                                            reply_model=PreludeReply)
+        reply, rec = await self.caller.call(
+            phase="reprelude" if chain else "prelude",
+            lens=None,
+            tag=tag,
+            messages=prompts.prelude_messages(self.inv.question, tag, chain),
+            reply_model=PreludeReply,
+        )
         if reply is None:
             data = dict(FALLBACK_PRELUDE, question_restated=self.inv.question)
             self.record.fallbacks.append(f"{tag} failed ({rec.error_kind}); used the default diagnosis")
         else:
             data = reply.model_dump()
-        checks = {name: bool(data["complexity_checks"].get(name, False)) for name in
-                  ("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions", "novel_domain", "high_stakes")}
+        checks = {
+            name: bool(data["complexity_checks"].get(name, False))
+            for name in (
+                "multi_hop",
+                "ambiguous_tradeoffs",
+                "hidden_assumptions",
+                "novel_domain",
+                "high_stakes",
+            )
+        }
         data["complexity_checks"] = checks
         data["complexity"] = complexity_score(checks)  # computed, never trusted from the model
         if not data["primary_drivers"]:  # [D-9]
-            data["primary_drivers"] = [DRIVER_FROM_CHECK[c] for c in DRIVER_FROM_CHECK if checks[c]][:1] or ["Multi-hop"]
+            data["primary_drivers"] = [DRIVER_FROM_CHECK[c] for c in DRIVER_FROM_CHECK if checks[c]][:1] or [
+                "Multi-hop"
+            ]
         data["sequence"], data["problem_type"] = self._choose_sequence(data)
         if not chain:
             self.record.prelude = data
@@ -227,7 +289,9 @@ class Engine:
         if ptype == "standard":
             return list(STANDARD_ROTATION), "standard"
         if not self.config.allow_alternate_sequences:
-            self.record.notes.append(f"alternate sequence {ptype!r} refused: alternate sequences are disabled")
+            self.record.notes.append(
+                f"alternate sequence {ptype!r} refused: alternate sequences are disabled"
+            )
             return list(STANDARD_ROTATION), "standard"
         if not reason:
             self.record.notes.append(f"alternate sequence {ptype!r} refused: no reason was given")
@@ -235,18 +299,29 @@ class Engine:
         if ptype in SEQUENCES:
             return list(SEQUENCES[ptype]), ptype
         custom = prelude.get("sequence") or []
-        if ptype == "custom" and len(custom) >= 3 and custom[0] == "Clarify" and all(lens in LENSES for lens in custom):
+        if (
+            ptype == "custom"
+            and len(custom) >= 3
+            and custom[0] == "Clarify"
+            and all(lens in LENSES for lens in custom)
+        ):
             seq = [lens for lens in dict.fromkeys(custom) if lens != "Synthesize"] + ["Synthesize"]
             return seq[:7], "custom"
-        self.record.notes.append(f"problem type {ptype!r} refused (unknown, or a custom sequence that does not "
-                                 "start with Clarify); using the standard rotation")
+        self.record.notes.append(
+            f"problem type {ptype!r} refused (unknown, or a custom sequence that does not "
+            "start with Clarify); using the standard rotation"
+        )
         return list(STANDARD_ROTATION), "standard"
 
     def _plan_rounds(self, prelude: dict[str, Any], minimal: bool) -> None:
         if minimal:  # forced trace/silent on a c=1 question: the floor of three rounds [D-4]
-            budget = [BudgetItem(lens, 1, "minimum budget") for lens in ("Clarify", "Challenge", "Synthesize")]
+            budget = [
+                BudgetItem(lens, 1, "minimum budget") for lens in ("Clarify", "Challenge", "Synthesize")
+            ]
         else:
-            budget = plan_budget(prelude["sequence"], prelude["primary_drivers"], max_rounds=self.config.max_rounds)
+            budget = plan_budget(
+                prelude["sequence"], prelude["primary_drivers"], max_rounds=self.config.max_rounds
+            )
         self.budget_items = budget
         self.record.budget = [b.to_dict() for b in budget]
         self.record.prelude["budget"] = self.record.budget
@@ -255,9 +330,14 @@ class Engine:
     # ------------------------------------------------------------------------------------------ direct
 
     async def _direct(self) -> None:
-        reply, rec = await self.caller.call(phase="direct", lens=None, tag="direct",
-                                            messages=prompts.direct_messages(self.inv.question, self.record.prelude),
-                                            reply_model=CodaReply, prose_field="final_answer")
+        reply, rec = await self.caller.call(
+            phase="direct",
+            lens=None,
+            tag="direct",
+            messages=prompts.direct_messages(self.inv.question, self.record.prelude),
+            reply_model=CodaReply,
+            prose_field="final_answer",
+        )
         if reply is not None:
             self._note_prose(rec)
             self.record.coda = reply.model_dump()
@@ -269,9 +349,13 @@ class Engine:
     async def _silent_single(self) -> None:
         path = [slot.lens for slot in expand_rounds(self.budget_items)]
         reply, rec = await self.caller.call(
-            phase="silent", lens=None, tag="silent",
+            phase="silent",
+            lens=None,
+            tag="silent",
             messages=prompts.silent_single_messages(self.inv.question, self.record.prelude, path),
-            reply_model=CodaReply, prose_field="final_answer")
+            reply_model=CodaReply,
+            prose_field="final_answer",
+        )
         self.record.halting = {"reason": "single_call", "at_round": None}
         if reply is not None:
             self._note_prose(rec)
@@ -293,11 +377,23 @@ class Engine:
             number = len(record.rounds) + 1
             tag = f"round:{number}:{slot.lens}:{slot.application}"
             reply, rec = await self.caller.call(
-                phase="round", lens=slot.lens, tag=tag, reply_model=RoundReply,
-                messages=prompts.round_messages(self.inv.question, prelude, chain, slot.lens, slot.application,
-                                                number, tag))
-            rnd = RoundRecord(number=number, lens=slot.lens, application=slot.application, driver=slot.driver,
-                              status="failed", insight=None, call=rec.index)
+                phase="round",
+                lens=slot.lens,
+                tag=tag,
+                reply_model=RoundReply,
+                messages=prompts.round_messages(
+                    self.inv.question, prelude, chain, slot.lens, slot.application, number, tag
+                ),
+            )
+            rnd = RoundRecord(
+                number=number,
+                lens=slot.lens,
+                application=slot.application,
+                driver=slot.driver,
+                status="failed",
+                insight=None,
+                call=rec.index,
+            )
             record.rounds.append(rnd)
             if reply is None:
                 rnd.note = f"{rec.error_kind}: {rec.error}"
@@ -306,8 +402,11 @@ class Engine:
                 halted = True
                 break
             rnd.status, rnd.what_changed = reply.status, reply.what_changed
-            negative = (reply.introduces_confusion or reply.status == "negative-delta"
-                        or (bool(reply.contradicts) and reply.better_supported_than_contradicted is False))
+            negative = (
+                reply.introduces_confusion
+                or reply.status == "negative-delta"
+                or (bool(reply.contradicts) and reply.better_supported_than_contradicted is False)
+            )
             if negative:
                 rnd.status, rnd.discarded = "negative-delta", True
                 rnd.note = "discarded: it degraded the analysis"
@@ -318,7 +417,10 @@ class Engine:
                     break
                 i += 1
                 continue
-            if reply.new_insight is None or max_similarity(reply.new_insight, chain) >= cfg.no_delta_similarity:
+            if (
+                reply.new_insight is None
+                or max_similarity(reply.new_insight, chain) >= cfg.no_delta_similarity
+            ):
                 rnd.note = "no new insight" if reply.new_insight is None else "repeats an earlier insight"
                 self.trajectory.append(f"R{number} {slot.lens}: no delta")
                 if cfg.halting:
@@ -331,7 +433,9 @@ class Engine:
             chain.append(reply.new_insight)
             self.trajectory.append(f"R{number} {slot.lens}: {reply.new_insight}")
             if reply.contradicts and reply.better_supported_than_contradicted:
-                record.notes.append(f"round {number} revises round(s) {reply.contradicts} with better support")
+                record.notes.append(
+                    f"round {number} revises round(s) {reply.contradicts} with better support"
+                )
             if cfg.halting and not reply.non_trivial:
                 self._halt("trivial_delta", number)
                 halted = True
@@ -345,20 +449,35 @@ class Engine:
                     self._halt("scope_drift", number, "a second missed driver: halted for scope drift")
                     halted = True
                     break
-                slots = slots[:i + 1] + await self._reprelude(number, reply.missed_driver, slots[i + 1:], chain)
+                slots = slots[: i + 1] + await self._reprelude(
+                    number, reply.missed_driver, slots[i + 1 :], chain
+                )
                 drivers = list(record.reprelude["prelude"]["primary_drivers"])
                 if self._may_escalate() and record.reprelude["prelude"]["complexity"] >= 4:
-                    await self._escalate_to_agent(number, slots[i + 1:], chain)
+                    await self._escalate_to_agent(number, slots[i + 1 :], chain)
                     halted = True
                     break
-            if (reply.needs_user_verification and number >= 2 and mode == "silent"
-                    and record.route.get("final_mode") == "silent" and self._may_escalate()):
-                record.route["final_mode"] = mode = "trace"  # the remaining rounds (and the earlier ones) are shown
-                record.escalation = {"from": "silent", "to": "trace", "after_round": number,
-                                     "why": "a round surfaced a controversy the user needs to verify"}
-                record.notes.append(f"escalated silent → trace at round {number}: the user needs to verify a claim")
+            if (
+                reply.needs_user_verification
+                and number >= 2
+                and mode == "silent"
+                and record.route.get("final_mode") == "silent"
+                and self._may_escalate()
+            ):
+                record.route["final_mode"] = mode = (
+                    "trace"  # the remaining rounds (and the earlier ones) are shown
+                )
+                record.escalation = {
+                    "from": "silent",
+                    "to": "trace",
+                    "after_round": number,
+                    "why": "a round surfaced a controversy the user needs to verify",
+                }
+                record.notes.append(
+                    f"escalated silent → trace at round {number}: the user needs to verify a claim"
+                )
             i += 1
-        skipped = [s.lens for s in slots[i + 1:]] if halted else []
+        skipped = [s.lens for s in slots[i + 1 :]] if halted else []
         if not halted:
             self._halt("max_rounds", len(record.rounds))
         record.halting["skipped_lenses"] = skipped
@@ -381,9 +500,16 @@ class Engine:
                 break
             if pad not in bases:
                 bases.append(pad)
-        lenses = [AgentLens(lens, lens, "escalated after the re-Prelude") for lens in bases[:self.config.max_subagents]]
-        record.escalation = {"from": origin, "to": "agent", "after_round": after_round,
-                             "why": f"re-scored complexity {record.reprelude['prelude']['complexity']} >= 4"}
+        lenses = [
+            AgentLens(lens, lens, "escalated after the re-Prelude")
+            for lens in bases[: self.config.max_subagents]
+        ]
+        record.escalation = {
+            "from": origin,
+            "to": "agent",
+            "after_round": after_round,
+            "why": f"re-scored complexity {record.reprelude['prelude']['complexity']} >= 4",
+        }
         record.reprelude["escalation"] = "agent"
         record.notes.append(f"escalated {origin} → agent after the re-Prelude at round {after_round}")
         self._halt("escalated", after_round)
@@ -398,8 +524,12 @@ class Engine:
         left = max(3, self.config.max_rounds - after_round)
         budget = plan_budget(lenses, drivers, max_rounds=left)
         new["budget"] = [b.to_dict() for b in budget]
-        self.record.reprelude = {"after_round": after_round, "missed_driver": missed, "prelude": new,
-                                 "escalation": None}
+        self.record.reprelude = {
+            "after_round": after_round,
+            "missed_driver": missed,
+            "prelude": new,
+            "escalation": None,
+        }
         if new["complexity"] >= 4 and not self._may_escalate():
             self.record.reprelude["escalation"] = "not performed: the mode was forced [D-19]"
         self.record.notes.append(f"re-Prelude after round {after_round}: missed driver {missed}")
@@ -431,19 +561,36 @@ class Engine:
         record = self.record
         mode = record.route.get("final_mode") or "direct"
         affordable = self.budget.exhausted() is None
-        if affordable and self.caller.remaining() > 0 and mode != "direct" and (self.trajectory or record.merge):
+        if (
+            affordable
+            and self.caller.remaining() > 0
+            and mode != "direct"
+            and (self.trajectory or record.merge)
+        ):
             try:
                 reply, rec = await self.caller.call(
-                    phase="coda", lens=None, tag="coda", reply_model=CodaReply, prose_field="final_answer",
-                    messages=prompts.coda_messages(self.inv.question, record.prelude, mode,
-                                                   self._coda_trajectory(), record.notes + record.fallbacks))
+                    phase="coda",
+                    lens=None,
+                    tag="coda",
+                    reply_model=CodaReply,
+                    prose_field="final_answer",
+                    messages=prompts.coda_messages(
+                        self.inv.question,
+                        record.prelude,
+                        mode,
+                        self._coda_trajectory(),
+                        record.notes + record.fallbacks,
+                    ),
+                )
             except BudgetExhausted:
                 reply, rec = None, None
             if reply is not None:
                 self._note_prose(rec)
                 record.coda = reply.model_dump()
                 return
-            why = f"the Coda call failed ({rec.error_kind})" if rec else "the budget was spent before the Coda"
+            why = (
+                f"the Coda call failed ({rec.error_kind})" if rec else "the budget was spent before the Coda"
+            )
         elif not affordable:
             why = "the budget was spent before the Coda"
         elif self.caller.remaining() <= 0:
@@ -455,13 +602,19 @@ class Engine:
 
     def _note_prose(self, rec) -> None:
         if rec is not None and rec.error_kind == "prose":
-            self.record.fallbacks.append(f"the {rec.phase} reply ignored the JSON format; its prose is the answer")
+            self.record.fallbacks.append(
+                f"the {rec.phase} reply ignored the JSON format; its prose is the answer"
+            )
 
     def _local_coda(self) -> dict[str, Any]:
         """The answer when no model can give one: what the run did learn, stated plainly."""
         record = self.record
         insights = [r.insight for r in record.rounds if r.insight and not r.discarded]
-        findings = [f"{s.lens_id}: {s.finding}" for s in record.subagents if s.finding and s.status in ("ok", "recovered")]
+        findings = [
+            f"{s.lens_id}: {s.finding}"
+            for s in record.subagents
+            if s.finding and s.status in ("ok", "recovered")
+        ]
         synthesis = (record.merge or {}).get("synthesis")
         parts = []
         if synthesis:
@@ -472,12 +625,19 @@ class Engine:
             parts.append("Independent findings:\n" + "\n".join(f"- {s}" for s in findings))
         if not parts:
             failures = [f"{c.tag}: {c.error_kind}" for c in record.calls if c.status != "ok"]
-            parts.append("No answer could be produced: no step that informs an answer succeeded "
-                         f"({'; '.join(failures[:4]) or 'no call was made'}). Check the backend URL, model and "
-                         "key, or raise the deadlines.")
-        return {"trajectory": self.trajectory, "cross_check": "not performed (engine fallback)",
-                "final_answer": "\n\n".join(parts), "residual_uncertainty": ["the synthesis step did not run"],
-                "load_bearing_assumptions": "unknown — the model's synthesis is missing", "fallback": True}
+            parts.append(
+                "No answer could be produced: no step that informs an answer succeeded "
+                f"({'; '.join(failures[:4]) or 'no call was made'}). Check the backend URL, model and "
+                "key, or raise the deadlines."
+            )
+        return {
+            "trajectory": self.trajectory,
+            "cross_check": "not performed (engine fallback)",
+            "final_answer": "\n\n".join(parts),
+            "residual_uncertainty": ["the synthesis step did not run"],
+            "load_bearing_assumptions": "unknown — the model's synthesis is missing",
+            "fallback": True,
+        }
 
 
 async def think(invocation: str, backend: LLMBackend, config: EngineConfig | None = None) -> RunRecord:

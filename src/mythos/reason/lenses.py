@@ -20,36 +20,84 @@ class Lens:
 LENSES: dict[str, Lens] = {
     lens.name: lens
     for lens in (
-        Lens("Clarify", "What exactly is being asked, and where is the ambiguity?",
-             "Define the key terms, separate what is explicit from what is implied, and separate the question "
-             "from the way it is framed.", True),
-        Lens("Deepen", "What lies one level down?",
-             "Ask 'why' repeatedly until you reach a root cause or the mechanism that generates the problem.", True),
-        Lens("Challenge", "What am I assuming, and what if the opposite were true?",
-             "List the premises, try to break each one, and state the strongest counter-argument.", True),
-        Lens("Expand", "What other answers exist?",
-             "Produce at least two genuinely different answers: how would an expert from another field, a "
-             "contrarian, or a beginner answer?", True),
-        Lens("Synthesize", "How does it all fit together?",
-             "Integrate the earlier insights, resolve the tensions you can, surface the ones you cannot, and "
-             "name the core insight.", True),
-        Lens("System-Think", "What system surrounds this?",
-             "Map inputs, processes, outputs and feedback loops; look at stocks, flows and delays; find "
-             "leverage points.", False),
-        Lens("Edge-Hunt", "What breaks at the boundaries?",
-             "Probe empty, maximal, negative, concurrent, stale and malicious inputs and states.", False),
-        Lens("Tradeoff-Map", "What is being traded for what?",
-             "For each option list gains and sacrifices, spot false dichotomies and dominated options, and "
-             "sketch the Pareto front.", False),
-        Lens("Invert", "What would guarantee failure?",
-             "Design the catastrophe in detail, then derive how to avoid each of its ingredients.", False),
-        Lens("Scar-Tissue", "What do specific past failures teach?",
-             "Recall concrete failure cases, name the false assumption behind each, and map it onto this "
-             "situation.", False),
-        Lens("First-Principles", "What is certainly true here?",
-             "Strip away analogy and convention and rebuild the answer from facts you can defend.", False),
-        Lens("Steelman", "What is the strongest form of the opposing view?",
-             "Build the best possible opposing argument, then engage with it honestly.", False),
+        Lens(
+            "Clarify",
+            "What exactly is being asked, and where is the ambiguity?",
+            "Define the key terms, separate what is explicit from what is implied, and separate the question "
+            "from the way it is framed.",
+            True,
+        ),
+        Lens(
+            "Deepen",
+            "What lies one level down?",
+            "Ask 'why' repeatedly until you reach a root cause or the mechanism that generates the problem.",
+            True,
+        ),
+        Lens(
+            "Challenge",
+            "What am I assuming, and what if the opposite were true?",
+            "List the premises, try to break each one, and state the strongest counter-argument.",
+            True,
+        ),
+        Lens(
+            "Expand",
+            "What other answers exist?",
+            "Produce at least two genuinely different answers: how would an expert from another field, a "
+            "contrarian, or a beginner answer?",
+            True,
+        ),
+        Lens(
+            "Synthesize",
+            "How does it all fit together?",
+            "Integrate the earlier insights, resolve the tensions you can, surface the ones you cannot, and "
+            "name the core insight.",
+            True,
+        ),
+        Lens(
+            "System-Think",
+            "What system surrounds this?",
+            "Map inputs, processes, outputs and feedback loops; look at stocks, flows and delays; find "
+            "leverage points.",
+            False,
+        ),
+        Lens(
+            "Edge-Hunt",
+            "What breaks at the boundaries?",
+            "Probe empty, maximal, negative, concurrent, stale and malicious inputs and states.",
+            False,
+        ),
+        Lens(
+            "Tradeoff-Map",
+            "What is being traded for what?",
+            "For each option list gains and sacrifices, spot false dichotomies and dominated options, and "
+            "sketch the Pareto front.",
+            False,
+        ),
+        Lens(
+            "Invert",
+            "What would guarantee failure?",
+            "Design the catastrophe in detail, then derive how to avoid each of its ingredients.",
+            False,
+        ),
+        Lens(
+            "Scar-Tissue",
+            "What do specific past failures teach?",
+            "Recall concrete failure cases, name the false assumption behind each, and map it onto this "
+            "situation.",
+            False,
+        ),
+        Lens(
+            "First-Principles",
+            "What is certainly true here?",
+            "Strip away analogy and convention and rebuild the answer from facts you can defend.",
+            False,
+        ),
+        Lens(
+            "Steelman",
+            "What is the strongest form of the opposing view?",
+            "Build the best possible opposing argument, then engage with it honestly.",
+            False,
+        ),
     )
 }
 
@@ -70,7 +118,12 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
 }
 
 DRIVERS: tuple[str, ...] = (
-    "Ambiguity", "Hidden assumptions", "Multi-hop", "Trade-offs", "Novel domain", "System dynamics",
+    "Ambiguity",
+    "Hidden assumptions",
+    "Multi-hop",
+    "Trade-offs",
+    "Novel domain",
+    "System dynamics",
 )
 
 # primary driver -> lenses that get a second application (protocol §5.1)

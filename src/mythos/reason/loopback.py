@@ -51,7 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
-            self._send(200, json.dumps({"object": "list", "data": [{"id": "ok", "object": "model"}]}).encode())
+            self._send(
+                200, json.dumps({"object": "list", "data": [{"id": "ok", "object": "model"}]}).encode()
+            )
         else:
             self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -74,13 +76,23 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.slots:
             t_start = time.monotonic()
-            status, body, ctype = srv.behave(model, messages, anthropic, int(payload.get("max_tokens") or 256))
+            status, body, ctype = srv.behave(
+                model, messages, anthropic, int(payload.get("max_tokens") or 256)
+            )
             if srv.latency_s:
                 time.sleep(srv.latency_s)
             t_end = time.monotonic()
         with srv.lock:
-            srv.log.append({"t_start": t_start, "t_end": t_end, "model": model, "tag": tag_of(messages),
-                            "status": status, "response_format": payload.get("response_format")})
+            srv.log.append(
+                {
+                    "t_start": t_start,
+                    "t_end": t_end,
+                    "model": model,
+                    "tag": tag_of(messages),
+                    "status": status,
+                    "response_format": payload.get("response_format"),
+                }
+            )
         self._send(status, body, ctype)
 
 
@@ -106,8 +118,9 @@ class _Server(ThreadingHTTPServer):
         self.counts: dict[tuple[str, str], int] = {}
         self.rngs: dict[str, random.Random] = {}
 
-    def behave(self, model: str, messages: list[dict[str, str]], anthropic: bool,
-               max_tokens: int) -> tuple[int, bytes, str]:
+    def behave(
+        self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int
+    ) -> tuple[int, bytes, str]:
         tag = tag_of(messages)
         kind = model.split("/")[0]
         with self.lock:
@@ -128,7 +141,11 @@ class _Server(ThreadingHTTPServer):
             if draw < float(p):
                 kind = fault
         if kind == "http500":
-            return 500, b'{"error": {"message": "internal error", "type": "server_error"}}', "application/json"
+            return (
+                500,
+                b'{"error": {"message": "internal error", "type": "server_error"}}',
+                "application/json",
+            )
         if kind == "http429":
             return 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', "application/json"
         if kind == "garbage":
@@ -139,15 +156,31 @@ class _Server(ThreadingHTTPServer):
         tokens_in = sum(len(m["content"].split()) for m in messages)
         tokens_out = len(text.split())
         if anthropic:
-            body = {"id": "msg_loopback", "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                    "stop_sequence": None, "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out}}
+            body = {
+                "id": "msg_loopback",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out},
+            }
         else:
-            body = {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-                    "model": model, "choices": [{"index": 0, "finish_reason": "stop",
-                                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out,
-                              "total_tokens": tokens_in + tokens_out}}
+            body = {
+                "id": "chatcmpl-loopback",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                ],
+                "usage": {
+                    "prompt_tokens": tokens_in,
+                    "completion_tokens": tokens_out,
+                    "total_tokens": tokens_in + tokens_out,
+                },
+            }
         return 200, json.dumps(body).encode(), "application/json"
 
 
@@ -164,7 +197,9 @@ class LoopbackServer:
 
     def __init__(self, latency_s: float = 0.0, slots: int | None = None):
         self._server = _Server(latency_s, slots)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mythos-loopback", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="mythos-loopback", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -17,12 +17,23 @@ if TYPE_CHECKING:
 
 
 def _direct_findings(subs: list[SubagentRecord]) -> list[dict[str, Any]]:
-    return [{"letter": s.letter, "lens": s.lens_id, "finding": s.finding, "confidence": s.confidence,
-             "tension_flag": s.tension_flag, "low_confidence": s.low_confidence}
-            for s in subs if s.finding and s.status in ("ok", "recovered")]
+    return [
+        {
+            "letter": s.letter,
+            "lens": s.lens_id,
+            "finding": s.finding,
+            "confidence": s.confidence,
+            "tension_flag": s.tension_flag,
+            "low_confidence": s.low_confidence,
+        }
+        for s in subs
+        if s.finding and s.status in ("ok", "recovered")
+    ]
 
 
-def compile_findings(engine: Engine, subs: list[SubagentRecord]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def compile_findings(
+    engine: Engine, subs: list[SubagentRecord]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Return (findings for the merge prompt, packet info for the run record)."""
     if not engine.config.packets:
         return _direct_findings(subs), {"used": False, "reason": "packets switched off in the config"}
@@ -35,4 +46,7 @@ def compile_findings(engine: Engine, subs: list[SubagentRecord]) -> tuple[list[d
     except packet_ingest.PacketUnavailable as exc:
         return _direct_findings(subs), {"used": False, "reason": str(exc)}
     except Exception as exc:  # a bug in another wing must not cost the user the answer
-        return _direct_findings(subs), {"used": False, "reason": f"packet path crashed: {type(exc).__name__}: {exc}"}
+        return _direct_findings(subs), {
+            "used": False,
+            "reason": f"packet path crashed: {type(exc).__name__}: {exc}",
+        }

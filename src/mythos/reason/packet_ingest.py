@@ -34,15 +34,30 @@ def subagent_output(sub: SubagentRecord) -> str:
     """The text a subagent hands in: its finding as prose plus the machine-readable fenced records."""
     if sub.status not in ("ok", "recovered", "no_insight") or not sub.finding:
         return f"Subagent {sub.letter} ({sub.lens_id}) produced no usable finding.\nBLOCKED {sub.error or 'failed'}\n"
-    records = [{"id": f"ev-sub-{sub.letter.lower()}", "kind": "observation", "summary": sub.finding,
-                "source_ids": ["raw:objective.md"], "confidence": CONFIDENCE.get(sub.confidence, 0.5),
-                "rationale": sub.reasoning or sub.finding}]
+    records = [
+        {
+            "id": f"ev-sub-{sub.letter.lower()}",
+            "kind": "observation",
+            "summary": sub.finding,
+            "source_ids": ["raw:objective.md"],
+            "confidence": CONFIDENCE.get(sub.confidence, 0.5),
+            "rationale": sub.reasoning or sub.finding,
+        }
+    ]
     if sub.tension_flag:
-        records.append({"id": f"ev-sub-{sub.letter.lower()}-tension", "kind": "risk", "summary": sub.tension_flag,
-                        "source_ids": ["raw:objective.md"]})
+        records.append(
+            {
+                "id": f"ev-sub-{sub.letter.lower()}-tension",
+                "kind": "risk",
+                "summary": sub.tension_flag,
+                "source_ids": ["raw:objective.md"],
+            }
+        )
     lines = "\n".join(json.dumps(r, ensure_ascii=False, sort_keys=True) for r in records)
-    return (f"Subagent {sub.letter} — {sub.lens_id}\n\n{sub.reasoning}\n\n"
-            f"```mythos-evidence-jsonl\n{lines}\n```\n")
+    return (
+        f"Subagent {sub.letter} — {sub.lens_id}\n\n{sub.reasoning}\n\n"
+        f"```mythos-evidence-jsonl\n{lines}\n```\n"
+    )
 
 
 def _label(confidence: float | None) -> str:
@@ -61,8 +76,13 @@ def through_packet(engine: Engine, subs: list[SubagentRecord]) -> tuple[list[dic
         init_run(run_dir, task=engine.inv.question, root=root)
         ingested = {}
         for sub in subs:
-            result = ingest_text(run_dir, lane=_lane(sub), agent_id=f"subagent-{sub.letter}",
-                                 text=subagent_output(sub), root=root)
+            result = ingest_text(
+                run_dir,
+                lane=_lane(sub),
+                agent_id=f"subagent-{sub.letter}",
+                text=subagent_output(sub),
+                root=root,
+            )
             ingested[sub.letter] = result
             ids = [i for i in result.evidence_ids if i.startswith("ev-sub-")]
             sub.packet_evidence_id = ids[0] if ids else None
@@ -85,14 +105,27 @@ def through_packet(engine: Engine, subs: list[SubagentRecord]) -> tuple[list[dic
         entry = by_lane.get(_lane(sub))
         if not entry or "finding" not in entry or sub.status not in ("ok", "recovered"):
             continue
-        findings.append({"letter": sub.letter, "lens": sub.lens_id, "finding": entry["finding"],
-                         "confidence": _label(entry.get("confidence")), "tension_flag": entry.get("tension_flag"),
-                         "low_confidence": (entry.get("confidence") or 1.0) <= 0.35,
-                         "evidence_id": entry["evidence_id"]})
-    info = {"used": True, "run_dir": str(run_dir), "root": str(root), "packet": str(run_dir / "state" / "next_pass_packet.json"),
-            "pass_id": packet.get("pass_id"), "evidence_ids": [f["evidence_id"] for f in findings],
-            "blocked": [s.letter for s in subs if ingested[s.letter].blocked],
-            "contradictions": len(packet.get("contradictions") or [])}
+        findings.append(
+            {
+                "letter": sub.letter,
+                "lens": sub.lens_id,
+                "finding": entry["finding"],
+                "confidence": _label(entry.get("confidence")),
+                "tension_flag": entry.get("tension_flag"),
+                "low_confidence": (entry.get("confidence") or 1.0) <= 0.35,
+                "evidence_id": entry["evidence_id"],
+            }
+        )
+    info = {
+        "used": True,
+        "run_dir": str(run_dir),
+        "root": str(root),
+        "packet": str(run_dir / "state" / "next_pass_packet.json"),
+        "pass_id": packet.get("pass_id"),
+        "evidence_ids": [f["evidence_id"] for f in findings],
+        "blocked": [s.letter for s in subs if ingested[s.letter].blocked],
+        "contradictions": len(packet.get("contradictions") or []),
+    }
     return findings, info
 
 

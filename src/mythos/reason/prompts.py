@@ -12,8 +12,10 @@ from typing import Any
 from mythos.reason.backends import Message
 from mythos.reason.lenses import DRIVERS, LENSES, SEQUENCES, base_lens
 
-ROLE = ("You are one step of a structured reasoning engine. Think carefully, be concrete and specific to the "
-        "question, and reply with a single JSON object exactly in the requested shape.")
+ROLE = (
+    "You are one step of a structured reasoning engine. Think carefully, be concrete and specific to the "
+    "question, and reply with a single JSON object exactly in the requested shape."
+)
 
 
 def _system(tag: str, extra: str = "") -> Message:
@@ -32,7 +34,9 @@ def prelude_summary(prelude: dict[str, Any]) -> str:
     lines = [f"Restated: {prelude.get('question_restated', '')}"]
     if prelude.get("not_asking"):
         lines.append("Not asking: " + "; ".join(prelude["not_asking"]))
-    lines.append(f"Complexity: {prelude.get('complexity')}/5; drivers: {', '.join(prelude.get('primary_drivers', []))}")
+    lines.append(
+        f"Complexity: {prelude.get('complexity')}/5; drivers: {', '.join(prelude.get('primary_drivers', []))}"
+    )
     if prelude.get("difficulty_diagnosis"):
         lines.append(f"What makes it hard: {prelude['difficulty_diagnosis']}")
     if prelude.get("success_criterion"):
@@ -40,7 +44,9 @@ def prelude_summary(prelude: dict[str, Any]) -> str:
     return "PRELUDE:\n" + "\n".join(lines)
 
 
-def prelude_messages(question: str, tag: str = "prelude", prior_chain: list[str] | None = None) -> list[Message]:
+def prelude_messages(
+    question: str, tag: str = "prelude", prior_chain: list[str] | None = None
+) -> list[Message]:
     types = ", ".join(SEQUENCES)
     body = [
         question_block(question),
@@ -51,26 +57,37 @@ def prelude_messages(question: str, tag: str = "prelude", prior_chain: list[str]
         "state what would make an answer good enough to stop.",
     ]
     if prior_chain:
-        body.append("This is a RE-DIAGNOSIS: the earlier diagnosis missed a driver. Insights so far:\n"
-                    + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(prior_chain)))
-    body.append(_shape({
-        "question_restated": "one precise sentence",
-        "not_asking": ["a misreading to avoid"],
-        "complexity_checks": {"multi_hop": True, "ambiguous_tradeoffs": False, "hidden_assumptions": True,
-                              "novel_domain": False, "high_stakes": False},
-        "primary_drivers": ["Multi-hop"],
-        "difficulty_diagnosis": "what makes this hard",
-        "problem_type": "standard",
-        "sequence": None,
-        "sequence_reason": None,
-        "success_criterion": "what makes the answer good enough",
-    }))
+        body.append(
+            "This is a RE-DIAGNOSIS: the earlier diagnosis missed a driver. Insights so far:\n"
+            + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(prior_chain))
+        )
+    body.append(
+        _shape(
+            {
+                "question_restated": "one precise sentence",
+                "not_asking": ["a misreading to avoid"],
+                "complexity_checks": {
+                    "multi_hop": True,
+                    "ambiguous_tradeoffs": False,
+                    "hidden_assumptions": True,
+                    "novel_domain": False,
+                    "high_stakes": False,
+                },
+                "primary_drivers": ["Multi-hop"],
+                "difficulty_diagnosis": "what makes this hard",
+                "problem_type": "standard",
+                "sequence": None,
+                "sequence_reason": None,
+                "success_criterion": "what makes the answer good enough",
+            }
+        )
+    )
     return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
 
 
 def lens_block(lens_id: str) -> str:
     lens = LENSES[base_lens(lens_id)]
-    framing = lens_id[len(lens.name) + 1:] if lens_id != lens.name else ""
+    framing = lens_id[len(lens.name) + 1 :] if lens_id != lens.name else ""
     text = f"LENS: {lens.name}{f' (framing: {framing})' if framing else ''}\nAsk: {lens.question}\nMethod: {lens.method}"
     if lens.name == "Steelman" and framing:
         side = "in favour of" if framing.lower() == "pro" else "against"
@@ -78,119 +95,212 @@ def lens_block(lens_id: str) -> str:
     return text
 
 
-def round_messages(question: str, prelude: dict[str, Any], chain: list[str], lens: str, application: int,
-                   number: int, tag: str) -> list[Message]:
+def round_messages(
+    question: str,
+    prelude: dict[str, Any],
+    chain: list[str],
+    lens: str,
+    application: int,
+    number: int,
+    tag: str,
+) -> list[Message]:
     body = [question_block(question), prelude_summary(prelude)]
     if chain:
-        body.append("INSIGHT CHAIN (accepted insights of earlier rounds):\n"
-                    + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(chain)))
+        body.append(
+            "INSIGHT CHAIN (accepted insights of earlier rounds):\n"
+            + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(chain))
+        )
     body.append(f"ROUND {number}. " + lens_block(lens))
     if application == 2:
-        body.append("This is the SECOND application of this lens: take a new angle, stress-test the first "
-                    "application, or go one level deeper. Never restate it.")
-    body.append("Produce exactly one concrete new insight in one sentence, or null if you have nothing new "
-                "(rephrasing is not an insight). Report whether it contradicts earlier insights (round numbers) "
-                "and whether it is better supported than what it contradicts; whether it would change the answer "
-                "(non_trivial); whether it introduces confusion; and a status: evolving (more to find), "
-                "breakthrough (a reframing that changes the answer), stable (the view is settled) or "
-                "negative-delta (this round makes things worse). If the diagnosis missed a driver, name it.")
-    body.append(_shape({
-        "analysis": "the lens applied, briefly",
-        "new_insight": "one sentence",
-        "what_changed": "before -> now",
-        "contradicts": [],
-        "better_supported_than_contradicted": None,
-        "non_trivial": True,
-        "introduces_confusion": False,
-        "status": "evolving",
-        "missed_driver": None,
-        "needs_user_verification": False,
-    }))
+        body.append(
+            "This is the SECOND application of this lens: take a new angle, stress-test the first "
+            "application, or go one level deeper. Never restate it."
+        )
+    body.append(
+        "Produce exactly one concrete new insight in one sentence, or null if you have nothing new "
+        "(rephrasing is not an insight). Report whether it contradicts earlier insights (round numbers) "
+        "and whether it is better supported than what it contradicts; whether it would change the answer "
+        "(non_trivial); whether it introduces confusion; and a status: evolving (more to find), "
+        "breakthrough (a reframing that changes the answer), stable (the view is settled) or "
+        "negative-delta (this round makes things worse). If the diagnosis missed a driver, name it."
+    )
+    body.append(
+        _shape(
+            {
+                "analysis": "the lens applied, briefly",
+                "new_insight": "one sentence",
+                "what_changed": "before -> now",
+                "contradicts": [],
+                "better_supported_than_contradicted": None,
+                "non_trivial": True,
+                "introduces_confusion": False,
+                "status": "evolving",
+                "missed_driver": None,
+                "needs_user_verification": False,
+            }
+        )
+    )
     return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
 
 
-def subagent_messages(question: str, prelude: dict[str, Any], lens_id: str, total: int, tag: str,
-                      recovery: bool = False, seed_chain: list[str] | None = None) -> list[Message]:
-    who = ("You are re-running one analyst's lens that failed, on your own." if recovery else
-           f"You are one of {total} independent analysts working in parallel; you will not see the others' work "
-           "and they will not see yours.")
+def subagent_messages(
+    question: str,
+    prelude: dict[str, Any],
+    lens_id: str,
+    total: int,
+    tag: str,
+    recovery: bool = False,
+    seed_chain: list[str] | None = None,
+) -> list[Message]:
+    who = (
+        "You are re-running one analyst's lens that failed, on your own."
+        if recovery
+        else f"You are one of {total} independent analysts working in parallel; you will not see the others' work "
+        "and they will not see yours."
+    )
     body = [who, question_block(question), prelude_summary(prelude)]
     if seed_chain:
-        body.append("INSIGHTS ALREADY ESTABLISHED (earlier sequential rounds; build beyond them):\n"
-                    + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(seed_chain)))
-    body += [lens_block(lens_id),
-            "Give one specific, novel, falsifiable finding in one sentence — or exactly 'No novel insight under "
-            "this lens — <reason>' rather than padding. Do not drift toward what you guess the others will say. "
-            "Explain your reasoning in 3-8 sentences that reference the question.",
-            _shape({"independent_finding": "one sentence", "reasoning": "3-8 sentences",
-                    "confidence": "high|medium|low", "tension_flag": "where another lens would disagree, or null"})]
+        body.append(
+            "INSIGHTS ALREADY ESTABLISHED (earlier sequential rounds; build beyond them):\n"
+            + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(seed_chain))
+        )
+    body += [
+        lens_block(lens_id),
+        "Give one specific, novel, falsifiable finding in one sentence — or exactly 'No novel insight under "
+        "this lens — <reason>' rather than padding. Do not drift toward what you guess the others will say. "
+        "Explain your reasoning in 3-8 sentences that reference the question.",
+        _shape(
+            {
+                "independent_finding": "one sentence",
+                "reasoning": "3-8 sentences",
+                "confidence": "high|medium|low",
+                "tension_flag": "where another lens would disagree, or null",
+            }
+        ),
+    ]
     return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
 
 
-def merge_messages(question: str, prelude: dict[str, Any], packet_findings: list[dict[str, Any]],
-                   failure_notes: list[str], lone_tensions: list[str], tag: str = "merge",
-                   silent_merge: bool = False, from_packet: bool = False) -> list[Message]:
+def merge_messages(
+    question: str,
+    prelude: dict[str, Any],
+    packet_findings: list[dict[str, Any]],
+    failure_notes: list[str],
+    lone_tensions: list[str],
+    tag: str = "merge",
+    silent_merge: bool = False,
+    from_packet: bool = False,
+) -> list[Message]:
     lines = []
     for f in packet_findings:
         flag = " [LOW CONFIDENCE: contradicts the others without support]" if f.get("low_confidence") else ""
-        lines.append(f"{f['letter']} ({f['lens']}, confidence {f.get('confidence', '?')}){flag}: {f['finding']}")
+        lines.append(
+            f"{f['letter']} ({f['lens']}, confidence {f.get('confidence', '?')}){flag}: {f['finding']}"
+        )
         if f.get("tension_flag"):
             lines.append(f"   tension flagged: {f['tension_flag']}")
-    body = [question_block(question), prelude_summary(prelude),
-            f"FINDINGS ({'from the compiled packet, ' if from_packet else ''}one per independent subagent):\n"
-            + "\n".join(lines)]
+    body = [
+        question_block(question),
+        prelude_summary(prelude),
+        f"FINDINGS ({'from the compiled packet, ' if from_packet else ''}one per independent subagent):\n"
+        + "\n".join(lines),
+    ]
     if failure_notes:
         body.append("FAILED SUBAGENTS:\n" + "\n".join(failure_notes))
     if lone_tensions:
-        body.append("POSSIBLE BLIND SPOTS (a tension raised by only one subagent — weigh it extra):\n"
-                    + "\n".join(lone_tensions))
+        body.append(
+            "POSSIBLE BLIND SPOTS (a tension raised by only one subagent — weigh it extra):\n"
+            + "\n".join(lone_tensions)
+        )
     if silent_merge:
-        body.append("Too few findings were usable to warrant a forced synthesis: integrate what there is "
-                    "quietly, and do not invent agreement.")
-    body.append("Merge: list the points present in at least two findings; list the genuine tensions (which "
-                "findings, the claim, which side is better supported); write a synthesis that preserves "
-                "irreducible tensions instead of a false compromise; and check coverage.")
-    body.append(_shape({
-        "convergent_points": ["a point at least two findings share"],
-        "tensions": [{"between": ["A", "C"], "claim": "what they disagree on", "better_supported": "A|C|neither"}],
-        "synthesis": "the integrated view",
-        "coverage": {"all_represented": True, "dropped": [], "low_confidence_flagged": False},
-    }))
+        body.append(
+            "Too few findings were usable to warrant a forced synthesis: integrate what there is "
+            "quietly, and do not invent agreement."
+        )
+    body.append(
+        "Merge: list the points present in at least two findings; list the genuine tensions (which "
+        "findings, the claim, which side is better supported); write a synthesis that preserves "
+        "irreducible tensions instead of a false compromise; and check coverage."
+    )
+    body.append(
+        _shape(
+            {
+                "convergent_points": ["a point at least two findings share"],
+                "tensions": [
+                    {
+                        "between": ["A", "C"],
+                        "claim": "what they disagree on",
+                        "better_supported": "A|C|neither",
+                    }
+                ],
+                "synthesis": "the integrated view",
+                "coverage": {"all_represented": True, "dropped": [], "low_confidence_flagged": False},
+            }
+        )
+    )
     return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
 
 
-def coda_messages(question: str, prelude: dict[str, Any], mode: str, trajectory: list[str],
-                  notes: list[str], tag: str = "coda") -> list[Message]:
-    body = [question_block(question), prelude_summary(prelude),
-            f"MODE: {mode}\nTRAJECTORY:\n" + "\n".join(f"- {t}" for t in trajectory)]
+def coda_messages(
+    question: str,
+    prelude: dict[str, Any],
+    mode: str,
+    trajectory: list[str],
+    notes: list[str],
+    tag: str = "coda",
+) -> list[Message]:
+    body = [
+        question_block(question),
+        prelude_summary(prelude),
+        f"MODE: {mode}\nTRAJECTORY:\n" + "\n".join(f"- {t}" for t in trajectory),
+    ]
     if notes:
         body.append("NOTES FROM THE ENGINE:\n" + "\n".join(f"- {n}" for n in notes))
-    body.append("Write the Coda: review the trajectory, cross-check the answer against every step, then give "
-                "the final answer (the answer itself, 1-5 paragraphs, not a summary of the process), the residual "
-                "uncertainty, and one line naming the load-bearing assumptions.")
-    body.append(_shape({
-        "trajectory": ["one line per step"],
-        "cross_check": "is the answer consistent with every step?",
-        "final_answer": "the answer",
-        "residual_uncertainty": ["what is unknown or would change the answer"],
-        "load_bearing_assumptions": "one line",
-    }))
+    body.append(
+        "Write the Coda: review the trajectory, cross-check the answer against every step, then give "
+        "the final answer (the answer itself, 1-5 paragraphs, not a summary of the process), the residual "
+        "uncertainty, and one line naming the load-bearing assumptions."
+    )
+    body.append(
+        _shape(
+            {
+                "trajectory": ["one line per step"],
+                "cross_check": "is the answer consistent with every step?",
+                "final_answer": "the answer",
+                "residual_uncertainty": ["what is unknown or would change the answer"],
+                "load_bearing_assumptions": "one line",
+            }
+        )
+    )
     return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
 
 
 def direct_messages(question: str, prelude: dict[str, Any]) -> list[Message]:
-    body = [question_block(question), prelude_summary(prelude),
-            "This is a simple question: answer it directly in 1-3 sentences and note any residual uncertainty "
-            "briefly (or 'none').",
-            _shape({"final_answer": "the answer", "residual_uncertainty": ["none"]})]
+    body = [
+        question_block(question),
+        prelude_summary(prelude),
+        "This is a simple question: answer it directly in 1-3 sentences and note any residual uncertainty "
+        "briefly (or 'none').",
+        _shape({"final_answer": "the answer", "residual_uncertainty": ["none"]}),
+    ]
     return [_system("direct"), {"role": "user", "content": "\n\n".join(body)}]
 
 
 def silent_single_messages(question: str, prelude: dict[str, Any], lens_path: list[str]) -> list[Message]:
-    body = [question_block(question), prelude_summary(prelude),
-            "Apply these lenses in order in your own hidden reasoning, re-reading the question before each, "
-            "stopping early once the view is settled: " + " -> ".join(lens_path) + ". Do not show the rounds; "
-            "return only the Coda.",
-            _shape({"trajectory": lens_path, "cross_check": "consistent?", "final_answer": "the answer",
-                    "residual_uncertainty": ["…"], "load_bearing_assumptions": "one line"})]
+    body = [
+        question_block(question),
+        prelude_summary(prelude),
+        "Apply these lenses in order in your own hidden reasoning, re-reading the question before each, "
+        "stopping early once the view is settled: " + " -> ".join(lens_path) + ". Do not show the rounds; "
+        "return only the Coda.",
+        _shape(
+            {
+                "trajectory": lens_path,
+                "cross_check": "consistent?",
+                "final_answer": "the answer",
+                "residual_uncertainty": ["…"],
+                "load_bearing_assumptions": "one line",
+            }
+        ),
+    ]
     return [_system("silent"), {"role": "user", "content": "\n\n".join(body)}]

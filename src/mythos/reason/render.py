@@ -7,7 +7,9 @@ from typing import Any
 from mythos.reason.record import RunRecord
 
 
-def _prelude_block(rec: RunRecord, mode: str, heading: str = "## Prelude", prelude: dict | None = None) -> list[str]:
+def _prelude_block(
+    rec: RunRecord, mode: str, heading: str = "## Prelude", prelude: dict | None = None
+) -> list[str]:
     p = prelude or rec.prelude
     route = rec.route
     forced = " (forced)" if route.get("forced") else ""
@@ -15,12 +17,16 @@ def _prelude_block(rec: RunRecord, mode: str, heading: str = "## Prelude", prelu
         total = len(rec.agent_lenses)
     else:
         total = sum(item["count"] for item in (p.get("budget") or rec.budget))
-    lines = [heading,
-             f"**Q:** {p.get('question_restated', '')} | **Not:** {'; '.join(p.get('not_asking') or ['—'])}",
-             f"**Complexity:** {p.get('complexity')}/5 → {mode} mode{forced}, {total} total | "
-             f"**Drivers:** {', '.join(p.get('primary_drivers') or ['—'])}"]
+    lines = [
+        heading,
+        f"**Q:** {p.get('question_restated', '')} | **Not:** {'; '.join(p.get('not_asking') or ['—'])}",
+        f"**Complexity:** {p.get('complexity')}/5 → {mode} mode{forced}, {total} total | "
+        f"**Drivers:** {', '.join(p.get('primary_drivers') or ['—'])}",
+    ]
     if mode == "agent":
-        lines.append("**Lenses dispatched in parallel:** " + ", ".join(a["lens_id"] for a in rec.agent_lenses))
+        lines.append(
+            "**Lenses dispatched in parallel:** " + ", ".join(a["lens_id"] for a in rec.agent_lenses)
+        )
     else:
         budget = p.get("budget") or rec.budget
         line = "**Budget:** " + " → ".join(f"{item['lens']} ×{item['count']}" for item in budget)
@@ -57,15 +63,21 @@ def _round_blocks(rec: RunRecord) -> list[str]:
             out.append(f"**Convergence:** {rnd.status}")
             accepted.append((rnd.number, rnd.insight))
         if reprelude_after == rnd.number and rec.reprelude:
-            out += [""] + _prelude_block(rec, rec.route.get("final_mode", "trace"),
-                                         f"## Prelude (re-Prelude after Round {rnd.number})",
-                                         rec.reprelude.get("prelude"))
+            out += [""] + _prelude_block(
+                rec,
+                rec.route.get("final_mode", "trace"),
+                f"## Prelude (re-Prelude after Round {rnd.number})",
+                rec.reprelude.get("prelude"),
+            )
     return out
 
 
 def _agent_blocks(rec: RunRecord) -> list[str]:
-    out = ["", f"[Dispatching {len(rec.subagents)} parallel subagents: "
-               f"{', '.join(s.lens_id for s in rec.subagents)}]"]
+    out = [
+        "",
+        f"[Dispatching {len(rec.subagents)} parallel subagents: "
+        f"{', '.join(s.lens_id for s in rec.subagents)}]",
+    ]
     for sub in rec.subagents:
         out += ["", f"### Subagent {sub.letter} — {sub.lens_id}"]
         if sub.status in ("failed", "recovery_failed") or (sub.status == "recovered" and sub.finding is None):
@@ -73,7 +85,9 @@ def _agent_blocks(rec: RunRecord) -> list[str]:
             if sub.status == "recovery_failed":
                 out.append("(the orchestrator's single-pass recovery of this lens failed too)")
             continue
-        recovered = " (recovered by the orchestrator after the subagent failed)" if sub.status == "recovered" else ""
+        recovered = (
+            " (recovered by the orchestrator after the subagent failed)" if sub.status == "recovered" else ""
+        )
         out.append(f"**Independent finding:** {sub.finding}{recovered}")
         conf = sub.confidence + (" — flagged low-confidence for the merge" if sub.low_confidence else "")
         out.append(f"**Confidence:** {conf}")
@@ -81,11 +95,18 @@ def _agent_blocks(rec: RunRecord) -> list[str]:
             out.append(f"**Tension flag:** {sub.tension_flag}")
     merge = rec.merge
     if merge and not merge.get("silent"):
-        out += ["", "### Merge", "**Convergent points:** " + ("; ".join(merge.get("convergent_points") or []) or "none")]
+        out += [
+            "",
+            "### Merge",
+            "**Convergent points:** " + ("; ".join(merge.get("convergent_points") or []) or "none"),
+        ]
         tensions = merge.get("tensions") or []
         if tensions:
-            text = "; ".join(f"{'/'.join(t.get('between') or []) or '?'}: {t.get('claim', '')}"
-                             f" (better supported: {t.get('better_supported', 'neither')})" for t in tensions)
+            text = "; ".join(
+                f"{'/'.join(t.get('between') or []) or '?'}: {t.get('claim', '')}"
+                f" (better supported: {t.get('better_supported', 'neither')})"
+                for t in tensions
+            )
         else:
             text = "none surfaced"
         out += [f"**Tensions:** {text}", f"**Synthesis:** {merge.get('synthesis', '')}"]
@@ -103,20 +124,25 @@ def footer(rec: RunRecord) -> str:
         lines = ["*Depth: 0 rounds. Mode: none (the run stopped before the Prelude finished).*"]
     elif mode == "silent":
         path = " → ".join(r.lens for r in rec.rounds) or " → ".join(
-            item["lens"] for item in rec.budget for _ in range(item["count"]))
+            item["lens"] for item in rec.budget for _ in range(item["count"])
+        )
         n = len(rec.rounds) if rec.rounds else sum(item["count"] for item in rec.budget)
         strategy = " (single call)" if rec.config.get("silent_strategy") == "single_call" else ""
         esc = rec.escalation
         if esc and esc.get("to") == "agent":
             k = len(rec.subagents)
-            lines = [f"*Depth: {n} latent passes + {k} parallel subagents merged. Mode: silent → agent (escalated "
-                     f"after the re-Prelude at round {esc['after_round']}). Lens path: {path}.*"]
+            lines = [
+                f"*Depth: {n} latent passes + {k} parallel subagents merged. Mode: silent → agent (escalated "
+                f"after the re-Prelude at round {esc['after_round']}). Lens path: {path}.*"
+            ]
         else:
             lines = [f"*Depth: {n} latent passes. Mode: silent{strategy}. Lens path: {path}.*"]
     elif mode == "trace":
         n = len(rec.rounds)
         discarded = sum(1 for r in rec.rounds if r.discarded)
-        depth = f"{n} round{'s' if n != 1 else ''}" + (f" ({discarded} discarded as negative-delta)" if discarded else "")
+        depth = f"{n} round{'s' if n != 1 else ''}" + (
+            f" ({discarded} discarded as negative-delta)" if discarded else ""
+        )
         reason = halting.get("reason")
         at = halting.get("at_round")
         if reason == "negative_delta":
@@ -131,11 +157,15 @@ def footer(rec: RunRecord) -> str:
             how = f"halted ({(reason or 'unknown').replace('_', ' ')})"
         esc = rec.escalation
         if esc and esc.get("to") == "agent":
-            lines = [f"*Depth: {depth} + {len(rec.subagents)} parallel subagents merged. Mode: trace → agent "
-                     f"(escalated after the re-Prelude at round {esc['after_round']}).*"]
+            lines = [
+                f"*Depth: {depth} + {len(rec.subagents)} parallel subagents merged. Mode: trace → agent "
+                f"(escalated after the re-Prelude at round {esc['after_round']}).*"
+            ]
         elif esc and esc.get("from") == "silent":
-            lines = [f"*Depth: {depth}, {how}. Mode: silent → trace (escalated at round {esc['after_round']}: "
-                     "a claim needs your verification).*"]
+            lines = [
+                f"*Depth: {depth}, {how}. Mode: silent → trace (escalated at round {esc['after_round']}: "
+                "a claim needs your verification).*"
+            ]
         else:
             lines = [f"*Depth: {depth}, {how}. Mode: trace.*"]
     else:  # agent
@@ -144,12 +174,17 @@ def footer(rec: RunRecord) -> str:
         if row == "all_failed":
             passes = len(rec.rounds)
             path = " → ".join(r.lens for r in rec.rounds)
-            lines = [f"*Depth: {passes} latent passes. Mode: agent → silent (all subagents failed)."
-                     + (f" Lens path: {path}." if path else "") + "*"]
+            lines = [
+                f"*Depth: {passes} latent passes. Mode: agent → silent (all subagents failed)."
+                + (f" Lens path: {path}." if path else "")
+                + "*"
+            ]
         elif row == "recovered":
             k = sum(1 for s in rec.subagents if s.status in ("recovered", "recovery_failed"))
-            lines = [f"*Depth: {n} parallel subagents merged. Mode: agent ({k} subagents failed; recovered via "
-                     "silent single-pass).*"]
+            lines = [
+                f"*Depth: {n} parallel subagents merged. Mode: agent ({k} subagents failed; recovered via "
+                "silent single-pass).*"
+            ]
         elif rec.merge is None:  # the run stopped (deadline, budget) before the merge
             reason = (halting.get("reason") or "unknown").replace("_", " ")
             lines = [f"*Depth: {n} parallel subagents dispatched, not merged ({reason}). Mode: agent.*"]
@@ -173,8 +208,12 @@ def render(rec: RunRecord) -> str:
         body.append("")
     elif mode == "direct" and rec.config.get("show_prelude_for_direct") and rec.prelude:
         p = rec.prelude
-        body += ["## Prelude", f"**Q:** {p.get('question_restated', '')} | **Not:** {'; '.join(p.get('not_asking') or ['—'])}",
-                 "**Complexity:** 1/5 → direct, no rounds", ""]
+        body += [
+            "## Prelude",
+            f"**Q:** {p.get('question_restated', '')} | **Not:** {'; '.join(p.get('not_asking') or ['—'])}",
+            "**Complexity:** 1/5 → direct, no rounds",
+            "",
+        ]
     answer = rec.coda.get("final_answer") or "(no answer)"
     body += ["## Answer", answer, "", "---", rec.footer or footer(rec)]
     return "\n".join(body) + "\n"

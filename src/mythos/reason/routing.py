@@ -42,7 +42,7 @@ def parse_invocation(args: str) -> Invocation:
             break
         keyword = match.group(1).lower()
         forced = KEYWORDS[keyword]
-        rest = rest[match.end():]
+        rest = rest[match.end() :]
     question = rest.strip()
     if not question:
         raise EmptyQuestion(
@@ -82,5 +82,10 @@ def route(score: int, forced_mode: str | None, *, explicit: bool = False) -> Rou
     final = forced_mode or default
     if forced_mode == "silent" and score == 1 and not explicit:
         final = "direct"
-    return Route(score=score, default_mode=default, forced_mode=forced_mode, final_mode=final,
-                 forced=forced_mode is not None)
+    return Route(
+        score=score,
+        default_mode=default,
+        forced_mode=forced_mode,
+        final_mode=final,
+        forced=forced_mode is not None,
+    )

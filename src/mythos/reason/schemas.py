@@ -296,7 +296,7 @@ def extract_json(text: str) -> dict | None:
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
-        candidates.append(text[start:end + 1])
+        candidates.append(text[start : end + 1])
     for candidate in candidates:
         try:
             value = json.loads(candidate)
@@ -319,8 +319,12 @@ def extract_labels(text: str) -> dict[str, str]:
 
 
 _LABEL_ALIASES = {
-    "insight": "new_insight", "finding": "independent_finding", "convergence": "status",
-    "answer": "final_answer", "tension_flag": "tension_flag", "q": "question_restated",
+    "insight": "new_insight",
+    "finding": "independent_finding",
+    "convergence": "status",
+    "answer": "final_answer",
+    "tension_flag": "tension_flag",
+    "q": "question_restated",
 }
 
 

@@ -10,7 +10,30 @@ from __future__ import annotations
 import re
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(["a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "be", "it", "this", "that", "with", "as", "by", "at"])
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "be",
+        "it",
+        "this",
+        "that",
+        "with",
+        "as",
+        "by",
+        "at",
+    ]
+)
 
 
 def words(text: str) -> set[str]:

@@ -17,9 +17,13 @@ from .install import install_skill
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mythos skill", description="Install the mythos contract for an agent host.")
+    parser = argparse.ArgumentParser(
+        prog="mythos skill", description="Install the mythos contract for an agent host."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    install = sub.add_parser("install", help="write skills/mythos/SKILL.md and the host's templates into its config dir")
+    install = sub.add_parser(
+        "install", help="write skills/mythos/SKILL.md and the host's templates into its config dir"
+    )
     install.add_argument("--host", required=True, choices=HOSTS)
     install.add_argument("--dest", help="the host's config directory (default: ./.<host> in this project)")
     install.add_argument("--user", action="store_true", help="install into ~/.<host> instead")
@@ -45,6 +49,8 @@ def skill_main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(f"installed mythos skill for {args.host} in {result.destination} "
-              f"({len(result.written)} written, {len(result.unchanged)} unchanged)")
+        print(
+            f"installed mythos skill for {args.host} in {result.destination} "
+            f"({len(result.written)} written, {len(result.unchanged)} unchanged)"
+        )
     return 0

@@ -10,9 +10,9 @@ HOSTS = ("claude", "codex")
 
 _HOST_NOTES = {
     "claude": "Spawn each lane with the Task tool as an isolated subagent. Give it the lane brief below and the path "
-              "it must write; do not paste its reply into your own reasoning.",
+    "it must write; do not paste its reply into your own reasoning.",
     "codex": "Run each lane as a separate Codex session or sub-task with only the lane brief below and the path it "
-             "must write; do not read its transcript.",
+    "must write; do not read its transcript.",
 }
 
 _CONTRACT = """---

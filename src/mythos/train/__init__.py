@@ -24,8 +24,16 @@ _LAZY = {
     "plot_run": ("plot", "plot_run"),
 }
 
-__all__ = ["TASKS", "CarryChain", "GraphWalk", "TrainConfig", "TrainConfigError", "VariableBinding", "make_task",
-           *_LAZY]
+__all__ = [
+    "TASKS",
+    "CarryChain",
+    "GraphWalk",
+    "TrainConfig",
+    "TrainConfigError",
+    "VariableBinding",
+    "make_task",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,9 +27,12 @@ def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
 
 def train_parser() -> argparse.ArgumentParser:
     d = TrainConfig.__dataclass_fields__
-    p = argparse.ArgumentParser(prog="mythos train", description="Train a Recurrent-Depth Transformer. Under "
-                                "torchrun it runs data-parallel (DDP) or sharded (FSDP2). Re-running the same "
-                                "command resumes from the run folder's latest checkpoint.")
+    p = argparse.ArgumentParser(
+        prog="mythos train",
+        description="Train a Recurrent-Depth Transformer. Under "
+        "torchrun it runs data-parallel (DDP) or sharded (FSDP2). Re-running the same "
+        "command resumes from the run folder's latest checkpoint.",
+    )
     p.add_argument("--out", default=d["out"].default, help="run folder (checkpoints, telemetry.jsonl)")
     p.add_argument("--model", default=d["model"].default, help="model preset (tiny, small, 1b, …)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a model field")
@@ -49,7 +52,9 @@ def train_parser() -> argparse.ArgumentParser:
         opt.add_argument("--" + name.replace("_", "-"), type=int, default=d[name].default)
     for name in ("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip"):
         opt.add_argument("--" + name.replace("_", "-"), type=float, default=d[name].default)
-    opt.add_argument("--ponder-weight", type=float, help="weight of ACT's ponder cost (default: the model config's)")
+    opt.add_argument(
+        "--ponder-weight", type=float, help="weight of ACT's ponder cost (default: the model config's)"
+    )
     rec = p.add_argument_group("recurrence")
     rec.add_argument("--loops", default=d["loops"].default, help="N, or MIN:MAX sampled per step")
     rec.add_argument("--grad-loops", type=int, help="backprop through only the last K loops")
@@ -71,17 +76,43 @@ def train_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        out=args.out, model=args.model, model_overrides=_key_values(args.set, "--set"),
-        data=args.data, shards=args.shards, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        text_field=args.text_field, max_documents=args.max_documents, seq_len=args.seq_len,
-        task=args.task, task_options=_key_values(args.task_option, "--task-option"), train_hops=args.train_hops,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, steps=args.steps, lr=args.lr,
-        min_lr_ratio=args.min_lr_ratio, warmup=args.warmup, weight_decay=args.weight_decay, beta1=args.beta1,
-        beta2=args.beta2, grad_clip=args.grad_clip, loops=args.loops, grad_loops=args.grad_loops,
-        checkpoint_loops=args.checkpoint_loops, ponder_weight=args.ponder_weight,
-        balance_router=not args.no_router_balance, precision=args.precision, parallel=args.parallel,
-        device=args.device, seed=args.seed, ckpt_every=args.ckpt_every, keep_checkpoints=args.keep_checkpoints,
-        max_bad_steps=args.max_bad_steps, progress=not args.no_progress, tensorboard=args.tensorboard,
+        out=args.out,
+        model=args.model,
+        model_overrides=_key_values(args.set, "--set"),
+        data=args.data,
+        shards=args.shards,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        text_field=args.text_field,
+        max_documents=args.max_documents,
+        seq_len=args.seq_len,
+        task=args.task,
+        task_options=_key_values(args.task_option, "--task-option"),
+        train_hops=args.train_hops,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        steps=args.steps,
+        lr=args.lr,
+        min_lr_ratio=args.min_lr_ratio,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        grad_clip=args.grad_clip,
+        loops=args.loops,
+        grad_loops=args.grad_loops,
+        checkpoint_loops=args.checkpoint_loops,
+        ponder_weight=args.ponder_weight,
+        balance_router=not args.no_router_balance,
+        precision=args.precision,
+        parallel=args.parallel,
+        device=args.device,
+        seed=args.seed,
+        ckpt_every=args.ckpt_every,
+        keep_checkpoints=args.keep_checkpoints,
+        max_bad_steps=args.max_bad_steps,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
     )
 
 
@@ -110,8 +141,10 @@ def train_main(argv: list[str]) -> int:
     if result.losses:
         finite = [x for x in result.losses if x == x]
         last = f"{finite[-1]:.4f}" if finite else "nan"
-        print(f"done: {result.steps_done} steps, last loss {last}, {result.wall_s:.1f}s; "
-              f"checkpoint {result.last_checkpoint}")
+        print(
+            f"done: {result.steps_done} steps, last loss {last}, {result.wall_s:.1f}s; "
+            f"checkpoint {result.last_checkpoint}"
+        )
     else:
         print(f"nothing to do: run already at step {result.steps_done} (checkpoint {result.last_checkpoint})")
     return 0

@@ -86,7 +86,15 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        positive = ["seq_len", "batch_size", "grad_accum", "steps", "ckpt_every", "keep_checkpoints", "vocab_size"]
+        positive = [
+            "seq_len",
+            "batch_size",
+            "grad_accum",
+            "steps",
+            "ckpt_every",
+            "keep_checkpoints",
+            "vocab_size",
+        ]
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,7 +122,9 @@ class TrainConfig:
         if self.parallel not in PARALLEL:
             raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
         if self.task is None and self.data is None and self.shards is None:
-            raise TrainConfigError("data", None, "give a text source (--data), a shard folder (--shards) or --task")
+            raise TrainConfigError(
+                "data", None, "give a text source (--data), a shard folder (--shards) or --task"
+            )
         if self.task is not None:
             from .tasks import TASKS
 
@@ -138,5 +148,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise TrainConfigError(unknown[0], data[unknown[0]], f"is not a TrainConfig field; valid: {sorted(names)}")
+            raise TrainConfigError(
+                unknown[0], data[unknown[0]], f"is not a TrainConfig field; valid: {sorted(names)}"
+            )
         return cls(**data)

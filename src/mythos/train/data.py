@@ -23,7 +23,9 @@ INDEX_NAME = "index.json"
 
 def _text_of(record: dict, field: str, where: str) -> str:
     if field not in record:
-        raise ValueError(f"{where}: record has no field {field!r} (fields: {sorted(record)}); pass --text-field")
+        raise ValueError(
+            f"{where}: record has no field {field!r} (fields: {sorted(record)}); pass --text-field"
+        )
     return str(record[field])
 
 
@@ -65,7 +67,9 @@ def _iter_source(source: str, text_field: str) -> Iterator[str]:
 
         table = pq.ParquetFile(path)
         if text_field not in table.schema_arrow.names:
-            raise ValueError(f"{path}: no column {text_field!r} (columns: {table.schema_arrow.names}); pass --text-field")
+            raise ValueError(
+                f"{path}: no column {text_field!r} (columns: {table.schema_arrow.names}); pass --text-field"
+            )
         for batch in table.iter_batches(columns=[text_field]):
             yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
         return
@@ -119,7 +123,9 @@ def load_tokenizer(path: str | Path):
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.exists():
-        raise FileNotFoundError(f"tokenizer {str(path)!r} not found; train one with --vocab-size or give tokenizer.json")
+        raise FileNotFoundError(
+            f"tokenizer {str(path)!r} not found; train one with --vocab-size or give tokenizer.json"
+        )
     return Tokenizer.from_file(str(path))
 
 
@@ -223,7 +229,9 @@ class TokenShards:
         root = Path(root)
         index_path = root / INDEX_NAME
         if not index_path.exists():
-            raise FileNotFoundError(f"{root} has no {INDEX_NAME}: tokenize first (`mythos train --data … --shards {root}`)")
+            raise FileNotFoundError(
+                f"{root} has no {INDEX_NAME}: tokenize first (`mythos train --data … --shards {root}`)"
+            )
         index = json.loads(index_path.read_text())
         arrays = [np.memmap(root / s["file"], dtype=index["dtype"], mode="r") for s in index["shards"]]
         offsets = np.cumsum([0] + [len(a) for a in arrays])
@@ -257,7 +265,9 @@ class WindowSampler:
         self.shards, self.seq_len, self.seed = shards, seq_len, seed
         self.n_windows = (len(shards) - 1) // seq_len
         if self.n_windows < 1:
-            raise ValueError(f"dataset has {len(shards)} tokens, fewer than one window of seq_len+1={seq_len + 1}")
+            raise ValueError(
+                f"dataset has {len(shards)} tokens, fewer than one window of seq_len+1={seq_len + 1}"
+            )
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
 

@@ -112,7 +112,9 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, info: DistInf
     return get_state_dict(model, optimizer, options=opts)
 
 
-def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, optim_state, info: DistInfo) -> None:
+def load_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, optim_state, info: DistInfo
+) -> None:
     """Restore optimizer state saved by :func:`full_state` (model weights are loaded before wrapping)."""
     if not info.enabled:
         optimizer.load_state_dict(optim_state)
@@ -120,5 +122,6 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, opt
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     # strict=False: parameters that never got a gradient (the ACT head with ACT off) have no Adam state to load.
-    set_optimizer_state_dict(model, optimizer, optim_state,
-                             options=StateDictOptions(full_state_dict=True, strict=False))
+    set_optimizer_state_dict(
+        model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True, strict=False)
+    )

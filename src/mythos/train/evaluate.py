@@ -33,9 +33,15 @@ class Grid:
     chance: float | None = None
 
     def to_dict(self) -> dict:
-        return {"task": self.task, "lengths": self.lengths, "loops": self.loops, "train_hops": self.train_hops,
-                "train_loops": list(self.train_loops), "chance": self.chance,
-                "accuracy": [[round(float(v), 4) for v in row] for row in self.accuracy]}
+        return {
+            "task": self.task,
+            "lengths": self.lengths,
+            "loops": self.loops,
+            "train_hops": self.train_hops,
+            "train_loops": list(self.train_loops),
+            "chance": self.chance,
+            "accuracy": [[round(float(v), 4) for v in row] for row in self.accuracy],
+        }
 
     def format(self) -> str:
         """A fixed-width table; lengths beyond training are marked with *."""
@@ -45,14 +51,24 @@ class Grid:
             mark = "*" if length > self.train_hops else " "
             cells = " ".join(f"{v * 100:5.0f}" if np.isfinite(v) else "    -" for v in self.accuracy[i])
             lines.append(f"{length:>10d}{mark} {cells}")
-        lines.append(f"(% correct; * = longer than any chain seen in training (max {self.train_hops}); "
-                     f"trained with {self.train_loops[0]}..{self.train_loops[1]} loops)")
+        lines.append(
+            f"(% correct; * = longer than any chain seen in training (max {self.train_hops}); "
+            f"trained with {self.train_loops[0]}..{self.train_loops[1]} loops)"
+        )
         return "\n".join(lines)
 
 
 @torch.no_grad()
-def accuracy_grid(model, task, lengths: list[int], loops: list[int], samples: int = 256, seed: int = 1234,
-                  distractor_hops: int = 3, batch_size: int = 256) -> np.ndarray:
+def accuracy_grid(
+    model,
+    task,
+    lengths: list[int],
+    loops: list[int],
+    samples: int = 256,
+    seed: int = 1234,
+    distractor_hops: int = 3,
+    batch_size: int = 256,
+) -> np.ndarray:
     """Accuracy at the positions of depth L, for each chain length L and loop count.
 
     One seeded batch with a planted chain of the longest length covers every shorter depth too (a chain of L
@@ -60,12 +76,21 @@ def accuracy_grid(model, task, lengths: list[int], loops: list[int], samples: in
     """
     model.eval()
     device = next(model.parameters()).device
-    batches = [task.sample(samples, np.random.default_rng([seed, max(lengths)]), distractor_hops,
-                           long_hops=max(lengths))]
+    batches = [
+        task.sample(
+            samples, np.random.default_rng([seed, max(lengths)]), distractor_hops, long_hops=max(lengths)
+        )
+    ]
     for length in lengths:
         if sum(int((b.depth == length).sum()) for b in batches) < samples // 4:
-            batches.append(task.sample(samples, np.random.default_rng([seed, length]),
-                                       min(distractor_hops, length), long_hops=length))
+            batches.append(
+                task.sample(
+                    samples,
+                    np.random.default_rng([seed, length]),
+                    min(distractor_hops, length),
+                    long_hops=length,
+                )
+            )
     grid = np.full((len(lengths), len(loops)), np.nan)
     for j, n in enumerate(loops):
         correct = {length: [0, 0] for length in lengths}
@@ -93,8 +118,13 @@ def _parse_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
-def grid_for_checkpoint(path: str | Path, lengths: list[int] | None = None, loops: list[int] | None = None,
-                        samples: int = 256, seed: int | None = None) -> Grid:
+def grid_for_checkpoint(
+    path: str | Path,
+    lengths: list[int] | None = None,
+    loops: list[int] | None = None,
+    samples: int = 256,
+    seed: int | None = None,
+) -> Grid:
     from mythos.model.checkpoint import load_checkpoint
 
     from .checkpoint import resolve_checkpoint
@@ -103,32 +133,48 @@ def grid_for_checkpoint(path: str | Path, lengths: list[int] | None = None, loop
     ckpt = resolve_checkpoint(path)
     cfg_path = ckpt / "train_config.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"{ckpt} has no train_config.json: it was not trained by `mythos train --task`")
+        raise FileNotFoundError(
+            f"{ckpt} has no train_config.json: it was not trained by `mythos train --task`"
+        )
     cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
     if not cfg.task:
-        raise ValueError(f"{ckpt} was trained on text, not a synthetic task: there is no accuracy grid to compute")
+        raise ValueError(
+            f"{ckpt} was trained on text, not a synthetic task: there is no accuracy grid to compute"
+        )
     task = make_task(cfg.task, **cfg.task_options)
     model = load_checkpoint(ckpt)
     lengths = lengths or list(range(1, min(task.max_depth, 2 * cfg.train_hops + 2) + 1))
     loops = loops or sorted({1, 2, 4, *range(cfg.loop_range[1], 2 * cfg.loop_range[1] + 1, 2)})
     seed = cfg.seed + HELD_OUT_SEED_OFFSET if seed is None else seed
-    acc = accuracy_grid(model, task, lengths, loops, samples=samples, seed=seed, distractor_hops=cfg.train_hops)
+    acc = accuracy_grid(
+        model, task, lengths, loops, samples=samples, seed=seed, distractor_hops=cfg.train_hops
+    )
     return Grid(lengths, loops, acc, cfg.train_hops, cfg.loop_range, cfg.task)
 
 
 def eval_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mythos eval", description="Print the accuracy grid (chain length x loop "
-                                "count) of a checkpoint trained on a synthetic task.")
+    p = argparse.ArgumentParser(
+        prog="mythos eval",
+        description="Print the accuracy grid (chain length x loop "
+        "count) of a checkpoint trained on a synthetic task.",
+    )
     p.add_argument("checkpoint", help="checkpoint folder, or a run folder (uses its latest checkpoint)")
     p.add_argument("--lengths", help="chain lengths, e.g. 1:12 or 1,2,4,8")
     p.add_argument("--loops", help="loop counts, e.g. 1:16 or 1,2,4,8,16")
     p.add_argument("--samples", type=int, default=256)
-    p.add_argument("--seed", type=int, help="seed of the held-out programs (default: the run's seed + 1000, as the demo)")
+    p.add_argument(
+        "--seed", type=int, help="seed of the held-out programs (default: the run's seed + 1000, as the demo)"
+    )
     p.add_argument("--json", help="also write the grid to this JSON file")
     args = p.parse_args(argv)
     try:
-        grid = grid_for_checkpoint(args.checkpoint, _parse_list(args.lengths) if args.lengths else None,
-                                   _parse_list(args.loops) if args.loops else None, args.samples, args.seed)
+        grid = grid_for_checkpoint(
+            args.checkpoint,
+            _parse_list(args.lengths) if args.lengths else None,
+            _parse_list(args.loops) if args.loops else None,
+            args.samples,
+            args.seed,
+        )
     except (FileNotFoundError, ValueError) as exc:
         print(f"mythos eval: {exc}", file=sys.stderr)
         return 2

@@ -49,9 +49,14 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     plt = _pyplot()
     written = []
 
-    panels = [("loss", "loss", True), ("lr", "learning rate", False), ("grad_norm", "grad norm (pre-clip)", True),
-              ("max_A", "max A (must stay < 1)", False), ("tokens_per_s", "tokens / s", False),
-              ("n_loops", "loops this step", False)]
+    panels = [
+        ("loss", "loss", True),
+        ("lr", "learning rate", False),
+        ("grad_norm", "grad norm (pre-clip)", True),
+        ("max_A", "max A (must stay < 1)", False),
+        ("tokens_per_s", "tokens / s", False),
+        ("n_loops", "loops this step", False),
+    ]
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
     for ax, (key, title, log_scale) in zip(axes.flat, panels, strict=True):
         steps, values = _series(records, key)
@@ -103,22 +108,42 @@ def plot_grid(grid, path: str | Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
     im = left.imshow(acc, origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=100)
     left.set_xticks(range(len(grid.loops)), [str(n) for n in grid.loops])
-    left.set_yticks(range(len(grid.lengths)), [f"{n}{'*' if n > grid.train_hops else ''}" for n in grid.lengths])
+    left.set_yticks(
+        range(len(grid.lengths)), [f"{n}{'*' if n > grid.train_hops else ''}" for n in grid.lengths]
+    )
     left.set_xlabel("loops at test time")
     left.set_ylabel("chain length (* = longer than any seen in training)")
     for i in range(acc.shape[0]):
         for j in range(acc.shape[1]):
-            left.text(j, i, f"{acc[i, j]:.0f}", ha="center", va="center", fontsize=7,
-                      color="black" if acc[i, j] > 60 else "white")
-    left.axhline(grid.lengths.index(grid.train_hops) + 0.5 if grid.train_hops in grid.lengths else -0.5,
-                 color="cyan", lw=1.5, ls="--")
+            left.text(
+                j,
+                i,
+                f"{acc[i, j]:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if acc[i, j] > 60 else "white",
+            )
+    left.axhline(
+        grid.lengths.index(grid.train_hops) + 0.5 if grid.train_hops in grid.lengths else -0.5,
+        color="cyan",
+        lw=1.5,
+        ls="--",
+    )
     fig.colorbar(im, ax=left, label="% correct")
     left.set_title("accuracy: chain length × loop count")
     cmap = plt.get_cmap("viridis")
     for i, length in enumerate(grid.lengths):
         style = "--" if length > grid.train_hops else "-"
-        right.plot(grid.loops, acc[i], style, marker="o", ms=3, color=cmap(i / max(1, len(grid.lengths) - 1)),
-                   label=f"{length}{'*' if length > grid.train_hops else ''}")
+        right.plot(
+            grid.loops,
+            acc[i],
+            style,
+            marker="o",
+            ms=3,
+            color=cmap(i / max(1, len(grid.lengths) - 1)),
+            label=f"{length}{'*' if length > grid.train_hops else ''}",
+        )
     right.axvspan(grid.train_loops[0], grid.train_loops[1], color="grey", alpha=0.12, label="trained loops")
     right.set_xlabel("loops at test time")
     right.set_ylabel("% correct")
@@ -130,7 +155,9 @@ def plot_grid(grid, path: str | Path) -> Path:
 
 
 def plot_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mythos plot", description="Draw PNG charts from a run's telemetry.jsonl.")
+    p = argparse.ArgumentParser(
+        prog="mythos plot", description="Draw PNG charts from a run's telemetry.jsonl."
+    )
     p.add_argument("run", help="run folder (holds telemetry.jsonl)")
     p.add_argument("--out", help="folder for the PNGs (default RUN/plots)")
     args = p.parse_args(argv)

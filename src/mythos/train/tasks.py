@@ -48,7 +48,9 @@ class VariableBinding:
         _check_positive("n_statements", n_statements, 2)
         _check_positive("n_values", n_values, 2)
         if n_names < n_statements:
-            raise ValueError(f"n_names must be >= n_statements ({n_statements}) so every variable is new, got {n_names}")
+            raise ValueError(
+                f"n_names must be >= n_statements ({n_statements}) so every variable is new, got {n_names}"
+            )
         self.n_statements, self.n_values, self.n_names = n_statements, n_values, n_names
         self.value_base = FIRST_TASK_TOKEN
         self.name_base = self.value_base + n_values
@@ -92,11 +94,15 @@ class VariableBinding:
             last_name[chain] = var
         return tokens, targets, depth
 
-    def sample(self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None) -> TaskBatch:
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None
+    ) -> TaskBatch:
         """Programs whose chains have 0..max_hops hops; ``long_hops`` adds one chain of exactly that many."""
         _check_positive("batch_size", batch_size)
         if not 0 <= max_hops <= self.max_depth:
-            raise ValueError(f"max_hops must be in 0..{self.max_depth} for {self.n_statements} statements, got {max_hops}")
+            raise ValueError(
+                f"max_hops must be in 0..{self.max_depth} for {self.n_statements} statements, got {max_hops}"
+            )
         if long_hops is not None and not 0 <= long_hops <= self.max_depth:
             raise ValueError(f"long_hops must be in 0..{self.max_depth}, got {long_hops}")
         rows = [self._program(rng, max_hops, long_hops) for _ in range(batch_size)]
@@ -124,7 +130,9 @@ class GraphWalk:
         self.seq_len = 1 + 2 * n_nodes + 2 * n_queries
         self.max_depth = max_k
 
-    def sample(self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None) -> TaskBatch:
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None
+    ) -> TaskBatch:
         """Queries with 1..max_hops hops; ``long_hops`` makes the first query exactly that long."""
         _check_positive("batch_size", batch_size)
         if not 1 <= max_hops <= self.max_k:
@@ -168,7 +176,9 @@ class CarryChain:
     def __init__(self, n_digits: int = 20, nine_rate: float = 0.4) -> None:
         _check_positive("n_digits", n_digits, 2)
         if not 0.0 <= nine_rate < 1.0:
-            raise ValueError(f"nine_rate must be in [0, 1) (share of digit pairs summing to 9), got {nine_rate}")
+            raise ValueError(
+                f"nine_rate must be in [0, 1) (share of digit pairs summing to 9), got {nine_rate}"
+            )
         self.n_digits, self.nine_rate = n_digits, nine_rate
         self.digit_base = FIRST_TASK_TOKEN
         self.vocab_size = self.digit_base + 10
@@ -186,7 +196,9 @@ class CarryChain:
             depths[i] = i - j if j >= 0 else i + 1
         return depths
 
-    def sample(self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None) -> TaskBatch:
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None
+    ) -> TaskBatch:
         """Random additions whose 9-runs are at most ``max_hops - 1`` long; ``long_hops`` plants one run."""
         _check_positive("batch_size", batch_size)
         if not 1 <= max_hops <= self.n_digits:

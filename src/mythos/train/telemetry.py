@@ -22,8 +22,15 @@ def _clean(value: Any) -> Any:
 class Telemetry:
     """Appends records to ``run/telemetry.jsonl`` (flushed every line so a killed run keeps its history)."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, progress_total: int | None = None,
-                 progress: bool = True, tensorboard: bool = False, initial_step: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        enabled: bool = True,
+        progress_total: int | None = None,
+        progress: bool = True,
+        tensorboard: bool = False,
+        initial_step: int = 0,
+    ) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / TELEMETRY_FILE
         self._fh = None
@@ -38,12 +45,16 @@ class Telemetry:
         if progress and progress_total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=progress_total, initial=initial_step, desc="train", unit="step", dynamic_ncols=True)
+            self._bar = tqdm(
+                total=progress_total, initial=initial_step, desc="train", unit="step", dynamic_ncols=True
+            )
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise RuntimeError("--tensorboard needs the `tensorboard` package: .venv/bin/pip install tensorboard") from exc
+                raise RuntimeError(
+                    "--tensorboard needs the `tensorboard` package: .venv/bin/pip install tensorboard"
+                ) from exc
             self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def _truncate_after(self, step: int) -> None:
@@ -68,8 +79,12 @@ class Telemetry:
         self._fh.flush()
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{record['loss']:.4f}", loops=record.get("n_loops"),
-                                  tok_s=f"{record.get('tokens_per_s', 0):.0f}", refresh=False)
+            self._bar.set_postfix(
+                loss=f"{record['loss']:.4f}",
+                loops=record.get("n_loops"),
+                tok_s=f"{record.get('tokens_per_s', 0):.0f}",
+                refresh=False,
+            )
         if self._tb is not None:
             step = record["step"]
             for key, value in record.items():

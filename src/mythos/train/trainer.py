@@ -80,7 +80,9 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, seq_len: int):
     fields = sorted(f.name for f in dataclasses.fields(MythosConfig))
     for key in cfg.model_overrides:
         if key not in fields:
-            raise TrainConfigError("model_overrides", key, f"--set names a MythosConfig field; valid: {fields}")
+            raise TrainConfigError(
+                "model_overrides", key, f"--set names a MythosConfig field; valid: {fields}"
+            )
     overrides = dict(cfg.model_overrides)
     overrides.setdefault("vocab_size", vocab_size)
     base = get_preset(cfg.model)
@@ -159,8 +161,9 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
     ponder_weight = model_cfg.ponder_weight if cfg.ponder_weight is None else cfg.ponder_weight
     model = D.wrap(model, cfg.parallel, info)
 
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), fused=False)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     amp_dtype, use_scaler = _precision(cfg, info.device)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
@@ -181,8 +184,14 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
         if info.is_main:
             log(f"resumed from {resume_from} at step {start_step}")
 
-    telemetry = Telemetry(run_dir, enabled=info.is_main, progress_total=cfg.steps, progress=cfg.progress,
-                          tensorboard=cfg.tensorboard, initial_step=start_step)
+    telemetry = Telemetry(
+        run_dir,
+        enabled=info.is_main,
+        progress_total=cfg.steps,
+        progress=cfg.progress,
+        tensorboard=cfg.tensorboard,
+        initial_step=start_step,
+    )
     result = TrainResult(steps_done=start_step)
     last_ckpt = resume_from
     bad_in_a_row = 0
@@ -205,8 +214,15 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_state(),
         }
-        return write_checkpoint(run_dir, step_done, cpu_model, train_state, cfg.to_json(), cfg.keep_checkpoints,
-                                tokenizer_path=getattr(source, "tokenizer_path", None))
+        return write_checkpoint(
+            run_dir,
+            step_done,
+            cpu_model,
+            train_state,
+            cfg.to_json(),
+            cfg.keep_checkpoints,
+            tokenizer_path=getattr(source, "tokenizer_path", None),
+        )
 
     end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
     try:
@@ -227,14 +243,23 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                 sync = contextlib.nullcontext()
                 if hasattr(model, "no_sync") and micro < cfg.grad_accum - 1:
                     sync = model.no_sync()
-                autocast = (torch.autocast(info.device.type, dtype=amp_dtype) if amp_dtype is not None
-                            else contextlib.nullcontext())
+                autocast = (
+                    torch.autocast(info.device.type, dtype=amp_dtype)
+                    if amp_dtype is not None
+                    else contextlib.nullcontext()
+                )
                 with sync, autocast:
-                    out = model(inputs, n_loops=n_loops, grad_loops=grad_loops,
-                                checkpoint_loops=cfg.checkpoint_loops, return_aux=True)
+                    out = model(
+                        inputs,
+                        n_loops=n_loops,
+                        grad_loops=grad_loops,
+                        checkpoint_loops=cfg.checkpoint_loops,
+                        return_aux=True,
+                    )
                     logits = out.logits.float()
-                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                           ignore_index=IGNORE)
+                    loss = F.cross_entropy(
+                        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
+                    )
                     total = loss + ponder_weight * out.aux.ponder_cost if ponder_weight else loss
                     scaled = total / cfg.grad_accum
                     (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -246,7 +271,9 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
 
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf")))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+            )
             # With fp16 an infinite gradient is the grad scaler's business (it skips and lowers the scale);
             # a non-finite loss, or any non-finite gradient without a scaler, is a real fault.
             bad_grad = not math.isfinite(grad_norm) and scaler is None
@@ -282,25 +309,33 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                 optimizer.step()
             scheduler.step()
             if cfg.balance_router and load_sum is not None:
-                mean_load = D.all_reduce_mean(load_sum / cfg.grad_accum, info)  # same bias update on every rank
+                mean_load = D.all_reduce_mean(
+                    load_sum / cfg.grad_accum, info
+                )  # same bias update on every rank
                 raw_model.update_router_bias(mean_load)
 
             dt = time.perf_counter() - t0
             result.losses.append(step_loss)
             result.steps_done = step + 1
-            telemetry.log({
-                "step": step,
-                "loss": step_loss,
-                "lr": step_lr,
-                "grad_norm": grad_norm,
-                "n_loops": n_loops,
-                "max_A": _max_A(raw_model),
-                "hidden_norms": [float(x) for x in aux.hidden_norms.detach().float().cpu()] if aux is not None else [],
-                "mean_depth": float(aux.mean_depth) if aux is not None else float("nan"),
-                "expert_load": [float(x) for x in (load_sum / cfg.grad_accum).cpu()] if load_sum is not None else [],
-                "tokens_per_s": tokens_per_step / dt if dt > 0 else 0.0,
-                "step_s": dt,
-            })
+            telemetry.log(
+                {
+                    "step": step,
+                    "loss": step_loss,
+                    "lr": step_lr,
+                    "grad_norm": grad_norm,
+                    "n_loops": n_loops,
+                    "max_A": _max_A(raw_model),
+                    "hidden_norms": [float(x) for x in aux.hidden_norms.detach().float().cpu()]
+                    if aux is not None
+                    else [],
+                    "mean_depth": float(aux.mean_depth) if aux is not None else float("nan"),
+                    "expert_load": [float(x) for x in (load_sum / cfg.grad_accum).cpu()]
+                    if load_sum is not None
+                    else [],
+                    "tokens_per_s": tokens_per_step / dt if dt > 0 else 0.0,
+                    "step_s": dt,
+                }
+            )
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end_step:
                 path = save(step + 1)
                 if path is not None:

@@ -42,7 +42,8 @@ KEY_BITS = {torch.float32: 32, torch.bfloat16: 16}
 
 def cache_dir() -> Path:
     root = os.environ.get("MYTHOS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mythos")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mythos"
+    )
     return Path(root) / "native"
 
 
@@ -65,9 +66,12 @@ def _torch_flags() -> list[str]:
 
     torch_dir = Path(torch.__file__).parent
     libs = [f"-L{p}" for p in cpp_extension.library_paths()] + [f"-Wl,-rpath,{torch_dir / 'lib'}"]
-    return ([f"-I{p}" for p in cpp_extension.include_paths()]
-            + [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
-            + libs + ["-lc10", "-ltorch_cpu", "-ltorch"])
+    return (
+        [f"-I{p}" for p in cpp_extension.include_paths()]
+        + [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+        + libs
+        + ["-lc10", "-ltorch_cpu", "-ltorch"]
+    )
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -83,8 +87,19 @@ def build() -> Path:
     if cc is None or cxx is None:
         raise RuntimeError("no C and C++ compiler found (set CC and CXX, or install gcc and g++)")
     torch_flags = _torch_flags()
-    recipe = " ".join([cc, *C_FLAGS, cxx, *CXX_FLAGS, *torch_flags, torch.__version__, sys.version,
-                       platform.machine(), _cpu_flags()])
+    recipe = " ".join(
+        [
+            cc,
+            *C_FLAGS,
+            cxx,
+            *CXX_FLAGS,
+            *torch_flags,
+            torch.__version__,
+            sys.version,
+            platform.machine(),
+            _cpu_flags(),
+        ]
+    )
     key = hashlib.sha256(SOURCE.read_bytes() + OP_SOURCE.read_bytes() + recipe.encode()).hexdigest()[:16]
     out = cache_dir() / f"mythos_native-{key}.so"
     if out.exists():
@@ -107,7 +122,9 @@ def library() -> Path | None:
         path = build()
         torch.ops.load_library(str(path))
     except (RuntimeError, OSError) as exc:
-        warnings.warn(f"mythos native kernels unavailable, using torch's: {exc}", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"mythos native kernels unavailable, using torch's: {exc}", RuntimeWarning, stacklevel=2
+        )
         return None
     torch.library.register_fake("mythos::latent_attention")(_latent_attention_shape)
     return path
@@ -118,7 +135,9 @@ def available() -> bool:
     return library() is not None
 
 
-def _latent_attention_shape(query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, value_dim: int) -> Tensor:
+def _latent_attention_shape(
+    query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, value_dim: int
+) -> Tensor:
     B, T, H, _ = query.shape
     return query.new_empty(B, T, H, value_dim)
 
@@ -131,5 +150,7 @@ def latent_attention(query: Tensor, keys: Tensor, n_keys: Tensor, scale: float, 
     all arithmetic is fp32. Returns (B, T, H, value_dim) fp32. Check :func:`available` first.
     """
     if not available():
-        raise RuntimeError("latent_attention: the native library is unavailable (check native.available() first)")
+        raise RuntimeError(
+            "latent_attention: the native library is unavailable (check native.available() first)"
+        )
     return torch.ops.mythos.latent_attention(query, keys, n_keys, scale, value_dim)
