@@ -12,6 +12,9 @@ for arg in "$@"; do
   esac
 done
 
+# Lint and format are part of the suite: CI fails on either.
+.venv/bin/ruff check --quiet . || exit 1
+.venv/bin/ruff format --check --quiet src tests benchmarks || { echo "test.sh: run: .venv/bin/ruff format src tests benchmarks" >&2; exit 1; }
 .venv/bin/python -m pytest "${marker[@]}" "${args[@]}"
 status=$?
 # pytest exits 5 when nothing was collected: that is a failure here, not a pass.
