@@ -26,8 +26,9 @@ from .layout import (
     run_lock,
     source_root,
 )
-from .records import FINDING_STATUSES, loads_strict, parse_evidence, parse_finding
-from .sources import HASH_ALG, REF_KINDS, SourceFiles, is_direct, parse_file_id
+from .records import loads_strict, parse_evidence, parse_finding
+from .sources import HASH_ALG, SourceFiles, is_direct, parse_file_id
+from .vocab import FINDING_STATUSES, REF_KINDS
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 1024 * 1024

@@ -10,13 +10,11 @@ from pathlib import Path
 
 from .errors import PacketError
 from .hashing import fnv1a64, line_count
+from .vocab import DIRECT_PREFIXES
 
-# Prefixes whose ids must carry a matching source_ref on the same record.
-DIRECT_PREFIXES = ("file:", "command:", "test:", "log:")
 # Prefixes the contradiction detector groups by. The reference leaves out log:; we keep log: in (it is direct
 # evidence everywhere else, so two agents disagreeing about one log are a contradiction too).
 CONTRADICTION_PREFIXES = DIRECT_PREFIXES
-REF_KINDS = ("file", "raw", "command", "test", "log", "packet", "verifier", "evidence", "objective")
 HASH_ALG = "fnv1a-64"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
