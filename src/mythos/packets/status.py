@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .compiler import is_stale
+from .compiler import packet_state
 from .layout import PACKET, QUARANTINE, read_manifest, require_run_dir
 
 
@@ -17,6 +17,7 @@ def run_status(run_dir: str | Path) -> dict:
         "pass_id": manifest["pass_id"],
         "packet": None,
         "stale": True,
+        "packet_state": "missing",
         "evidence": 0,
         "verifier_findings": 0,
         "failing_findings": 0,
@@ -30,9 +31,11 @@ def run_status(run_dir: str | Path) -> dict:
         packet = None
     if isinstance(packet, dict):
         findings = packet.get("verifier_findings", [])
+        state = packet_state(run)
         status.update(
             packet=str(run / PACKET),
-            stale=is_stale(run),
+            stale=state != "fresh",
+            packet_state=state,
             evidence=len(packet.get("evidence", [])),
             verifier_findings=len(findings),
             failing_findings=sum(f.get("status") != "passed" for f in findings),
