@@ -242,6 +242,24 @@ class _Normaliser:
             "observed_at": observed,
         }
 
+    def _relative_file_id(self, sid: str) -> str:
+        """``file:/abs/root/src/a.py:3`` → ``file:src/a.py:3`` when the path is inside the source root."""
+        parsed = parse_file_id(sid) if sid.startswith("file:/") else None
+        rel = self.files.root_relative(parsed[0]) if parsed else None
+        return f"file:{rel}:{parsed[1]}" if rel and parsed else sid
+
+    def _relative_ref(self, ref: object) -> object:
+        if not isinstance(ref, dict):
+            return ref
+        ref = dict(ref)
+        if isinstance(ref.get("source_id"), str):
+            ref["source_id"] = self._relative_file_id(ref["source_id"])
+        sid = ref.get("source_id")
+        kind = ref.get("kind") or (sid.split(":", 1)[0] if isinstance(sid, str) else None)
+        if kind == "file" and isinstance(ref.get("path"), str):
+            ref["path"] = self.files.root_relative(ref["path"]) or ref["path"]
+        return ref
+
     def _sources(self, record: dict, where: str) -> None:
         ids = record.get("source_ids", [])
         if not isinstance(ids, list) or any(not isinstance(sid, str) or not sid for sid in ids):
@@ -262,6 +280,8 @@ class _Normaliser:
                 fix="write source_refs as [{...}] or leave it out",
             )
         record_time = record["observed_at"]
+        ids = [self._relative_file_id(sid) for sid in ids]
+        refs_in = [self._relative_ref(ref) for ref in refs_in]
         refs = [self._ref(ref, record_time, f"{where} source_refs[{n}]") for n, ref in enumerate(refs_in)]
         declared = {ref["source_id"] for ref in refs}
         for sid in ids:

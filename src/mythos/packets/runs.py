@@ -13,7 +13,13 @@ from .layout import EVIDENCE, FINDINGS, MANIFEST, STATE, SUBAGENTS, TASK, atomic
 SYNTHESIS_PENDING_ID = "vf-synthesis-pending"
 
 
-def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = None) -> Path:
+def init_run(
+    run_dir: str | Path,
+    *,
+    task: str = "",
+    root: str | Path | None = None,
+    contradictions: str | None = None,
+) -> Path:
     """Create a run (see docs/packets.md) and compile its first packet, so Prime always has one to read."""
     run = Path(run_dir)
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
@@ -91,5 +97,5 @@ def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = N
     assert (run / MANIFEST).is_file()
     from .compiler import compile_run
 
-    compile_run(run, root=root, return_packet=False)
+    compile_run(run, root=root, return_packet=False, contradictions=contradictions)
     return run

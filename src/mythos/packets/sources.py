@@ -92,6 +92,24 @@ class SourceFiles:
             )
         return real
 
+    def root_relative(self, path: str) -> str | None:
+        """An absolute ``path`` inside the root as a root-relative POSIX path; None when it is not one.
+
+        Subagents cite absolute paths all the time; the reference rewrote those inside its root, so we do too.
+        The path is matched as written (after collapsing ``.``/``..``) and, failing that, with symlinks resolved
+        (``/tmp`` vs ``/private/tmp``); anything outside the root is left for ``resolve`` to refuse.
+        """
+        if not path.startswith("/"):
+            return None
+        for candidate in (Path(os.path.normpath(path)), Path(os.path.realpath(path))):
+            try:
+                rel = candidate.relative_to(self.root)
+            except ValueError:
+                continue
+            text = rel.as_posix()
+            return text if text not in ("", ".") else None
+        return None
+
     def facts(self, path: str, *, field: str = "path") -> FileFacts:
         cached = self._cache.get(path)
         if cached is None:
