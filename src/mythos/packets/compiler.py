@@ -769,7 +769,19 @@ def build(run: Path, root=None, form: str | None = None) -> tuple[Compiled, dict
 
 def digest_text(c: Compiled, d: dict) -> str:
     """The bounded Prime-facing digest (state/prime_digest.json) as text."""
-    digest = build_digest(c.manifest, packet_dict(c, d), form=c.form)
+    view = {  # the sections the digest reads, without materialising trusted_facts
+        "run_id": c.manifest["run_id"],
+        "pass_id": c.manifest["pass_id"],
+        "objective": c.objective,
+        "evidence": c.evidence,
+        "verifier_findings": c.findings,
+        "contradictions": c.contradictions,
+        "candidate_actions": d["actions"],
+        "halt_signals": d["halt"],
+        "sources": c.sources,
+        "rejected_records": c.rejected,
+    }
+    digest = build_digest(c.manifest, view, form=c.form)
     return json.dumps(digest, indent=1, ensure_ascii=False) + "\n"
 
 
