@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import PacketError
 from .records import loads_strict
+from .vocab import EvidenceKind
 
 
 def heal_torn_tail(path: Path) -> str | None:
@@ -103,6 +104,6 @@ def scan_ids(path: Path) -> tuple[set[str], list[dict]]:
         if isinstance(obj, dict):
             if isinstance(obj.get("id"), str):
                 ids.add(obj["id"])
-            if obj.get("kind") == "subagent-session":
+            if obj.get("kind") == EvidenceKind.SUBAGENT_SESSION:
                 sessions.append(obj)
     return ids, sessions

@@ -39,7 +39,7 @@ from .layout import (
 )
 from .records import parse_evidence, parse_finding
 from .sources import DIRECT_PREFIXES, SourceFiles, parse_span
-from .vocab import ContradictionForm, FindingStatus
+from .vocab import ContradictionForm, EvidenceKind, FindingStatus, HaltKind, Severity
 
 SCHEMA_VERSION = "1.1.0"
 
@@ -251,7 +251,7 @@ def _integrity_contradictions(issues: dict[str, Integrity], registry: dict[str, 
             "summary": f"Source {source_id} ({issue.path}) no longer matches what was ingested: {issue.problem}. "
             f"Records citing it: {', '.join(records)}",
             "conflicting_item_ids": records,
-            "severity": "high",
+            "severity": Severity.HIGH.value,
             "source_ids": [source_id],
         }
         if source_id in registry:
@@ -315,7 +315,7 @@ def _rejected_section(rejected: list[dict], evidence: list[dict], findings: list
         return []
     accepted: dict[str, int] = {}
     for record in (*evidence, *findings):
-        if record.get("kind") == "subagent-session":
+        if record.get("kind") == EvidenceKind.SUBAGENT_SESSION:
             continue
         for sid in record["source_ids"]:
             if sid.startswith("raw:subagents/"):
@@ -411,14 +411,14 @@ def _derived(c: Compiled) -> dict:
                 "summary": summary,
                 "count": count,
                 "last_seen_at": created_at,
-                "impact": "high" if count >= 3 else "medium",
+                "impact": (Severity.HIGH if count >= 3 else Severity.MEDIUM).value,
                 "source_ids": _distinct(sid for f in all_by_summary[summary] for sid in f["source_ids"]),
             }
         )
     if failing:
         halt = {
             "id": f"halt:{created_at}:continue",
-            "kind": "continue",
+            "kind": HaltKind.CONTINUE.value,
             "contribution": F32(1.0),
             "rationale": f"{len(failing)} verifier finding(s) are still not passing.",
             "source_ids": _distinct(sid for f in failing for sid in f["source_ids"]),
@@ -426,7 +426,7 @@ def _derived(c: Compiled) -> dict:
     elif c.integrity:
         halt = {
             "id": f"halt:{created_at}:continue",
-            "kind": "continue",
+            "kind": HaltKind.CONTINUE.value,
             "contribution": F32(1.0),
             "rationale": f"{len(c.integrity)} cited source(s) changed since ingest.",
             "source_ids": [issue.source_id for issue in c.integrity],
@@ -434,7 +434,7 @@ def _derived(c: Compiled) -> dict:
     elif c.findings:
         halt = {
             "id": f"halt:{created_at}:ready",
-            "kind": "ready-to-halt",
+            "kind": HaltKind.READY.value,
             "contribution": F32(1.0),
             "rationale": "All verifier findings are passing.",
             "source_ids": _distinct(sid for f in c.findings for sid in f["source_ids"]),
@@ -454,7 +454,7 @@ def _derived(c: Compiled) -> dict:
             )
         halt = {
             "id": f"halt:{created_at}:continue",
-            "kind": "continue",
+            "kind": HaltKind.CONTINUE.value,
             "contribution": F32(1.0),
             "rationale": "No verifier findings have been recorded yet.",
             "source_ids": anchor,

@@ -8,7 +8,7 @@ packet section) to the rest. Its size is bounded by the caps below, whatever the
 
 from __future__ import annotations
 
-from .vocab import SEVERITY_RANK, FindingStatus, Severity
+from .vocab import SEVERITY_RANK, EvidenceKind, FindingStatus, Severity
 
 DIGEST_VERSION = 1
 MAX_ITEMS = 25  # entries shown per list
@@ -61,7 +61,7 @@ def build_digest(manifest: dict, packet: dict, *, form: str) -> dict:
     agents: set[str] = set()
     for record in packet["evidence"]:
         lane = record.get("lane")
-        if lane is None or record["kind"] == "subagent-session":
+        if lane is None or record["kind"] == EvidenceKind.SUBAGENT_SESSION:
             continue
         entry = lanes.setdefault(lane, {"lane": clip(lane), "agents": set(), "evidence": 0, "rejected": 0})
         entry["evidence"] += 1

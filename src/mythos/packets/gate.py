@@ -28,9 +28,11 @@ from .vocab import (
     STRONG_KINDS,
     SUMMARY_ONLY_OK,
     UNTRACED_KINDS,
+    EvidenceKind,
     FindingStatus,
     GateCheck,
     GateWarning,
+    HaltKind,
 )
 
 DEFAULT_MIN_AGENTS = 3
@@ -301,7 +303,7 @@ class _Gate:
                     break
 
     def _traceability(self, packet: dict) -> None:
-        sessions = [r for r in packet["evidence"] if r["kind"] == "subagent-session"]
+        sessions = [r for r in packet["evidence"] if r["kind"] == EvidenceKind.SUBAGENT_SESSION]
         session_ids = {sid for r in sessions for sid in r["source_ids"]}
         if not sessions:
             self.fail(
@@ -403,7 +405,7 @@ class _Gate:
                 )
 
     def _halt(self, packet: dict) -> None:
-        if not any(signal["kind"] == "ready-to-halt" for signal in packet["halt_signals"]):
+        if not any(signal["kind"] == HaltKind.READY for signal in packet["halt_signals"]):
             self.fail(
                 GateCheck.HALT,
                 None,
@@ -420,7 +422,7 @@ class _Gate:
             )
 
     def _synthesis(self, packet: dict) -> None:
-        if not any(r["kind"] == "codex-synthesis" for r in packet["evidence"]):
+        if not any(r["kind"] == EvidenceKind.CODEX_SYNTHESIS for r in packet["evidence"]):
             self.fail(
                 GateCheck.SYNTHESIS,
                 None,

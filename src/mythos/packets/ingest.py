@@ -28,7 +28,7 @@ from .layout import (
 )
 from .records import loads_strict, parse_evidence, parse_finding
 from .sources import HASH_ALG, SourceFiles, is_direct, parse_file_id
-from .vocab import FINDING_STATUSES, REF_KINDS
+from .vocab import FINDING_STATUSES, REF_KINDS, EvidenceKind, FindingStatus
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 1024 * 1024
@@ -366,7 +366,7 @@ class _Normaliser:
 
     def finding(self, obj: object, where: str) -> dict:
         record = self._common(obj, where, "verifier finding")
-        status = record.setdefault("status", "pending")
+        status = record.setdefault("status", FindingStatus.PENDING.value)
         if status not in FINDING_STATUSES:
             raise PacketError(
                 f"{where}: status {status!r} is not a verifier status",
@@ -607,7 +607,7 @@ def _commit(
         accepted_evidence = [
             {
                 "id": session_id,
-                "kind": "subagent-session",
+                "kind": EvidenceKind.SUBAGENT_SESSION.value,
                 "summary": f"Captured quarantined subagent output for lane {lane}; machine records were extracted "
                 "without Prime synthesis.",
                 "source_ids": [raw_id],
@@ -657,7 +657,7 @@ def _commit(
             accepted_evidence.append(
                 {
                     "id": blocker_id,
-                    "kind": "blocker",
+                    "kind": EvidenceKind.BLOCKER.value,
                     "summary": f"BLOCKED: {blocked}",
                     "source_ids": [raw_id],
                     "observed_at": observed_at,

@@ -9,6 +9,7 @@ from pathlib import Path
 from .appendlog import compact
 from .errors import PacketError
 from .layout import EVIDENCE, FINDINGS, MANIFEST, STATE, SUBAGENTS, TASK, atomic_write, write_manifest
+from .vocab import EvidenceKind, FindingStatus
 
 SYNTHESIS_PENDING_ID = "vf-synthesis-pending"
 
@@ -72,7 +73,7 @@ def init_run(
         compact(
             {
                 "id": "ev-objective",
-                "kind": "objective",
+                "kind": EvidenceKind.OBJECTIVE.value,
                 "summary": objective,
                 "source_ids": ["raw:objective.md"],
                 "observed_at": created_at,
@@ -86,7 +87,7 @@ def init_run(
             {
                 "id": SYNTHESIS_PENDING_ID,
                 "summary": "Prime has not yet recorded a synthesis of the compiled packet",
-                "status": "pending",
+                "status": FindingStatus.PENDING.value,
                 "verifier_score": 0.0,
                 "source_ids": ["raw:objective.md"],
             }

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .compiler import packet_state
 from .layout import PACKET, QUARANTINE, read_manifest, require_run_dir
+from .vocab import FindingStatus
 
 
 def run_status(run_dir: str | Path) -> dict:
@@ -38,7 +39,7 @@ def run_status(run_dir: str | Path) -> dict:
             packet_state=state,
             evidence=len(packet.get("evidence", [])),
             verifier_findings=len(findings),
-            failing_findings=sum(f.get("status") != "passed" for f in findings),
+            failing_findings=sum(f.get("status") != FindingStatus.PASSED for f in findings),
             contradictions=len(packet.get("contradictions", [])),
             halt=(packet.get("halt_signals") or [{}])[0].get("kind"),
         )

@@ -103,6 +103,11 @@ class Severity(StrEnum):
 SEVERITY_RANK = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2}
 
 
+class HaltKind(StrEnum):
+    CONTINUE = "continue"
+    READY = "ready-to-halt"
+
+
 class ContradictionForm(StrEnum):
     """How the packet lists auto-contradictions: one entry per shared span, or the reference's every pair."""
 
