@@ -273,3 +273,26 @@ def test_a_partly_rejected_lane_is_listed_but_only_warned(tmp_path: Path, projec
     result = gate_run(run)
     assert "rejected" not in {f["check"] for f in result.failures}
     assert "quarantine" in {w["check"] for w in result.warnings}
+
+
+def test_a_failed_ingest_leaves_no_orphan_raw_copy(tmp_path: Path, project: Path):
+    run = init_run(tmp_path / "run", task="defects", root=project)
+    findings = run / "verifier-results/findings.jsonl"
+    findings.unlink()
+    findings.mkdir()  # the OS refuses to read it after the raw copy was written
+    result = mythos(
+        "packet",
+        "ingest",
+        "--run-dir",
+        str(run),
+        "--lane",
+        "l",
+        "--agent-id",
+        "a",
+        "--stdin",
+        "--json",
+        input=fence(ev("ev-1")),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "findings.jsonl" in json.loads(result.stdout)["error"]
+    assert not list((run / "raw/subagents").glob("*"))

@@ -248,3 +248,15 @@ def test_non_shortest_number_text_prints_in_shortest_form(
     ingest_text(run, lane="l", agent_id="a", text=fence(line))
     compile_run(run)
     assert f'"confidence": {printed}' in (run / "state/next_pass_packet.json").read_text()
+
+
+def test_mythos_skill_starts_without_torch():
+    code = (
+        "import sys\n"
+        "from mythos.packets.skill_cli import main\n"
+        "assert main(['help']) == 0\n"
+        "assert 'torch' not in sys.modules, 'mythos-skill imported torch'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -94,6 +94,13 @@ def scan_ids(path: Path) -> tuple[set[str], list[dict]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return ids, sessions
+    except OSError as exc:
+        raise PacketError(
+            f"{path.parent.name}/{path.name} cannot be read: {exc.strerror}",
+            field=path.name,
+            value=str(path),
+            fix=f"restore {path.name} as a regular JSONL file",
+        ) from None
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue

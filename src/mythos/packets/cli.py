@@ -116,6 +116,17 @@ def packet_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
+    except OSError as exc:  # a run file the OS refuses (a directory, no permission, disk full): name it
+        exc = PacketError(
+            f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc),
+            field="run_dir",
+            value=str(exc.filename) if exc.filename else None,
+            fix="check the run directory's files and permissions",
+        )
+        if getattr(args, "json", False):
+            print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False))
+        print(f"mythos packet {args.command}: {exc}", file=sys.stderr)
+        return 1
     except PacketError as exc:
         if getattr(args, "json", False):
             print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False))

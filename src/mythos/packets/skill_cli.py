@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     except PacketError as exc:
         print(f"mythos-skill {command}: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"mythos-skill {command}: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
 
 
 def console() -> None:
