@@ -54,7 +54,7 @@ def check_relative_path(path: str, *, field: str) -> None:
         )
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or path.startswith("~"):
         raise PacketError(
-            f"file path {path!r} is absolute; packets must not leak machine paths",
+            f"file path {path!r} is absolute; packets must not leak machine-specific paths",
             field=field,
             value=path,
             fix="cite the path relative to the source root (see --root)",
