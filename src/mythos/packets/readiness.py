@@ -14,7 +14,7 @@ from .ingest import ingest_text
 from .layout import PACKET
 from .runs import init_run
 from .schema import validate
-from .vocab import FindingStatus
+from .vocab import EvidenceKind, FindingStatus
 
 
 def lane_output(agent: str, line: int, claim: str, *, finding: str | None = None) -> str:
@@ -24,7 +24,7 @@ def lane_output(agent: str, line: int, claim: str, *, finding: str | None = None
         + json.dumps(
             {
                 "id": f"ev-{agent}-1",
-                "kind": "observation",
+                "kind": EvidenceKind.OBSERVATION.value,
                 "summary": claim,
                 "source_ids": [f"file:src/app.py:{line}"],
             }
