@@ -296,3 +296,15 @@ def test_a_failed_ingest_leaves_no_orphan_raw_copy(tmp_path: Path, project: Path
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "findings.jsonl" in json.loads(result.stdout)["error"]
     assert not list((run / "raw/subagents").glob("*"))
+
+
+def test_a_superseded_finding_still_counts_as_its_lanes_contribution(tmp_path: Path, project: Path):
+    run = init_run(tmp_path / "run", task="defects", root=project)
+    finding = {"id": "vf-1", "summary": "checked", "status": "failed", "source_ids": ["test:t"]}
+    ingest_text(run, lane="v1", agent_id="agent-1", text=fence(finding, "{not json", kind="verifier"))
+    ingest_text(
+        run, lane="v2", agent_id="agent-2", text=fence({**finding, "status": "passed"}, kind="verifier")
+    )
+    packet = compile_run(run)
+    assert [(e["lane"], e["accepted"]) for e in packet["rejected_records"]] == [("v1", 1)]
+    assert "rejected" not in {f["check"] for f in gate_run(run).failures}

@@ -265,6 +265,7 @@ def compile_inputs(run_dir: Path, root: str | Path | None = None, form: str | No
     form = check_form(form if form is not None else recorded_form(run_dir))
     manifest, objective, raw_refs, evidence, findings, rejected, fingerprint = _read_inputs(run_dir)
     _check_unique_ids(evidence, EVIDENCE)
+    reported = findings  # every report, for counting what each ingest contributed
     findings = latest_findings(findings)
     files = SourceFiles(source_root(run_dir, root, manifest))
     issues = _verify_file_refs(evidence, findings, files)
@@ -282,7 +283,7 @@ def compile_inputs(run_dir: Path, root: str | Path | None = None, form: str | No
         contradictions,
         [issues[k] for k in sorted(issues)],
         fingerprint,
-        _rejected_section(rejected, evidence, findings),
+        _rejected_section(rejected, evidence, reported),
         form,
     )
 
