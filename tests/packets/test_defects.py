@@ -308,3 +308,39 @@ def test_a_superseded_finding_still_counts_as_its_lanes_contribution(tmp_path: P
     packet = compile_run(run)
     assert [(e["lane"], e["accepted"]) for e in packet["rejected_records"]] == [("v1", 1)]
     assert "rejected" not in {f["check"] for f in gate_run(run).failures}
+
+
+def test_kill_9_during_a_real_compile_leaves_nothing_after_the_next_compile(tmp_path: Path):
+    """The issue's reproduction: SIGKILL a compile while it writes state/, then compile again."""
+    import importlib.util
+    import time
+
+    spec = importlib.util.spec_from_file_location(
+        "packets_scale", Path(__file__).resolve().parents[2] / "benchmarks" / "packets_scale.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = bench.generate(tmp_path / "big", 10, 1000)
+    env = _env(tmp_path)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mythos", "packet", "compile", "--run-dir", str(run)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: list[str] = []
+    deadline = time.monotonic() + 300  # a bound on the wait, not an assertion on speed
+    while child.poll() is None and time.monotonic() < deadline:
+        seen = [p.name for p in (run / "state").glob(".*.tmp")]
+        if seen:
+            child.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    child.wait()
+    if not seen:
+        pytest.skip("the compile finished before a temp file was observed; nothing to reclaim")
+    assert child.returncode == -signal.SIGKILL
+    assert list((run / "state").glob(".*.tmp")), "the killed compile should have left its temp file"
+    again = mythos("packet", "compile", "--run-dir", str(run), env=env)
+    assert again.returncode == 0, again.stderr
+    assert not list(run.rglob(".*.tmp"))
