@@ -161,8 +161,8 @@ class _Gate:
                 self.fail(
                     GateCheck.PACKET,
                     PACKET,
-                    "next_pass_packet.json is not the packet the run's inputs compile to (edited by hand?); "
-                    "the gate judged the recompiled packet",
+                    "next_pass_packet.json is not the packet the run's inputs compile to now (edited by hand, or a "
+                    "cited source file changed since the compile); the gate judged the recompiled packet",
                     compile_fix,
                 )
         elif on_disk is not None:
