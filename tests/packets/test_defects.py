@@ -23,7 +23,10 @@ SURROGATE_LINE = '{"id": "ev-bad", "kind": "observation", "summary": "bad \\ud80
 
 
 def _env(project: Path) -> dict:
-    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    """The child processes import the same mythos as this test process."""
+    import mythos
+
+    return {**os.environ, "PYTHONPATH": str(Path(mythos.__file__).resolve().parents[1])}
 
 
 def _run_with_failing_finding(tmp_path: Path, project: Path) -> Path:
