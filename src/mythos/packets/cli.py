@@ -136,7 +136,7 @@ def packet_main(argv: list[str]) -> int:
 
 def _run(args) -> int:
     from . import compile_run, gate_run, ingest_file, ingest_text, init_run, run_readiness
-    from .layout import PACKET
+    from .layout import DIGEST, PACKET
 
     if args.command == "init":
         run = init_run(args.run_dir, task=args.task, root=args.root)
@@ -191,6 +191,7 @@ def _run(args) -> int:
                     {
                         "ok": True,
                         "packet_path": str(path),
+                        "digest_path": str(Path(args.run_dir) / DIGEST),
                         "pass_id": packet["pass_id"],
                         "evidence": len(packet["evidence"]),
                         "verifier_findings": len(packet["verifier_findings"]),
@@ -206,7 +207,7 @@ def _run(args) -> int:
             print(
                 f"compiled run_dir={args.run_dir} packet={path} pass_id={packet['pass_id']} "
                 f"evidence={packet['evidence']} verifier_findings={packet['verifier_findings']} "
-                f"contradictions={packet['contradictions']}"
+                f"contradictions={packet['contradictions']} digest={Path(args.run_dir) / DIGEST}"
             )
         return 0
     if args.command == "gate":
