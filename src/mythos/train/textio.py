@@ -1,9 +1,9 @@
 """Reading training text in bounded memory: files stream in chunks cut where tokenization cannot change.
 
 Memory while tokenizing must not grow with file size (a 36 MB file once peaked at 6.7 GB: it was read whole and
-encoded as one document). Text is read in ~1 MB chunks and cut only between a newline and a non-space
-character: byte-level BPE pre-tokenization (GPT-2's pattern) always splits there, so encoding the pieces and
-concatenating the ids gives exactly the ids of the whole document.
+encoded as one document). Text is read in ~1 MB chunks and cut only between a non-space character and the
+whitespace after it (preferably a newline): no pre-token of byte-level BPE (GPT-2's pattern) spans such a
+point, so encoding the pieces and concatenating the ids gives exactly the ids of the whole document.
 
 It also says what it read: :class:`ReadReport` counts files per suffix and names what it skipped (binary files
 under a text suffix, unknown suffixes) so a run never trains on, or silently ignores, the wrong files.
@@ -21,8 +21,9 @@ from pathlib import Path
 
 CHUNK_CHARS = 1 << 20  # target piece size: large enough for fast batched encoding, small enough to stay flat
 SNIFF_BYTES = 8192
-_SAFE_CUT = re.compile(r"\n(?=\S)")  # a pre-tokenizer boundary: nothing can span a newline followed by \S
-_SPACE_CUT = re.compile(r"(?<=\S) ")  # second best: before a space that follows a non-space
+# Pre-tokenizer boundaries: no pattern continues a non-space into whitespace. A cut *after* whitespace is not
+# safe (a trailing "\n\n" is one pre-token at the end of a piece, two before a word).
+_SAFE_CUTS = (re.compile(r"(?<=\S)(?=\n)"), re.compile(r"(?<=\S)(?=\s)"))
 
 
 @dataclass
@@ -69,10 +70,10 @@ def safe_pieces(text: str, target: int = CHUNK_CHARS) -> Iterator[str]:
     start = 0
     while len(text) - start > target:
         cut = -1
-        for pattern in (_SAFE_CUT, _SPACE_CUT):
-            window = text[start + target // 2 : start + target]
-            matches = [m.end() if pattern is _SAFE_CUT else m.start() for m in pattern.finditer(window)]
-            if matches:
+        window = text[start + target // 2 : start + target]
+        for pattern in _SAFE_CUTS:
+            matches = [m.start() for m in pattern.finditer(window)]
+            if matches and matches[-1] > 0:
                 cut = start + target // 2 + matches[-1]
                 break
         if cut <= start:  # one enormous token-free run: no exact cut exists, a hard cut is the only bound
