@@ -134,6 +134,9 @@ def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
         yield _text_of(record, text_field, f"hf:{spec}")
 
 
+TRAIN_PIECE_CHARS = 1 << 16
+
+
 def train_tokenizer(documents: Iterable[str], vocab_size: int, path: str | Path):
     """Train a byte-level BPE tokenizer with an EOS special token and save it as tokenizer.json."""
     if vocab_size < 260:
@@ -151,11 +154,11 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, path: str | Path)
     )
     seen = [0]
 
-    def texts() -> Iterator[str]:
+    def texts() -> Iterator[str]:  # small pieces: the trainer buffers 256 items from the iterator at a time
         for doc in documents:
             for piece in [doc] if isinstance(doc, str) else doc:
                 seen[0] += len(piece)
-                yield piece
+                yield from safe_pieces(piece, TRAIN_PIECE_CHARS)
 
     tok.train_from_iterator(texts(), trainer=trainer)
     if not seen[0]:  # a 257-token tokenizer trained on nothing would be silently reused by the next run
@@ -270,7 +273,7 @@ def write_shards(
     try:
         for doc in documents:
             for piece in [doc] if isinstance(doc, str) else doc:
-                for part in safe_pieces(piece):
+                for part in safe_pieces(piece, max(1, batch_chars // 8)):  # several per batch: parallel
                     pending.append(part)
                     ends.append(False)
                     pending_chars += len(part)
