@@ -151,6 +151,11 @@ def test_a_failed_run_without_checkpoint_can_be_rerun_with_fixed_data(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "read 20 files (20 .txt)" in result.stdout
+    longer = [a if a != "16" else "100000" for a in args]
+    result = mythos(
+        "train", "--data", str(text), "--out", str(run), *longer, "--set", "dim=32", "--allow-changes"
+    )
+    assert result.returncode == 2 and "exceeds the model's max_seq_len" in result.stderr
     # now the shards exist: other data would silently reuse them, so it is refused
     result = mythos(
         "train", "--data", str(code), "--out", str(run), *args, "--set", "dim=32", "--no-progress"

@@ -273,7 +273,7 @@ def write_shards(
     try:
         for doc in documents:
             for piece in [doc] if isinstance(doc, str) else doc:
-                for part in safe_pieces(piece, max(1, batch_chars // 8)):  # several per batch: parallel
+                for part in safe_pieces(piece, max(4096, batch_chars // 8)):  # several per batch: parallel
                     pending.append(part)
                     ends.append(False)
                     pending_chars += len(part)

@@ -117,11 +117,20 @@ def check_resume(cfg: TrainConfig, checkpoint: Path | None, allow_changes: bool 
             f"{run_dir} holds a run of a different model or data ({'; '.join(identity)}); resuming would "
             f"continue the old model on the old data from {checkpoint.name}: {fix}"
         )
-    schedule = _differences(old, new, SCHEDULE_FIELDS)
+    schedule = _differences(old, new, tuple(n for n in SCHEDULE_FIELDS if not (cfg.task and n == "seq_len")))
     if schedule and not allow_changes:
         raise RunMismatch(
             f"resuming {run_dir} from {checkpoint.name} with changed settings ({'; '.join(schedule)}): pass "
             f"--allow-changes to apply them from here on, or repeat the original values"
+        )
+    try:
+        max_seq_len = int(json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))["max_seq_len"])
+    except (OSError, ValueError, KeyError, TypeError):
+        max_seq_len = None
+    if cfg.task is None and max_seq_len is not None and cfg.seq_len > max_seq_len:
+        raise RunMismatch(
+            f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {max_seq_len} in {checkpoint.name}: "
+            f"the architecture of a run cannot change on resume; {fix}"
         )
     notes = [f"changed on resume from {checkpoint.name}: {d}" for d in schedule]
     steps = _differences(old, new, ("steps",))
