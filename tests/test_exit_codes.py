@@ -104,6 +104,11 @@ def test_model_info_on_a_config_without_dim_is_exit_2_naming_it(damaged):
     assert status == 2 and "lacks dim" in err and out == ""
 
 
+def test_model_info_on_a_truncated_checkpoint_says_so(damaged):
+    status, out, _ = run(["model", "info", str(damaged["truncated"])])
+    assert status == 0 and "checkpoint tensors: unreadable: model.safetensors is truncated" in out
+
+
 def test_model_info_prints_the_checkpoint_tensors_line(tmp_path):
     ckpt = save_checkpoint(Mythos(get_preset("tiny")), tmp_path / "ckpt")
     status, out, _ = run(["model", "info", str(ckpt)])

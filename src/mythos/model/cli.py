@@ -168,6 +168,8 @@ def format_report(label: str, report: dict[str, Any]) -> str:
         expected = params["total"] + report["buffer_elements"]
         verdict = "matches" if stored == expected else "DIFFERS from"
         lines += ["", f"checkpoint tensors: {stored:,} elements ({verdict} parameters + router-bias buffer)"]
+    if report.get("checkpoint_problem"):
+        lines += ["", f"checkpoint tensors: unreadable: {report['checkpoint_problem']}"]
     lines += [
         "",
         "active = all parameters but the routed experts a token is not sent to; touched = distinct parameters one",
@@ -192,9 +194,13 @@ def _info(argv: list[str]) -> int:
     except (ValueError, OSError) as error:
         return _fail(str(error))
     if checkpoint_dir is not None:
+        from .locate import WEIGHTS_NAME, safetensors_problem
+
         stored = checkpoint_tensor_elements(checkpoint_dir)
         if stored is not None:
             report["checkpoint_tensor_elements"] = stored
+        elif (checkpoint_dir / WEIGHTS_NAME).is_file():
+            report["checkpoint_problem"] = safetensors_problem(checkpoint_dir / WEIGHTS_NAME)
     if args.json:
         print(json.dumps({"target": label, **report}, indent=2, sort_keys=True))
     else:
