@@ -292,3 +292,20 @@ def test_streamed_pieces_tokenize_exactly_like_the_whole_document(tmp_path):
     stream = TokenShards.open(tmp_path / "shards").window(0, index["tokens"])
     assert stream.tolist() == whole + [eos_id(load_tokenizer(tmp_path / "tokenizer.json"))]
     assert len(index["shards"]) > 1 and not list((tmp_path / "shards").glob("*.tmp"))
+
+
+def test_the_same_data_spelled_another_way_is_not_a_mismatch(tmp_path, monkeypatch):
+    from mythos.train.runfolder import check_resume
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus").mkdir()
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002"
+    ckpt.mkdir(parents=True)
+    first = TrainConfig(out="run", data="corpus/", seq_len=16)
+    (ckpt / "train_config.json").write_text(first.to_json())
+    assert check_resume(TrainConfig(out="run", data="./corpus", seq_len=16), ckpt) == []
+    assert check_resume(TrainConfig(out="run", data=str(tmp_path / "corpus"), seq_len=16), ckpt) == []
+    with pytest.raises(RunMismatch, match="data: 'corpus/' -> 'other'"):
+        check_resume(TrainConfig(out="run", data="other", seq_len=16), ckpt)
+    notes = check_resume(TrainConfig(out="run", data="corpus", seq_len=16, steps=500), ckpt)
+    assert notes and "steps" in notes[0]

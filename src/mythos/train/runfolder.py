@@ -65,8 +65,24 @@ class RunMismatch(TrainConfigError):
         self.field = "out"
 
 
+PATH_FIELDS = ("data", "shards", "tokenizer")
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    """Equal settings; paths compare by where they point (``corpus/`` and ``./corpus`` are the same data)."""
+    if a == b:
+        return True
+    if name in PATH_FIELDS and isinstance(a, str) and isinstance(b, str) and not a.startswith("hf:"):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return False
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any], names: tuple[str, ...]) -> list[str]:
-    return [f"{n}: {old.get(n)!r} -> {new.get(n)!r}" for n in names if n in old and old.get(n) != new.get(n)]
+    return [
+        f"{n}: {old.get(n)!r} -> {new.get(n)!r}"
+        for n in names
+        if n in old and not _same(n, old[n], new.get(n))
+    ]
 
 
 def previous_config(run_dir: Path, checkpoint: Path | None) -> dict[str, Any] | None:
