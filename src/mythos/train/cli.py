@@ -32,8 +32,8 @@ def train_parser() -> argparse.ArgumentParser:
         description="Train a Recurrent-Depth Transformer. Under "
         "torchrun it runs data-parallel (DDP) or sharded (FSDP2). Re-running the same "
         "command resumes from the run folder's latest intact checkpoint; a different model or data is "
-        "refused. Ctrl-C checkpoints and exits 130. Exit codes: 0 done, 1 the run failed, 2 bad input, "
-        "3 non-finite loss.",
+        "refused. Ctrl-C checkpoints and exits 130. Exit codes: 0 done, 1 the run failed (non-finite "
+        "losses, out of memory), 2 bad input.",
     )
     p.add_argument("--out", default=d["out"].default, help="run folder (checkpoints, telemetry.jsonl)")
     p.add_argument("--model", default=d["model"].default, help="model preset (tiny, small, 1b, …)")
@@ -139,7 +139,7 @@ def train_main(argv: list[str]) -> int:
         result = train(cfg, stop_after=args.stop_after, allow_changes=args.allow_changes)
     except NonFiniteLoss as exc:
         print(f"mythos train: {exc}", file=sys.stderr)
-        return 3
+        return 1  # the run failed (issue 11: one rule, 1 = the work failed)
     except TrainingInterrupted as exc:
         print(f"mythos train: {exc}", file=sys.stderr)
         return 128 + exc.signum  # 130 for Ctrl-C, 143 for SIGTERM: the shell's convention
