@@ -119,12 +119,16 @@ def _iter_source(
     yield stream_text_file(path)
 
 
+class MissingPackage(RuntimeError, ImportError):
+    """An optional package a data source needs is not installed (bad input for the command: exit 2)."""
+
+
 def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
     """Stream a Hugging Face dataset (e.g. ``hf:HuggingFaceFW/fineweb-edu:sample-10BT``) without downloading it all."""
     try:
         import datasets
     except ImportError as exc:
-        raise RuntimeError(
+        raise MissingPackage(
             "hf: sources need the `datasets` package: `.venv/bin/pip install datasets` (and network access)"
         ) from exc
     name, _, rest = spec.partition(":")
