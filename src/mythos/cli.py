@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("mythos.train.cli:plot_main", "draw PNG charts from a training run's telemetry"),
     "model": ("mythos.model.cli:model_main", "inspect model presets (`mythos model info PRESET`)"),
     "doctor": (
-        "mythos.model.doctor:doctor_main",
+        "mythos.model.cli:doctor_main",
         "check a checkpoint or preset against the eight RDT invariants",
     ),
     "convert": (

@@ -17,44 +17,46 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _model_and_tokenizer(args):
-    """The model (in ``--dtype`` if given) and its text tokenizer, or a clear exit when it has none."""
+    """The model (in ``--dtype`` if given) and its text tokenizer; a bad target or a model without a text
+    vocabulary is a ``ValueError`` the command turns into exit 2."""
     model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
     if args.dtype:
         model = model.to(DTYPES[args.dtype])
-    try:
-        return model, load_tokenizer(ckpt, model.cfg.vocab_size)
-    except ValueError as exc:
-        raise SystemExit(f"mythos: {exc}") from None
+    return model, load_tokenizer(ckpt, model.cfg.vocab_size)
 
 
 def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
-    """A checkpoint directory (or a training run folder: its latest checkpoint), or a preset name (random weights, for trying the machinery).
+    """A checkpoint directory (or a training run folder: its latest intact checkpoint), or a preset name (random
+    weights, for trying the machinery). Returns (model, checkpoint directory or None).
 
-    Returns (model, checkpoint directory or None).
+    Raises ``mythos.model.locate.NotAModel`` / ``CheckpointError`` (both ``ValueError``) for a target that is
+    neither, or a damaged checkpoint; the commands map them to exit 2.
     """
     from mythos.model import Mythos, get_preset
+    from mythos.model.locate import resolve
 
-    path = Path(source)
-    if path.is_dir():
+    ref = resolve(source)
+    for note in ref.notes:
+        print(f"mythos: warning: {note}", file=sys.stderr)
+    if ref.checkpoint is not None:
         from mythos.model.checkpoint import load_checkpoint
-        from mythos.model.locate import find_checkpoint
 
-        try:
-            path = find_checkpoint(path)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"mythos: {exc}") from None
-        return load_checkpoint(path).eval(), path
-    try:
-        cfg = get_preset(source)
-        if max_seq_len and max_seq_len > cfg.max_seq_len:  # random weights: any context length will do
-            cfg = get_preset(source, max_seq_len=max_seq_len)
-    except ValueError as exc:
-        raise SystemExit(
-            f"mythos: {source!r} is neither a checkpoint directory nor a preset ({exc})"
-        ) from None
+        return load_checkpoint(ref.checkpoint).eval(), ref.checkpoint
+    cfg = get_preset(ref.preset or source)
+    if max_seq_len and max_seq_len > cfg.max_seq_len:  # random weights: any context length will do
+        cfg = get_preset(ref.preset or source, max_seq_len=max_seq_len)
     torch.manual_seed(seed)
     print(f"mythos: {source!r} is a preset: random weights (seed {seed}); output is noise", file=sys.stderr)
     return Mythos(cfg).eval(), None
+
+
+def _load_or_fail(prog: str, args):
+    """(model, tokenizer), or None after printing the one-line reason (bad target, damaged checkpoint)."""
+    try:
+        return _model_and_tokenizer(args)
+    except (ValueError, OSError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -142,7 +144,10 @@ def generate_main(argv: list[str]) -> int:
     if args.stream and len(args.prompt) > 1:
         p.error("--stream prints one sequence: give a single --prompt")
 
-    model, tokenizer = _model_and_tokenizer(args)
+    loaded = _load_or_fail("mythos generate", args)
+    if loaded is None:
+        return 2
+    model, tokenizer = loaded
     prompts = [tokenizer.encode(t) for t in args.prompt]
     if any(not ids for ids in prompts):
         p.error("--prompt must not be empty")
@@ -223,7 +228,10 @@ def serve_main(argv: list[str]) -> int:
     from mythos.infer.scheduler import Scheduler
     from mythos.infer.server import ServeState, make_server
 
-    model, tokenizer = _model_and_tokenizer(args)
+    loaded = _load_or_fail("mythos serve", args)
+    if loaded is None:
+        return 2
+    model, tokenizer = loaded
     engine = _engine(p, args, model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops)
     if args.compile:
         print(
