@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mythos.model.cli:convert_main",
         "convert an open-mythos state dict + config into a mythos checkpoint",
     ),
+    "export": ("mythos.hf.cli:export_main", "export a checkpoint as a Hugging Face directory (`--hf OUT`)"),
+    "import": ("mythos.hf.cli:import_main", "load a `mythos export --hf` directory back as a checkpoint"),
     "generate": ("mythos.infer.cli:generate_main", "generate text from a checkpoint or preset"),
     "serve": ("mythos.infer.cli:serve_main", "serve a checkpoint over an OpenAI-compatible HTTP API"),
     "think": (
