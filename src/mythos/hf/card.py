@@ -128,5 +128,16 @@ def model_card(model, facts: dict[str, Any], cache_layout: str) -> str:
     if "eval" in facts:
         parts += [f"From `{facts['eval_source']}`:", "", _eval_table(facts["eval"])]
     else:
-        parts.append("No evaluation file came with the run (`eval.json`); see docs/hf.md for lm-eval.")
+        parts.append("No evaluation file came with the run (`eval.json`).")
+    if facts.get("lm_eval_tasks"):
+        parts += [
+            "",
+            "Offline lm-evaluation-harness tasks ship in `lm_eval/` (held-out text perplexity; a 10-way "
+            "multiple-choice set from the synthetic variable-binding task, chance 0.1):",
+            "",
+            "```",
+            "lm_eval --model hf --model_args pretrained=.,trust_remote_code=True --include_path lm_eval "
+            f"--tasks {','.join(facts['lm_eval_tasks'])}",
+            "```",
+        ]
     return "\n".join(parts) + "\n"

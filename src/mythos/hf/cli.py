@@ -22,16 +22,25 @@ def export_main(argv: list[str]) -> int:
     p.add_argument(
         "--eval", metavar="JSON", help="evaluation results for the model card (default: eval.json of the run)"
     )
+    p.add_argument(
+        "--heldout",
+        metavar="TEXT",
+        help="held-out text (file, folder or .jsonl) for the lm-eval perplexity task (default: a shipped text)",
+    )
     args = p.parse_args(argv)
     from .export import ExportError, export_hf
 
     try:
-        out = export_hf(args.source, args.hf, force=args.force, eval_file=args.eval)
+        out = export_hf(args.source, args.hf, force=args.force, eval_file=args.eval, heldout=args.heldout)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"mythos export: {exc}", file=sys.stderr)
         return 2
     print(f"mythos export: wrote {out}")
     print(f"  load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
+    print(
+        f"  eval: lm_eval --model hf --model_args pretrained={out},trust_remote_code=True "
+        f"--include_path {out}/lm_eval --tasks mythos_heldout,mythos_binding"
+    )
     return 0
 
 

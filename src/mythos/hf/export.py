@@ -170,6 +170,7 @@ def export_hf(
     out: str | os.PathLike[str],
     force: bool = False,
     eval_file: str | None = None,
+    heldout: str | None = None,
 ) -> Path:
     """Write the Hugging Face directory for a checkpoint or run folder; returns ``out``.
 
@@ -181,6 +182,7 @@ def export_hf(
     from mythos.model.locate import find_checkpoint
 
     from .card import model_card, run_facts
+    from .lmeval import TASK_DIR, write_tasks
 
     try:
         ckpt = find_checkpoint(source)
@@ -224,6 +226,7 @@ def export_hf(
             _write_json(tmp / "tokenizer_config.json", tokenizer_config(special, cfg["max_seq_len"]))
         facts = run_facts(ckpt, eval_file)
         facts["tokenizer"] = tokenizer_kind or "none (vocab_size < 256 and the run had no tokenizer.json)"
+        facts["lm_eval_tasks"] = write_tasks(tmp / TASK_DIR, target / TASK_DIR, heldout)
         (tmp / "README.md").write_text(model_card(model, facts, cache_layout(cfg)), encoding="utf-8")
         _replace_dir(tmp, target)
     except BaseException:
