@@ -112,9 +112,9 @@ def write_tasks(directory: str | Path, final_dir: str | Path, heldout: str | Pat
         "doc_to_text": "",
         "doc_to_target": "{{text}}",
         "metric_list": [
-            {"metric": "word_perplexity"},
-            {"metric": "byte_perplexity"},
-            {"metric": "bits_per_byte"},
+            {"metric": "word_perplexity", "higher_is_better": False},
+            {"metric": "byte_perplexity", "higher_is_better": False},
+            {"metric": "bits_per_byte", "higher_is_better": False},
         ],
         "metadata": {"version": 1.0},
     }
