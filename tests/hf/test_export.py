@@ -95,7 +95,7 @@ def gqa_export(tmp_path_factory):
     """GQA, ACT off (so per-token exits apply), byte-level vocabulary (no tokenizer.json in the run)."""
     tmp = tmp_path_factory.mktemp("gqa")
     torch.manual_seed(1)
-    model = Mythos(get_preset("tiny-gqa", act=False)).eval()
+    model = Mythos(get_preset("tiny-gqa", act=False, max_seq_len=1024)).eval()  # room past the first cache
     model.save_pretrained(tmp / "ckpt")
     out = tmp / "hf"
     assert cli_main(["export", str(tmp / "ckpt"), "--hf", str(out)]) == 0
@@ -168,6 +168,7 @@ def test_gqa_export_parity_padding_sampling_exits(gqa_export):
     torch.manual_seed(3)
     ids = torch.randint(0, 256, (2, 9))
     rows = [[5, 9, 200, 17, 3], [44, 12, 99]]
+    long_prompt = torch.randint(0, 256, (1, 250))  # + 20 new tokens: the cache grows past its first 256
     padded = [[0, 0, *rows[1]]]
     job = {
         "ids": ids.tolist(),
@@ -186,6 +187,12 @@ def test_gqa_export_parity_padding_sampling_exits(gqa_export):
                 "num_steps": 2,
                 "do_sample": False,
                 "pad_token_id": 0,
+            },
+            "long": {
+                "input_ids": long_prompt.tolist(),
+                "max_new_tokens": 20,
+                "num_steps": 2,
+                "do_sample": False,
             },
             "top_k_1": {
                 "input_ids": [rows[0]],
