@@ -58,6 +58,24 @@ class MythosCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return max(c.pos for c in self.caches)
 
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
+        """Beam search: row i continues from row ``beam_idx[i]`` (transformers calls this after each step)."""
+        if not self.per_row:
+            for slot in self.caches[0].slots:
+                for t in slot.tensors:
+                    t.copy_(t.index_select(0, beam_idx.to(t.device)))
+            return
+        old = self.caches
+        self.caches = [self._copy(old[int(i)]) for i in beam_idx.tolist()]
+
+    def _copy(self, kv: KVCache) -> KVCache:
+        new = self.model.new_cache(batch_size=kv.batch_size, max_len=kv.max_len, n_loops=kv.n_loops)
+        for a, b in zip(kv.slots, new.slots, strict=True):
+            for src, dst in zip(a.tensors, b.tensors, strict=True):
+                dst.copy_(src)
+        new.pos = kv.pos
+        return new
+
     def room(self, index: int, new_tokens: int) -> KVCache:
         """The cache of ``index`` (0 for a whole batch), grown if ``new_tokens`` would not fit."""
         old = self.caches[index]
