@@ -53,7 +53,7 @@ def _eval_table(data: Any) -> str:
         lines = ["| task | metric | value |", "|---|---|---|"]
         for task, metrics in sorted(data["results"].items()):
             for metric, value in sorted(metrics.items()):
-                if isinstance(value, int | float) and not isinstance(value, bool):
+                if isinstance(value, int | float) and not isinstance(value, bool) and metric != "sample_len":
                     lines.append(f"| {task} | {metric} | {value:.4g} |")
         return "\n".join(lines)
     if isinstance(data, dict):
