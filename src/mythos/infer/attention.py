@@ -25,6 +25,7 @@ from mythos.infer import native
 from mythos.infer.kernels import GEMV_ROWS, SHORT_QUERY, StepContext, linear, rotate
 from mythos.infer.weights import Norm, borrowed_norm, rms_norm
 from mythos.model import functional as fn
+from mythos.model.attention import registered
 
 
 @dataclass
@@ -225,11 +226,4 @@ DECODE_ATTENTION: dict[str, DecodeAttention] = {
 
 def decode_attention(name: str) -> DecodeAttention:
     """The registered decode attention ``name``; a ValueError naming the known types otherwise."""
-    try:
-        return DECODE_ATTENTION[name]
-    except KeyError:
-        known = ", ".join(sorted(DECODE_ATTENTION))
-        raise ValueError(
-            f"attn_type={name!r} has no decode attention; known: {known} "
-            "(register one in mythos.infer.attention.DECODE_ATTENTION)"
-        ) from None
+    return registered(DECODE_ATTENTION, name, "mythos.infer.attention.DECODE_ATTENTION")

@@ -227,16 +227,17 @@ ATTENTION: dict[str, AttentionType] = {
 }
 
 
+def registered(registry: dict, name: str, where: str):
+    """``registry[name]``, or a ValueError naming the known attention types and where to register one."""
+    if name not in registry:
+        known = ", ".join(sorted(registry))
+        raise ValueError(f"attn_type={name!r} is not registered in {where}; known: {known}")
+    return registry[name]
+
+
 def attention_type(name: str) -> AttentionType:
     """The registered attention type ``name``; a ValueError naming the known types otherwise."""
-    try:
-        return ATTENTION[name]
-    except KeyError:
-        known = ", ".join(sorted(ATTENTION))
-        raise ValueError(
-            f"attn_type={name!r} is not a registered attention type; known: {known} "
-            "(register one in mythos.model.attention.ATTENTION)"
-        ) from None
+    return registered(ATTENTION, name, "mythos.model.attention.ATTENTION")
 
 
 def make_attention(cfg: MythosConfig) -> nn.Module:
