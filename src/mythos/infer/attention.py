@@ -204,6 +204,9 @@ class DecodeAttention:
     kernel: Callable[[Tensor, Any, Tensor, StepContext], Tensor]  # (x, weights, cache block, ctx) -> output
     entry_width: Callable[[Any], int]  # numbers one token caches per attention site
     cast: Callable[[Any, Callable[[Tensor], Tensor]], Any]  # the weights with every matrix mapped
+    copied: Callable[
+        [nn.Module], list[Tensor]
+    ]  # the module's parameters that ``weights`` copies (re-laid out)
 
 
 DECODE_ATTENTION: dict[str, DecodeAttention] = {
@@ -214,12 +217,14 @@ DECODE_ATTENTION: dict[str, DecodeAttention] = {
         cast=lambda w, c: replace(
             w, w_down=c(w.w_down), w_q=c(w.w_q), w_uk=c(w.w_uk), w_uv=c(w.w_uv), w_o=c(w.w_o)
         ),
+        copied=lambda m: [m.kv_up.weight],  # split per head for absorption
     ),
     "gqa": DecodeAttention(
         weights=gqa_weights,
         kernel=gqa_attend,
         entry_width=lambda w: 2 * w.n_kv_heads * w.head_dim,  # rotated keys, then values
         cast=lambda w, c: replace(w, w_qkv=c(w.w_qkv), w_o=c(w.w_o)),
+        copied=lambda m: [],  # every weight borrowed
     ),
 }
 

@@ -39,7 +39,7 @@ from mythos.infer.attention import decode_attention
 from mythos.infer.cache import StaticKVCache
 from mythos.infer.kernels import StepContext, halt_prob, linear, lora_delta, moe, swiglu
 from mythos.infer.replay import ReplayedStep
-from mythos.infer.view import view_from_model, with_weight_dtype
+from mythos.infer.view import copied_from, view_from_model, with_weight_dtype
 from mythos.infer.weights import BlockWeights, DecodeView, rms_norm
 from mythos.model.exits import ExitCriterion
 from mythos.model.functional import act_step, lti_update
@@ -118,7 +118,8 @@ class Engine:
         self.compiled = False
         self._warned_limit = False
         self.model = None
-        self._weights_seen: list[tuple[int, int]] = []
+        self._watched: list[Tensor] = []  # the model's parameters this engine holds copies of
+        self._weights_seen: list[int] = []
 
     def _arrange(self, view: DecodeView) -> DecodeView:
         """The engine's copy of a view: the inference-time ACT threshold and weight dtype applied."""
@@ -135,21 +136,19 @@ class Engine:
         Most weights are borrowed (the model's own storage); the few the engine keeps in another layout
         (the injection's A, MLA's absorbed up-projections, the experts' decode layouts, and every matrix
         under ``weight_dtype``) are copies, which :meth:`refresh` rewrites in place. Each call checks the
-        model's parameters' version counters (bumped by every in-place update, e.g. an optimizer step) and
-        refreshes when they moved, so evaluating during training sees the weights just trained.
+        version counters of the parameters behind those copies (bumped by every in-place update: an
+        optimizer step, ``load_state_dict``) and refreshes when they moved, so evaluating during training
+        sees the weights just trained. Parameters *replaced* by new tensors are not seen: build a new engine.
         """
         engine = cls(view_from_model(model), device=model.embed.weight.device, **kwargs)
         engine.model = model
+        # under weight_dtype every matrix is a copy; otherwise only the re-laid-out ones (a handful)
+        engine._watched = list(model.parameters()) if engine.weight_dtype is not None else copied_from(model)
         engine._weights_seen = engine._weight_versions()
         return engine
 
-    def _weight_versions(self) -> list[tuple[int, int]]:
-        return [(t.data_ptr(), t._version) for t in self._model_tensors()]
-
-    def _model_tensors(self) -> list[Tensor]:
-        if self.model is None:
-            return []
-        return [*self.model.parameters(), *self.model.buffers()]
+    def _weight_versions(self) -> list[int]:
+        return [t._version for t in self._watched]
 
     def refresh(self) -> None:
         """Rewrite the engine's copies of the model's weights from the model (in place, so compiled graphs
@@ -164,7 +163,7 @@ class Engine:
         self._weights_seen = self._weight_versions()
 
     def _sync_weights(self) -> None:
-        if self.model is not None and self._weight_versions() != self._weights_seen:
+        if self._watched and self._weight_versions() != self._weights_seen:
             self.refresh()
 
     # ------------------------------------------------------------------ public API

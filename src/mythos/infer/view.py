@@ -123,6 +123,22 @@ def view_from_model(model: nn.Module) -> DecodeView:
     )
 
 
+def copied_from(model: nn.Module) -> list[Tensor]:
+    """The model's parameters a view holds in another layout (so not live): what :func:`view_from_model`
+    must be called again for when they change. Every other tensor of a view is the model's own storage."""
+    rec = model.recurrent
+    attn = decode_attention(model.cfg.attn_type)
+    out = [
+        rec.injection.log_A,
+        rec.injection.log_dt,
+        rec.block.ffn.experts.w_gate_up,
+        rec.block.ffn.experts.w_down,
+    ]
+    for block in [*model.prelude, rec.block, *model.coda]:
+        out += attn.copied(block.attn)
+    return out
+
+
 def with_weight_dtype(view: DecodeView, dtype: torch.dtype) -> DecodeView:
     """A view whose matrices are stored in ``dtype`` (weight-only low precision; new tensors).
 
