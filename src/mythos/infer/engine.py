@@ -110,7 +110,7 @@ class Engine:
         self.device = torch.device(device)
         self.stats = DepthStats()
         self.last_stats = DepthStats()
-        self.last_loops: Tensor | None = None  # loops run by each token whose logits the last call returned
+        self._last_loops: Tensor | list[int] | None = None
         self._freqs = view.rope_freqs.to(device)
         self._cos, self._sin = self._freqs.real.contiguous(), self._freqs.imag.contiguous()
         self._loop_bias = [view.loop_bias(t).to(device) for t in range(self.max_loops)]
@@ -120,6 +120,17 @@ class Engine:
         self.model = None
         self._watched: list[Tensor] = []  # the model's parameters this engine holds copies of
         self._weights_seen: list[int] = []
+
+    @property
+    def last_loops(self) -> Tensor | None:
+        """Loops run by each token whose logits the last call returned: (B,), or (B, T) with ``all_logits``."""
+        if isinstance(self._last_loops, list):  # a compiled decode step keeps the row loop counts as given
+            self._last_loops = torch.tensor(self._last_loops, dtype=torch.long)
+        return self._last_loops
+
+    @last_loops.setter
+    def last_loops(self, value: Tensor | list[int]) -> None:
+        self._last_loops = value
 
     def _arrange(self, view: DecodeView) -> DecodeView:
         """The engine's copy of a view: the inference-time ACT threshold and weight dtype applied."""
@@ -258,7 +269,8 @@ class Engine:
     ) -> Tensor:
         """One new token per slot in ``[slot0, slot0 + B)``; returns next-token logits (B, V)."""
         B = tokens.shape[0]
-        if not self.compiled or self.adaptive or any(c is not None for c in self._exits(B, exits)):
+        eager = not self.compiled or self.adaptive
+        if eager or (self.exit is not None or exits is not None) and any(self._exits(B, exits)):
             logits = self.step(slot0, tokens.view(B, 1), [1] * B, n_loops, exits=exits)
             self.last_loops = self.last_loops[:, 0]
             return logits
@@ -293,7 +305,7 @@ class Engine:
             return logits
         for i in range(slot0, slot0 + B):
             self.cache.host_positions[i] += 1
-        self.last_loops = torch.tensor(loops, dtype=torch.long)
+        self.last_loops = loops
         return logits
 
     def _decode_step(
