@@ -125,8 +125,8 @@ def moe_dense(x: Tensor, m: MoEWeights) -> Tensor:
     E, Ed = m.n_experts, m.expert_dim
     idx, gates = route(x, m)
     combine = torch.zeros(n, E, dtype=x.dtype, device=x.device).scatter(1, idx, gates)
-    gate, up = linear(x, m.w_gate_up).view(n, E, 2, Ed).unbind(2)
-    hidden = (F.silu(gate) * up * combine.unsqueeze(-1)).reshape(n, E * Ed)
+    hidden = fn.swiglu_hidden(linear(x, m.w_gate_up).view(n, E, 2 * Ed))  # expert e: [gate | up] rows
+    hidden = (hidden * combine.unsqueeze(-1)).reshape(n, E * Ed)
     out = linear(hidden, m.w_down)
     return out if m.shared is None else out + swiglu(x, m.shared)
 
@@ -159,10 +159,8 @@ def moe_gathered(x: Tensor, m: MoEWeights) -> Tensor:
     """
     n, d = x.shape
     idx, gates = route(x, m)  # (n, k)
-    gate, up = (
-        (x.view(n, 1, 1, d) * m.rows_gate_up[idx].to(x.dtype)).sum(-1).chunk(2, dim=-1)
-    )  # (n, k, Ed) each
-    hidden = F.silu(gate) * up * gates.unsqueeze(-1)
+    hidden = fn.swiglu_hidden((x.view(n, 1, 1, d) * m.rows_gate_up[idx].to(x.dtype)).sum(-1))  # (n, k, Ed)
+    hidden = hidden * gates.unsqueeze(-1)
     routed = (hidden.unsqueeze(-2) * m.rows_down[idx].to(x.dtype)).sum(-1)  # (n, k, D)
     out = routed.sum(1)
     return out if m.shared is None else out + swiglu(x, m.shared)
