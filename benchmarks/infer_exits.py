@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from infer_adaptive import MAX_HOPS, TASK, config
+from infer_adaptive import MAX_HOPS, TASK, train
 from mythos.infer.engine import Engine
 from mythos.model import Mythos
 from mythos.model.checkpoint import load_checkpoint, save_checkpoint
@@ -36,37 +36,12 @@ RESULTS = Path(__file__).parent / "results"
 CRITERIA = ["kl:0.001", "kl:0.01", "kl:0.05", "delta:0.01", "delta:0.05", "delta:0.1", "argmax:1", "argmax:2"]
 
 
-def train(steps: int, seed: int = 0) -> Mythos:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    cfg = config(0.0).replace(act=False)
-    model = Mythos(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
-    for step in range(steps):
-        batch = TASK.sample(32, rng, MAX_HOPS)
-        loops = int(rng.integers(2, cfg.max_loop_iters + 1))
-        out = model(torch.from_numpy(batch.inputs), n_loops=loops, return_aux=True)
-        loss = F.cross_entropy(
-            out.logits.flatten(0, 1), torch.from_numpy(batch.targets).flatten(), ignore_index=IGNORE
-        )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        model.update_router_bias(out.aux.expert_load)
-        if step % 50 == 0 or step == steps - 1:
-            print(f"  train step {step:4d}  loss {loss.item():.3f}  loops {loops}", flush=True)
-    return model.eval()
-
-
 def load_or_train(steps: int, cache_dir: Path) -> Mythos:
     path = cache_dir / f"binding-{steps}-act-off-random-depth"
     if (path / "config.json").is_file():
         return load_checkpoint(path).eval()
     print(f"training a {steps}-step model, ACT off, depth 2..6 per step (cached in {path})")
-    model = train(steps)
+    model = train(steps, ponder=0.0, act=False, min_loops=2)
     save_checkpoint(model, path)
     return model
 
