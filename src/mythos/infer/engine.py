@@ -426,6 +426,13 @@ class Engine:
         x = h + self._loop_bias[t].to(h.dtype) + e
         return rms_norm(x, v.recurrent_norm) if v.recurrent_norm is not None else x
 
+    def _prelude(self, slot0: int, tokens: Tensor, lens: Tensor, kv_len: int) -> tuple[StepContext, Tensor]:
+        """The call's positions and masks, and the Prelude's output (the loop's frozen input ``e``)."""
+        B, T = tokens.shape
+        ctx = self._context(slot0, B, T, lens, kv_len)
+        x = F.embedding(tokens, self.view.embed).to(self.view.dtype)
+        return ctx, self._outer(x, slot0, B, ctx, self.cache.prelude_sites, self.view.prelude)
+
     def _loop(self, h: Tensor, e: Tensor, t: int, cache, ctx: StepContext) -> Tensor:
         """One recurrent iteration: block, depth LoRA, LTI injection (the model's ``RecurrentBlock.step``)."""
         v = self.view
@@ -449,9 +456,7 @@ class Engine:
         """
         v = self.view
         B, T = tokens.shape
-        ctx = self._context(slot0, B, T, lens, kv_len)
-        x = F.embedding(tokens, v.embed).to(v.dtype)
-        x = self._outer(x, slot0, B, ctx, self.cache.prelude_sites, v.prelude)
+        ctx, x = self._prelude(slot0, tokens, lens, kv_len)
         e = h = x
         cum = torch.zeros(B, T, dtype=torch.float32, device=x.device)
         halted = torch.zeros(B, T, dtype=torch.bool, device=x.device)
@@ -504,9 +509,7 @@ class Engine:
         """
         v = self.view
         B, T = tokens.shape
-        ctx = self._context(slot0, B, T, lens, kv_len)
-        x = F.embedding(tokens, v.embed).to(v.dtype)
-        x = self._outer(x, slot0, B, ctx, self.cache.prelude_sites, v.prelude)
+        ctx, x = self._prelude(slot0, tokens, lens, kv_len)
         e, h = x, x.clone()  # h is updated in place below; e must stay frozen
         dev = x.device
         offs = torch.arange(T, device=dev)
