@@ -12,6 +12,7 @@ import torch
 from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
 from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
+from mythos.model.exits import ExitCriterion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -117,6 +118,14 @@ def _engine(p: argparse.ArgumentParser, args: argparse.Namespace, model, **sizes
     return engine
 
 
+def _exit_criterion(text: str) -> ExitCriterion:
+    """argparse type for ``--exit``: a bad value is a usage error naming what is valid."""
+    try:
+        return ExitCriterion.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def generate_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="mythos generate", description="Generate text from a checkpoint or preset."
@@ -131,6 +140,14 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated (one prompt)")
     p.add_argument(
         "--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr"
+    )
+    p.add_argument(
+        "--exit",
+        type=_exit_criterion,
+        default=None,
+        metavar="CRITERION:THRESHOLD",
+        help="per-token exit without an ACT head: kl:NATS (next-token distributions of successive loops), "
+        "delta:REL (relative change of the latent) or argmax:N (argmax unchanged N loops), e.g. kl:0.01",
     )
     args = p.parse_args(argv)
     if args.threads:
@@ -156,7 +173,7 @@ def generate_main(argv: list[str]) -> int:
     if longest > max_len:
         p.error(f"prompt + --max-new-tokens = {longest} tokens exceeds the context ({max_len}); shorten them")
     n_loops = args.n_loops or model.cfg.max_loop_iters
-    engine = _engine(p, args, model, slots=len(prompts), max_len=max_len, n_loops=n_loops)
+    engine = _engine(p, args, model, slots=len(prompts), max_len=max_len, n_loops=n_loops, exit=args.exit)
     B = len(prompts)
     gens = [
         SamplingParams(args.temperature, args.top_k, args.top_p, args.seed + i).generator() for i in range(B)
@@ -165,6 +182,7 @@ def generate_main(argv: list[str]) -> int:
     done = [False] * B
     t0 = time.perf_counter()
     logits = engine.prefill(0, prompts)
+    loops_run = [engine.last_loops.tolist()]  # loops the forward producing each step's tokens ran, per row
     t_prefill = time.perf_counter() - t0
     steps = 0
     t1 = time.perf_counter()
@@ -183,6 +201,7 @@ def generate_main(argv: list[str]) -> int:
         if all(done) or step == args.max_new_tokens - 1:
             break
         logits = engine.decode(0, tokens)
+        loops_run.append(engine.last_loops.tolist())
         steps += 1
     t_decode = time.perf_counter() - t1
     if args.stream:
@@ -198,7 +217,14 @@ def generate_main(argv: list[str]) -> int:
             f"KV cache {engine.cache.bytes_per_token()} bytes/token ({engine.cache.policy})",
             file=sys.stderr,
         )
-        if args.adaptive:
+        if args.exit is not None:
+            per_token = [n for row in loops_run for n in row]
+            print(
+                f"exit {args.exit}: {sum(per_token) / len(per_token):.2f} loops per generated token "
+                f"(of {n_loops}); loops per step {loops_run}",
+                file=sys.stderr,
+            )
+        if args.adaptive or args.exit is not None:
             st = engine.stats
             print(
                 f"adaptive depth: {st.token_loops_run}/{st.token_loops_full} token-loops run "
