@@ -146,7 +146,9 @@ def train_main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad option, mismatched run folder, missing or bad data
         print(f"mythos train: {exc}", file=sys.stderr)
         return 2
-    except ImportError as exc:  # a missing optional package: one line naming it
+    except ModuleNotFoundError:
+        raise  # a missing optional package: mythos.cli names the extra to install
+    except ImportError as exc:  # a package present but unusable (e.g. the hf: sources' datasets)
         print(f"mythos train: {exc}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError) as exc:  # the work failed (out of memory, disk full, a device error)
