@@ -21,7 +21,7 @@ import sys
 import time
 
 from mythos.reason import EngineConfig, OpenAIBackend, ScriptedBackend
-from mythos.reason.backends import Fault, ScriptedRequest
+from mythos.reason.scripted import Fault, ScriptedRequest
 from mythos.reason.calibrate import CASES
 from mythos.reason.calls import CallPolicy
 from mythos.reason.canned import canned_reply

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from mythos.reason import EngineConfig, ScriptedBackend
-from mythos.reason.backends import Fault, ScriptedRequest
+from mythos.reason.scripted import Fault, ScriptedRequest
 from mythos.reason.calls import CallPolicy
 from mythos.reason.canned import canned_reply
 from mythos.reason.engine import Engine

@@ -30,8 +30,11 @@ class CallRecord:
     status: str = "pending"  # ok | failed | skipped
     error_kind: str | None = None
     error: str | None = None
-    # what each attempt got back: {"text": reply} or {"error": kind} — enough to replay the run exactly
-    replies: list[dict[str, str]] = field(default_factory=list)
+    deadline_s: float | None = None  # the call's deadline (scaled up for a measured slow backend)
+    waited_s: float = 0.0  # backoff and Retry-After waits between attempts
+    # what each attempt got back: {"text", "tokens_in", "tokens_out", "finish_reason"} or {"error": kind}
+    # (a deadline that ended the call included) — enough to replay the run exactly
+    replies: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -88,7 +91,10 @@ class RunRecord:
     notes: list[str] = field(default_factory=list)
     merge: dict[str, Any] | None = None
     packet: dict[str, Any] | None = None
+    vote: dict[str, Any] | None = None  # the vote/verifier step, when the findings had discrete answers
     coda: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "answered"  # answered | no_answer (Outcome): whether the model produced the answer
+    no_answer_reason: str | None = None
     footer: str = ""
     rendered: str = ""
     totals: dict[str, Any] = field(default_factory=dict)
