@@ -170,9 +170,12 @@ async def run_agent(
     outcomes = await asyncio.gather(
         *(_dispatch(st, s, n, seed_chain, per_call) for s in subs), return_exceptions=True
     )
+    cancelled = next((o for o in outcomes if isinstance(o, RunCancelled)), None)
+    if cancelled is not None:  # a replay of a fan-out the run deadline cut: stop where the original stopped
+        raise cancelled
     stopped = None
     for sub, outcome in zip(subs, outcomes, strict=True):
-        if isinstance(outcome, BudgetExhausted | RunCancelled):
+        if isinstance(outcome, BudgetExhausted):
             stopped = stopped or outcome
             sub.status, sub.error = SubagentStatus.FAILED, f"{type(outcome).__name__}: {outcome}"
         elif isinstance(outcome, BaseException):

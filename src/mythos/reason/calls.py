@@ -138,10 +138,10 @@ class Caller:
 
     def scaled(self, base: float, max_tokens: int) -> float:
         """A deadline that fits the backend's measured speed: never below the configured one, and at least
-        1.5x the time the reply's room takes at the measured tokens/s (+5 s for the prompt)."""
+        twice the time the reply's room takes at the measured tokens/s (the prompt's share included)."""
         if not self.tokens_per_s:
             return base
-        return max(base, 1.5 * max_tokens / self.tokens_per_s + 5.0)
+        return max(base, 2.0 * max_tokens / self.tokens_per_s)
 
     def _measure(self, tokens_out: int, seconds: float) -> None:
         if tokens_out >= 16 and seconds > 0:
@@ -179,7 +179,7 @@ class Caller:
         if limit <= 0:
             rec.status, rec.error_kind = CallStatus.FAILED, ErrorKind.RUN_DEADLINE
             rec.error = "the run deadline had passed"
-            rec.replies.append({"error": ErrorKind.RUN_DEADLINE})
+            rec.replies.append({"error": ErrorKind.RUN_DEADLINE, "message": rec.error})
             rec.t_end = self.now()
             return None, rec
         rec.deadline_s = round(limit, 3)
@@ -194,9 +194,9 @@ class Caller:
                         )
                 except TimeoutError:
                     parsed = None
-                    rec.replies.append({"error": ErrorKind.DEADLINE})
                     rec.status, rec.error_kind = CallStatus.FAILED, ErrorKind.TIMEOUT
                     rec.error = f"no usable reply within the call deadline of {limit:.1f}s"
+                    rec.replies.append({"error": ErrorKind.DEADLINE, "message": rec.error})
         except asyncio.CancelledError:
             rec.replies.append({"error": "cancelled"})  # the run deadline stopped it: a replay stops here too
             raise
@@ -253,7 +253,7 @@ class Caller:
                 )
             except BackendError as exc:
                 self.budget.release(est_in, out)
-                entry: dict = {"error": exc.kind}
+                entry: dict = {"error": exc.kind, "message": str(exc)}
                 if exc.retry_after is not None:
                     entry["retry_after"] = exc.retry_after
                 rec.replies.append(entry)
@@ -266,6 +266,7 @@ class Caller:
                     return None
                 if exc.kind == "cancelled":
                     rec.status, rec.error_kind = CallStatus.FAILED, ErrorKind.RUN_DEADLINE
+                    rec.error, rec.t_end = "cancelled by the run deadline", self.now()
                     raise RunCancelled(str(exc)) from None
                 if exc.retryable and rec.retries < policy.max_retries:
                     rec.retries += 1

@@ -102,6 +102,11 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def invocation_text(self) -> str:
+        """The invocation that started the run (keyword + question), as a replay needs it."""
+        keyword = self.invocation.get("keyword")
+        return f"{keyword} {self.question}" if keyword else self.question
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False)
 

@@ -143,7 +143,8 @@ class ReplayBackend:
             raise BackendError("http_4xx", f"the recording has no reply #{index + 1} for {tag!r}")
         reply = recorded[index]
         if "error" in reply:
-            raise BackendError(reply["error"], f"recorded {reply['error']}", reply.get("retry_after"))
+            message = reply.get("message") or f"recorded {reply['error']}"
+            raise BackendError(reply["error"], message, reply.get("retry_after"))
         text = reply.get("text", "")
         recorded_counts = "tokens_in" in reply
         return Completion(
