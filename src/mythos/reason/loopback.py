@@ -40,7 +40,7 @@ FAULTS = ("http500", "http429", "empty", "garbage", "prose")
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LoopbackHTTPServer
 
     def log_message(self, format: str, *args) -> None:  # keep test output clean
         return
@@ -88,7 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         with srv.slots:
             t_start = time.monotonic()
-            status, body, ctype, headers = srv.behave(
+            status, body, ctype, headers = srv.respond(
                 model, messages, anthropic, int(payload.get("max_tokens") or 256), bool(payload.get("stream"))
             )
             if srv.latency_s:
@@ -104,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "status": status,
                     "response_format": payload.get("response_format"),
                     "stream": bool(payload.get("stream")),
+                    "temperature": payload.get("temperature"),
                     "messages": messages,
                 }
             )
@@ -118,7 +119,7 @@ def _text(content) -> str:
     return ""
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -133,19 +134,31 @@ class _Server(ThreadingHTTPServer):
         self.counts: dict[tuple[str, str], int] = {}
         self.rngs: dict[str, random.Random] = {}
 
-    def behave(
-        self,
-        model: str,
-        messages: list[dict[str, str]],
-        anthropic: bool,
-        max_tokens: int,
-        stream: bool = False,
+    def respond(
+        self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int, stream: bool
     ) -> tuple[int, bytes, str, dict]:
-        status, body, ctype, headers = self._behave(model, messages, anthropic, max_tokens, stream)
+        """(status, body, content type, headers) for one request. A subclass that overrides ``behave`` (a
+        real model behind the same plumbing) gets streaming for free: its JSON completion becomes events."""
+        if type(self).behave is LoopbackHTTPServer.behave:
+            status, body, ctype, headers = self._behave(model, messages, anthropic, max_tokens)
+        else:
+            (status, body, ctype), headers = self.behave(model, messages, anthropic, max_tokens), {}
+        wants_events = stream or model.split("/")[0] == "streamonly"
+        if status == 200 and not anthropic and wants_events and ctype == "application/json":
+            data = json.loads(body)
+            choice = data["choices"][0]
+            body = _events(data, choice["message"]["content"], choice["finish_reason"])
+            ctype = "text/event-stream"
         return status, body, ctype, headers
 
+    def behave(
+        self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int
+    ) -> tuple[int, bytes, str]:
+        """(status, body, content type) for one request; subclasses override this to put a model behind it."""
+        return self._behave(model, messages, anthropic, max_tokens)[:3]
+
     def _behave(
-        self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int, stream: bool
+        self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int
     ) -> tuple[int, bytes, str, dict]:
         tag = tag_of(messages)
         kind = model.split("/")[0]
@@ -230,8 +243,6 @@ class _Server(ThreadingHTTPServer):
                     "total_tokens": tokens_in + tokens_out,
                 },
             }
-        if not anthropic and (stream or kind == "streamonly"):
-            return 200, _events(body, text, finish), "text/event-stream", {}
         return 200, json.dumps(body).encode(), "application/json", {}
 
 
@@ -257,6 +268,9 @@ def _events(body: dict, text: str, finish: str) -> bytes:
     return "".join(lines).encode()
 
 
+_Server = LoopbackHTTPServer  # the old name, for code written against it
+
+
 class _NoLimit:
     def __enter__(self):
         return self
@@ -269,7 +283,7 @@ class LoopbackServer:
     """``with LoopbackServer(latency_s=0.2, slots=4) as srv: OpenAIBackend(base_url=srv.base_url, …)``."""
 
     def __init__(self, latency_s: float = 0.0, slots: int | None = None):
-        self._server = _Server(latency_s, slots)
+        self._server = LoopbackHTTPServer(latency_s, slots)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="mythos-loopback", daemon=True
         )
