@@ -107,7 +107,7 @@ def test_template_echoes_end_in_no_answer_not_exit_zero():
     assert rec.outcome == "no_answer" and rec.coda["fallback"]
     assert all(c.error_kind == "template" for c in rec.calls)
     assert rec.coda["final_answer"].startswith("No answer") and "placeholder" in rec.no_answer_reason
-    assert rec.rendered.startswith("## No answer\n")
+    assert rec.rendered.startswith("## Answer\nNo answer: the model did not produce one.")
     # each echo got one repair attempt
     assert all(c.repairs == 1 for c in rec.calls)
 
@@ -136,7 +136,7 @@ def test_template_echo_over_http_exits_3_and_says_why(tmp_path):
         )
     assert proc.returncode == 3, proc.stderr
     assert "no real answer" in proc.stderr and "placeholder" in proc.stderr
-    assert "## No answer" in proc.stdout and "<your actual answer" not in proc.stdout.split("---")[0]
+    assert "## Answer\nNo answer:" in proc.stdout and "<your actual answer" not in proc.stdout.split("---")[0]
 
 
 def test_a_truncated_reply_is_retried_with_room_and_never_the_answer():

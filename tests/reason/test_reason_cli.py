@@ -92,7 +92,7 @@ def test_env_and_config_file(clean_env, capsys, monkeypatch):
         assert think_main(["--config", str(cfg), Q_GENERIC]) == 3  # every call fails: engine-assembled answer
     captured = capsys.readouterr()
     assert (
-        "## No answer\nNo answer: the model did not produce one" in captured.out
+        "## Answer\nNo answer: the model did not produce one" in captured.out
         and "*Fallbacks:" in captured.out
     )
     assert "no real answer — the server kept failing" in captured.err

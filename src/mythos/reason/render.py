@@ -242,6 +242,6 @@ def render(rec: RunRecord) -> str:
             "",
         ]
     answer = rec.coda.get("final_answer") or "(no answer)"
-    heading = "## No answer" if rec.coda.get("fallback") else "## Answer"
-    body += [heading, answer, "", "---", rec.footer or footer(rec)]
+    # a run without a real answer keeps the heading (tools look for it); its first line says "No answer: …"
+    body += ["## Answer", answer, "", "---", rec.footer or footer(rec)]
     return "\n".join(body) + "\n"
