@@ -126,3 +126,34 @@ def test_no_private_names_cross_modules_and_no_engine_internals():
         attrs = {n.attr for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Attribute)}
         assert "engine" not in names and "Engine" not in names, name
         assert not attrs & {"_rounds", "inv", "_halt", "_coda"}, name
+
+
+def test_record_parts_are_typed_and_serialise_to_the_old_json():
+    from mythos.reason.record import Coda, Halting, Merge, Route
+
+    rec, _ = run(f"trace {Q_GENERIC}")
+    assert isinstance(rec.route, Route) and isinstance(rec.halting, Halting) and isinstance(rec.coda, Coda)
+    data = json.loads(rec.to_json())
+    assert data["route"] == {
+        "score": 3,
+        "default_mode": "silent",
+        "forced_mode": "trace",
+        "final_mode": "trace",
+        "forced": True,
+        "forced_by": "keyword:trace",
+    }
+    assert set(data["halting"]) == {"reason", "at_round", "skipped_lenses", "budget_rounds"}
+    assert "fallback" not in data["coda"] and data["coda"]["final_answer"]
+    # an unset part serialises as the empty dict it used to be, and reads like one
+    assert Halting().to_dict() == {} and not Halting() and Halting().get("reason", "x") == "x"
+    merge = Merge(synthesis="s", silent=True, source="none", failed=True)
+    assert merge.to_dict() == {
+        "synthesis": "s",
+        "convergent_points": [],
+        "tensions": [],
+        "silent": True,
+        "source": "none",
+        "failed": True,
+    }
+    with pytest.raises(KeyError):
+        rec.route["no_such_field"] = 1
