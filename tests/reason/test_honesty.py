@@ -195,3 +195,19 @@ def test_canned_answers_do_not_carry_the_calibration_keywords():
         rec, _ = run(f"quick {case.question}", patches=None, backend=ScriptedBackend(responder()))
         answer = rec.coda["final_answer"].lower()
         assert not any(word in answer for word in case.silent_keywords), case.id
+
+
+def test_a_reply_that_fills_its_whole_room_counts_as_cut_even_if_the_server_says_stop():
+    from mythos.reason.calls import CallPolicy
+    from mythos.reason.engine import EngineConfig
+
+    words = json.dumps({"final_answer": " ".join(["very"] * 40)})  # finish "stop", exactly the room
+    backend = ScriptedBackend(lambda request: words)
+    room = len(words.split())
+    cfg = EngineConfig(
+        mode="direct", packets=False, policy=CallPolicy(max_tokens_per_call=room, max_repairs=0)
+    )
+    rec = asyncio.run(Engine(backend, cfg).run(Q_GENERIC))
+    direct = rec.calls[-1]
+    assert direct.replies[0]["finish_reason"] == "stop" and direct.error_kind == "truncated"
+    assert rec.outcome == "no_answer"

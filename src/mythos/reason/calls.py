@@ -313,7 +313,10 @@ class Caller:
             rec.estimated_tokens = rec.estimated_tokens or completion.estimated
             self.budget.spent_in += completion.tokens_in
             self.budget.spent_out += completion.tokens_out
-            if completion.finish_reason in TRUNCATED:
+            # some servers report "stop" for a streamed reply that the limit cut (llama.cpp here): a reply
+            # that filled its whole room is treated as cut too
+            filled = not completion.estimated and completion.tokens_out >= out
+            if completion.finish_reason in TRUNCATED or filled:
                 # a reply cut by the token limit is never an answer: retry once with twice the room
                 rec.error_kind = ErrorKind.TRUNCATED
                 rec.error = f"the reply was cut off at the token limit ({out} tokens)"
