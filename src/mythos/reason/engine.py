@@ -381,7 +381,9 @@ class Engine:
     # ------------------------------------------------------------------------------------------ direct
 
     async def _answer_call(self, st: RunState, phase: str, messages: list) -> bool:
-        """One answer-bearing call (direct, single-call silent); True when it gave the answer."""
+        """One answer-bearing call (direct, single-call silent); True when it gave the answer. It is the last
+        call of the run, so it may spend what was held back for a Coda."""
+        st.budget.hold_fraction = 0.0
         reply, rec = await st.caller.call(
             phase=phase,
             lens=None,
