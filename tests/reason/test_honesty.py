@@ -211,3 +211,20 @@ def test_a_reply_that_fills_its_whole_room_counts_as_cut_even_if_the_server_says
     direct = rec.calls[-1]
     assert direct.replies[0]["finish_reason"] == "stop" and direct.error_kind == "truncated"
     assert rec.outcome == "no_answer"
+
+
+def test_a_few_copied_side_fields_are_dropped_not_used():
+    shape = shape_dict(RoundReply)
+    reply = dict(shape, new_insight="Squash merges hide the history the changelog tool needs.")
+    reply.update(analysis="Challenge applied to merges", what_changed="open -> narrowed", status="stable")
+    reply.update(non_trivial=True, introduces_confusion=False, contradicts=[], needs_user_verification=False)
+    parsed = parse_reply(json.dumps(reply), RoundReply)  # two side fields still hold their placeholders
+    assert parsed.new_insight.startswith("Squash") and parsed.status == "stable"
+    assert parsed.missed_driver is None and parsed.better_supported_than_contradicted is None
+    mostly_copied = dict(shape, new_insight="Squash merges hide the history.")
+    try:
+        parse_reply(json.dumps(mostly_copied), RoundReply)
+    except ReplyError as exc:
+        assert exc.kind == "template"
+    else:
+        raise AssertionError("a reply copied field by field was accepted")

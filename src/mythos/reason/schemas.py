@@ -497,9 +497,9 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().strip("\"'`.").strip()).lower()
 
 
-def template_echo(data: dict[str, Any], model: type[_Reply]) -> str | None:
-    """Name the first field whose value is the prompt's placeholder (or an unfilled ``<…>``, or generic filler
-    in the content field) — a reply that copied the template instead of answering. None when there is none."""
+def template_echoes(data: dict[str, Any], model: type[_Reply]) -> list[str]:
+    """The fields whose value is the prompt's placeholder (or an unfilled ``<…>``; for the content field, also
+    generic filler such as "the answer") — what a reply copied from the template instead of answering."""
     shown = placeholders(model)
 
     def echoed(value: Any) -> bool:
@@ -512,13 +512,22 @@ def template_echo(data: dict[str, Any], model: type[_Reply]) -> str | None:
             return any(echoed(v) for v in value.values())
         return False
 
-    for name in model.model_fields:
-        if name in data and echoed(data[name]):
-            return f"{name}={data[name]!r}"
+    out = [name for name in model.model_fields if name in data and echoed(data[name])]
     content = model.CONTENT
     value = data.get(content)
-    if content and isinstance(value, str) and _norm(value) in GENERIC_FILLERS:
-        return f"{content}={value!r}"
+    if content and content not in out and isinstance(value, str) and _norm(value) in GENERIC_FILLERS:
+        out.append(content)
+    return out
+
+
+def template_echo(data: dict[str, Any], model: type[_Reply]) -> str | None:
+    """Why a reply is a template echo, or None: its content field was copied, or most of its fields were.
+    A few copied side fields are dropped instead (they fall back to their defaults; never used as content)."""
+    echoes = template_echoes(data, model)
+    present = [name for name in model.model_fields if name in data]
+    if model.CONTENT in echoes or (echoes and 2 * len(echoes) > len(present)):
+        name = model.CONTENT if model.CONTENT in echoes else echoes[0]
+        return f"{name}={data[name]!r}"
     return None
 
 
@@ -591,6 +600,7 @@ def parse_reply(text: str | None, model: type[_Reply]) -> _Reply:
         raise ReplyError(
             "template", f"the reply copied the prompt's placeholder instead of answering ({echo[:120]})"
         )
+    data = {k: v for k, v in data.items() if k not in template_echoes(data, model)}
     try:
         return model.model_validate(data)
     except ValidationError as exc:
