@@ -22,6 +22,7 @@ import torch
 
 from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
+from mythos.model.exits import ExitCriterion
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: list[int] = field(default_factory=list)
     id: int = 0
+    exit: ExitCriterion | None = None  # per-token exit rule (the engine applies it; see issue 11)
+    loops_run: list[int] = field(default_factory=list)  # loops each generated token ran, when recorded
 
     def cancel(self) -> None:
         """Ask the scheduler to drop this request; its slot is freed before the next decode step."""
