@@ -742,7 +742,7 @@ def openapi_document(state: ServeState) -> dict:
     error = {"$ref": "#/components/schemas/Error"}
     err_resp = {"description": "error", "content": {"application/json": {"schema": error}}}
     common = {
-        "model": {"type": "string"},
+        "model": {"type": "string", "enum": [state.model_name, None]},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT31},
         "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_INT31},
         "temperature": {"type": "number", "minimum": 0, "maximum": 100},
@@ -750,22 +750,36 @@ def openapi_document(state: ServeState) -> dict:
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_INT31},
         "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
         "n_loops": {"type": "integer", "minimum": 1, "maximum": state.scheduler.engine.max_loops},
-        "n": {"type": "integer", "enum": [1]},
+        "n": {"type": "integer", "enum": [1, None]},
         "stream": {"type": "boolean"},
-        "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+        "stream_options": {
+            "type": "object",
+            "properties": {"include_usage": {"type": "boolean", "nullable": True}},
+        },
         "stop": {
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]
         },
-        "exit": {"type": "string", "description": "per-token exit, e.g. kl:0.01, delta:0.05, argmax:2"},
+        "exit": {
+            "type": "string",
+            "description": "per-token exit, e.g. kl:0.01, delta:0.05, argmax:2",
+            "pattern": r"^((kl|delta):([1-9][0-9]{0,5}(\.[0-9]{1,6})?|0?\.[0-9]{0,5}[1-9])|argmax:[1-9][0-9]{0,2})$",
+        },
     }
+    for prop in common.values():  # OpenAI clients send null for "not given"
+        prop["nullable"] = True
     completion_req = {
         "type": "object",
         "required": ["prompt"],
         "properties": {
             "prompt": {
                 "oneOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1},
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "minLength": 1},
+                        "minItems": 1,
+                        "maxItems": 1,
+                    },
                 ]
             },
             **common,
@@ -790,30 +804,32 @@ def openapi_document(state: ServeState) -> dict:
         "properties": {"messages": {"type": "array", "minItems": 1, "items": message}, **common},
     }
     object_resp = {"type": "object", "required": ["id", "object", "choices"]}
+    keyed = state.api_key is not None
+    security = {"security": [{"bearer": []}]} if keyed else {}
+    denied = {"401": err_resp} if keyed else {}
 
     def post(schema: dict, summary: str) -> dict:
         return {
             "post": {
                 "summary": summary,
-                "security": [{"bearer": []}],
+                **security,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
                 "responses": {
                     "200": {
                         "description": "the completion (or server-sent events when stream is true)",
                         "content": {"application/json": {"schema": object_resp}, "text/event-stream": {}},
                     },
-                    **{str(c): err_resp for c in (400, 401, 404, 408, 413, 429, 500)},
+                    **{str(c): err_resp for c in (400, 404, 408, 413, 429, 500)},
+                    **denied,
                 },
             }
         }
 
-    def get(summary: str, media: str = "application/json") -> dict:
-        return {
-            "get": {
-                "summary": summary,
-                "responses": {"200": {"description": summary, "content": {media: {}}}, "401": err_resp},
-            }
-        }
+    def get(summary: str, media: str = "application/json", open_route: bool = False) -> dict:
+        responses = {"200": {"description": summary, "content": {media: {}}}}
+        if open_route:
+            return {"get": {"summary": summary, "security": [], "responses": responses}}
+        return {"get": {"summary": summary, **security, "responses": {**responses, **denied}}}
 
     return {
         "openapi": "3.0.3",
@@ -822,7 +838,7 @@ def openapi_document(state: ServeState) -> dict:
             "/v1/completions": post(completion_req, "text completion"),
             "/v1/chat/completions": post(chat_req, "chat completion"),
             "/v1/models": get("the served model"),
-            "/health": get("scheduler state"),
+            "/health": get("scheduler state", open_route=True),
             "/metrics": get("Prometheus metrics", "text/plain"),
         },
         "components": {
