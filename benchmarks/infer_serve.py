@@ -8,11 +8,21 @@ shows continuous batching at work. Wall clock: this measures the server as a cli
     .venv/bin/python benchmarks/infer_serve.py            # small preset, 32 new tokens, 4 rounds per client
     .venv/bin/python benchmarks/infer_serve.py --quick    # tiny preset, 16 new tokens, 2 rounds
     .venv/bin/python benchmarks/infer_serve.py --compile  # `serve --compile`, warmed up at every client count
+    .venv/bin/python benchmarks/infer_serve.py --load 200,1000   # issue 17: concurrent clients, both HTTP layers
+
+``--load N,...`` is the load test: N clients connect at once, a third each asking for a completion, a chat
+completion and a streamed completion, against today's uvicorn server and the stdlib baseline it replaced
+(same scheduler, engine and model; see serve_common.py). It counts what each client got (200, 429 with
+Retry-After, another status, or a connection error: a reset, refusal or no answer), and reports latency,
+tokens/s, the server's peak threads and RSS, and the kernel's ListenOverflows. Results go to
+benchmarks/results/infer_serve_load.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -78,6 +88,118 @@ def run_clients(
     return time.perf_counter() - t0, latencies, tokens[0]
 
 
+def load_round(kind: str, clients: int, preset: str, slots: int, new_tokens: int) -> dict:
+    """All ``clients`` connect at once against a fresh server of ``kind``; returns one row of the table."""
+    from serve_common import ProcProbe, build_request, http_call, listen_overflows
+
+    proc, url = start_server_kind(kind, preset, slots)
+    host, port = url.removeprefix("http://").split(":")
+    try:
+
+        def body(i: int) -> tuple[str, bytes]:
+            common = {"max_tokens": new_tokens, "temperature": 0}
+            if i % 3 == 0:
+                return "/v1/completions", json.dumps({"prompt": f"The fox {i}", **common}).encode()
+            if i % 3 == 1:
+                messages = [{"role": "user", "content": f"hello {i}"}]
+                return "/v1/chat/completions", json.dumps({"messages": messages, **common}).encode()
+            opts = {"stream": True, "stream_options": {"include_usage": True}}
+            return "/v1/completions", json.dumps({"prompt": f"Stream {i}", **common, **opts}).encode()
+
+        async def run() -> list:
+            return await asyncio.gather(
+                *(http_call(host, int(port), build_request(*body(i))) for i in range(clients))
+            )
+
+        asyncio.run(http_warm(host, int(port), build_request(*body(0))))
+        overflows = listen_overflows()
+        with ProcProbe(proc.pid) as probe:
+            t0 = time.perf_counter()
+            results = asyncio.run(run())
+            wall = time.perf_counter() - t0
+        overflows = listen_overflows() - overflows
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    ok = [r for r in results if r.status == 200 and not r.stream_error]
+    lat = sorted(r.latency for r in ok)
+    errors: dict[str, int] = {}
+    for r in results:
+        if r.status is None:
+            errors[r.error or "?"] = errors.get(r.error or "?", 0) + 1
+    return {
+        "server": kind,
+        "clients": clients,
+        "served": len(ok),
+        "429": sum(r.status == 429 for r in results),
+        "429_with_retry_after": sum(r.status == 429 and r.retry_after is not None for r in results),
+        "other_status": sum(r.status not in (None, 200, 429) for r in results),
+        "stream_errors": sum(r.stream_error for r in results),
+        "connection_errors": sum(errors.values()),
+        "errors_by_kind": errors,
+        "p50_s": statistics.median(lat) if lat else None,
+        "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+        "tokens": sum(r.tokens for r in ok),
+        "tokens_per_s": sum(r.tokens for r in ok) / wall,
+        "wall_s": wall,
+        "peak_threads": probe.peak_threads,
+        "peak_rss_mb": probe.peak_rss_kb / 1024,
+        "listen_overflows": overflows,
+    }
+
+
+async def http_warm(host: str, port: int, data: bytes) -> None:
+    from serve_common import http_call
+
+    await http_call(host, port, data)
+
+
+def start_server_kind(kind: str, preset: str, slots: int):
+    from serve_common import start
+
+    return start(kind, preset, slots, threads=1, extra=["--max-queue", "256"] if kind == "uvicorn" else [])
+
+
+def load_main(args) -> None:
+    from pathlib import Path
+
+    counts = [int(c) for c in args.load.split(",")]
+    preset = args.preset or "tiny"
+    new = args.new or 8
+    rows = []
+    for n in counts:
+        for kind in ("baseline", "uvicorn"):
+            row = load_round(kind, n, preset, 16, new)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    header = (
+        "| clients | server | served (200) | 429 (+Retry-After) | other status | connection errors | "
+        "broken streams | p50 s | p99 s | tokens/s | peak threads | peak RSS MB | ListenOverflows |"
+    )
+    lines = [
+        f"`mythos serve {preset}` (16 slots, queue 256, 1 torch thread), {new} new tokens per request, greedy; "
+        "all clients connect at once, 1/3 completions, 1/3 chat, 1/3 streamed; loopback, shared 2-core machine. "
+        "`baseline` = the stdlib server before issue 17, `uvicorn` = today's. Latency over served requests.",
+        "",
+        header,
+        "|" + "---|" * (header.count("|") - 1),
+    ]
+    for r in rows:
+        errs = r["connection_errors"]
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["errors_by_kind"].items()))
+        lines.append(
+            f"| {r['clients']} | {r['server']} | {r['served']} | {r['429']} ({r['429_with_retry_after']}) | "
+            f"{r['other_status']} | {errs}{f' ({kinds})' if kinds else ''} | {r['stream_errors']} | "
+            f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_threads']} | "
+            f"{r['peak_rss_mb']:.0f} | {r['listen_overflows']} |"
+        )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "infer_serve_load.md").write_text("\n".join(lines) + "\n")
+    (out / "infer_serve_load.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -87,7 +209,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     ap.add_argument("--compile", action="store_true", help="serve --compile (one graph per decode width)")
+    ap.add_argument("--load", default=None, help="comma-separated client counts for the load test (issue 17)")
     args = ap.parse_args()
+    if args.load:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        load_main(args)
+        return
     preset = args.preset or ("tiny" if args.quick else "small")
     new = args.new or (16 if args.quick else 32)
     rounds = args.rounds or (2 if args.quick else 4)
