@@ -192,7 +192,7 @@ def parse_common(body: dict, state: ServeState) -> dict[str, Any]:
         check_text(s, "stop")
     sampling = SamplingParams(
         temperature=float(temperature),
-        top_k=None if top_k is None else min(top_k, state.vocab_size),
+        top_k=top_k,  # past the vocabulary it filters nothing
         top_p=None if top_p is None else float(top_p),
         seed=seed,
     )
@@ -258,10 +258,6 @@ class ServeState:
     retry_after: int = 1
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: int = 0  # admitted requests (decoding or waiting for a slot)
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.scheduler.engine.view.embed.shape[0])
 
     @property
     def capacity(self) -> int:
