@@ -25,7 +25,7 @@ import httpx  # noqa: E402
 
 from serve_common import ProcProbe, build_request, http_call, start  # noqa: E402
 
-PRESET, SLOTS = "tiny", 16
+PRESET, SLOTS, MAX_LEN = "tiny", 16, 1024
 
 
 def outcome(res) -> str:
@@ -40,7 +40,7 @@ def run(coro):
 
 
 def case_poison(host: str, port: int, url: str) -> dict:
-    body = {"max_tokens": 64, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"max_tokens": 1000, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
 
     async def go():
         streams = [
@@ -67,15 +67,19 @@ def case_poison(host: str, port: int, url: str) -> dict:
         statuses = await asyncio.gather(
             *(http_call(host, port, build_request("/v1/completions", p)) for p in poison)
         )
-        return statuses, await asyncio.gather(*streams)
+        async with httpx.AsyncClient() as client:
+            tokens_after = (await client.get(url + "/health")).json()["tokens_out"]
+        return statuses, await asyncio.gather(*streams), tokens_after
 
-    poison, streams = run(go())
+    poison, streams, tokens_after = run(go())
     intact = sum(
-        r.status == 200 and not r.stream_error and r.finish == "length" and r.tokens == 64 for r in streams
+        r.status == 200 and not r.stream_error and r.finish == "length" and r.tokens == 1000 for r in streams
     )
+    cut = sum(r.stream_error for r in streams)
     return {
-        "case": "seed 2^64 and top_k 2^63 sent while 6 streams decode",
-        "result": f"poison: {', '.join(outcome(p) for p in poison)}; streams intact {intact}/6",
+        "case": "seed 2^64 and top_k 2^63 sent while 6 streams of 1,000 tokens decode",
+        "result": f"poison: {', '.join(outcome(p) for p in poison)}; streams intact {intact}/6, cut with "
+        f"an in-band error {cut}/6 (poison answered when {tokens_after} of 6,000 tokens were out)",
     }
 
 
@@ -157,7 +161,7 @@ def run_kind(kind: str) -> list[dict]:
     rows = []
 
     def fresh(fn, *args):
-        proc, url = start(kind, PRESET, SLOTS, threads=1)
+        proc, url = start(kind, PRESET, SLOTS, threads=1, max_len=MAX_LEN)
         host, port = url.removeprefix("http://").split(":")
         try:
             with ProcProbe(proc.pid) as probe:
@@ -209,7 +213,7 @@ def run_kind(kind: str) -> list[dict]:
 def main() -> None:
     table = {kind: run_kind(kind) for kind in ("baseline", "uvicorn")}
     lines = [
-        f"`mythos serve {PRESET}` ({SLOTS} slots, 1 torch thread) on loopback; each case on a fresh server. "
+        f"`mythos serve {PRESET} --max-len {MAX_LEN}` ({SLOTS} slots, 1 torch thread) on loopback; each case on a fresh server. "
         "`baseline` = the stdlib server before issue 17, `uvicorn` = today's (read timeout 10 s). "
         "RSS growth = peak RSS during the case minus RSS before it.",
         "",

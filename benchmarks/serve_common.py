@@ -28,11 +28,12 @@ from mythos.infer.engine import Engine
 from mythos.infer.scheduler import Scheduler
 from mythos.infer.tokenizer import load_tokenizer
 path, preset, slots, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+max_len = int(sys.argv[5]) or None
 torch.set_num_threads(threads)
 spec = importlib.util.spec_from_file_location("baseline_server", path)
 mod = importlib.util.module_from_spec(spec); sys.modules["baseline_server"] = mod; spec.loader.exec_module(mod)
-model, ckpt = load_model(preset)
-engine = Engine.from_model(model, slots=slots)
+model, ckpt = load_model(preset, max_seq_len=max_len)
+engine = Engine.from_model(model, slots=slots, max_len=max_len)
 scheduler = Scheduler(engine).start()
 state = mod.ServeState(scheduler, load_tokenizer(ckpt, model.cfg.vocab_size), preset)
 server = mod.make_server(state, "127.0.0.1", 0)
@@ -41,7 +42,9 @@ server.serve_forever()
 """
 
 
-def start(kind: str, preset: str, slots: int, threads: int = 1, extra: list[str] | None = None):
+def start(
+    kind: str, preset: str, slots: int, threads: int = 1, extra: list[str] | None = None, max_len: int = 0
+):
     """(process, base URL) for ``kind`` "baseline" (stdlib server from git) or "uvicorn" (`mythos serve`)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     if kind == "baseline":
@@ -53,10 +56,10 @@ def start(kind: str, preset: str, slots: int, threads: int = 1, extra: list[str]
         ).stdout
         path = Path(tempfile.mkdtemp(prefix="mythos-baseline-")) / "baseline_server.py"
         path.write_text(source)
-        cmd = [sys.executable, "-c", CHILD, str(path), preset, str(slots), str(threads)]
+        cmd = [sys.executable, "-c", CHILD, str(path), preset, str(slots), str(threads), str(max_len)]
     else:
         cmd = [sys.executable, "-m", "mythos", "serve", preset, "--port", "0", "--slots", str(slots)]
-        cmd += ["--threads", str(threads), *(extra or [])]
+        cmd += ["--threads", str(threads), *(["--max-len", str(max_len)] if max_len else []), *(extra or [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = proc.stdout.readline()
     if "http://" not in line:
