@@ -8,6 +8,7 @@ shows continuous batching at work. Wall clock: this measures the server as a cli
     .venv/bin/python benchmarks/infer_serve.py            # small preset, 32 new tokens, 4 rounds per client
     .venv/bin/python benchmarks/infer_serve.py --quick    # tiny preset, 16 new tokens, 2 rounds
     .venv/bin/python benchmarks/infer_serve.py --compile  # `serve --compile`, warmed up at every client count
+    .venv/bin/python benchmarks/infer_serve.py --baseline # the same against the stdlib server before issue 17
     .venv/bin/python benchmarks/infer_serve.py --load 200,1000   # issue 17: concurrent clients, both HTTP layers
 
 ``--load N,...`` is the load test: N clients connect at once, a third each asking for a completion, a chat
@@ -209,6 +210,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     ap.add_argument("--compile", action="store_true", help="serve --compile (one graph per decode width)")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="run the stdlib HTTP server from before issue 17 (serve_common.py)",
+    )
     ap.add_argument("--load", default=None, help="comma-separated client counts for the load test (issue 17)")
     args = ap.parse_args()
     if args.load:
@@ -219,7 +225,14 @@ def main() -> None:
     new = args.new or (16 if args.quick else 32)
     rounds = args.rounds or (2 if args.quick else 4)
     counts = [int(c) for c in args.clients.split(",")]
-    proc, base = start_server(preset, max(counts), args.threads, ["--compile"] if args.compile else [])
+    if args.baseline:
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+        from serve_common import start
+
+        proc, base = start("baseline", preset, max(counts), threads=args.threads)
+        base += "/v1"
+    else:
+        proc, base = start_server(preset, max(counts), args.threads, ["--compile"] if args.compile else [])
     prompt = "The quick brown fox jumps over the lazy dog while"  # ~50 byte tokens
     try:
         # warm-up; compiled: one graph per power-of-two decode width, so warm every width the runs can reach
@@ -227,7 +240,7 @@ def main() -> None:
         for n in widths:
             run_clients(base, n, 1, 4, prompt)
         print(
-            f"mythos serve {'--compile ' if args.compile else ''}{preset} ({max(counts)} slots, {args.threads} "
+            f"{'baseline (stdlib) ' if args.baseline else ''}mythos serve {'--compile ' if args.compile else ''}{preset} ({max(counts)} slots, {args.threads} "
             f"torch thread), {new} new tokens/request, "
             f"{rounds} requests per client, greedy; wall clock on a shared 2-core machine\n"
         )
