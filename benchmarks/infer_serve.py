@@ -10,6 +10,7 @@ shows continuous batching at work. Wall clock: this measures the server as a cli
     .venv/bin/python benchmarks/infer_serve.py --compile  # `serve --compile`, warmed up at every client count
     .venv/bin/python benchmarks/infer_serve.py --baseline # the same against the stdlib server before issue 17
     .venv/bin/python benchmarks/infer_serve.py --load 200,1000   # issue 17: concurrent clients, both HTTP layers
+    .venv/bin/python benchmarks/infer_serve.py --side-by-side 30 # batch-1 latency, both layers on one scheduler
 
 ``--load N,...`` is the load test: N clients connect at once, a third each asking for a completion, a chat
 completion and a streamed completion, against today's uvicorn server and the stdlib baseline it replaced
@@ -201,6 +202,83 @@ def load_main(args) -> None:
     print("\n".join(lines))
 
 
+def side_by_side(args) -> None:
+    """Both HTTP layers in one process over one scheduler, requests alternating: only the HTTP layer differs."""
+    import importlib.util
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from mythos.infer import server as new
+    from mythos.infer.cli import load_model
+    from mythos.infer.engine import Engine
+    from mythos.infer.scheduler import Scheduler
+    from mythos.infer.tokenizer import ByteTokenizer
+    from serve_common import BASELINE_REV, ROOT
+
+    torch.set_num_threads(args.threads)
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{BASELINE_REV}:src/mythos/infer/server.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "baseline_server.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("baseline_server", path)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_server"] = old
+    spec.loader.exec_module(old)
+    preset = args.preset or "small"
+    model, _ = load_model(preset)
+    scheduler = Scheduler(Engine.from_model(model, slots=16)).start()
+    old_srv, _ = old.serve_in_thread(old.ServeState(scheduler, ByteTokenizer(), preset))
+    new_srv, _ = new.serve_in_thread(new.ServeState(scheduler, ByteTokenizer(), preset))
+    urls = {
+        "baseline": f"http://127.0.0.1:{old_srv.server_address[1]}",
+        "uvicorn": f"http://127.0.0.1:{new_srv.server_address[1]}",
+    }
+    n, new_tokens = args.side_by_side, args.new or 32
+    rows = []
+    with httpx.Client(timeout=300) as http:
+        for stream in (False, True):
+            lat: dict[str, list[float]] = {k: [] for k in urls}
+            for r in range(n + 1):
+                for kind in ("baseline", "uvicorn") if r % 2 else ("uvicorn", "baseline"):
+                    body = {"prompt": f"The quick brown fox {r}", "max_tokens": new_tokens, "temperature": 0}
+                    if stream:
+                        body |= {"stream": True, "stream_options": {"include_usage": True}}
+                    t = time.perf_counter()
+                    res = http.post(urls[kind] + "/v1/completions", json=body)
+                    res.raise_for_status()
+                    if r:  # the first round warms up
+                        lat[kind].append(time.perf_counter() - t)
+            med = {k: statistics.median(v) for k, v in lat.items()}
+            rows.append({"stream": stream, **{f"{k}_median_s": v for k, v in med.items()}})
+            rows[-1]["ratio"] = med["uvicorn"] / med["baseline"]
+    lines = [
+        f"One process, one `{preset}` scheduler (16 slots, {args.threads} torch thread), two HTTP layers on it, "
+        f"{n} sequential requests each ({new_tokens} new tokens, greedy), alternating; median latency.",
+        "",
+        "| request | baseline (stdlib) s | uvicorn s | uvicorn / baseline |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {'streamed' if r['stream'] else 'blocking'} | {r['baseline_median_s']:.3f} | "
+            f"{r['uvicorn_median_s']:.3f} | {r['ratio']:.2f} |"
+        )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "infer_serve_side_by_side.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    new_srv.shutdown()
+    old_srv.shutdown()
+    scheduler.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -216,7 +294,17 @@ def main() -> None:
         help="run the stdlib HTTP server from before issue 17 (serve_common.py)",
     )
     ap.add_argument("--load", default=None, help="comma-separated client counts for the load test (issue 17)")
+    ap.add_argument(
+        "--side-by-side",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N batch-1 requests per HTTP layer, one process",
+    )
     args = ap.parse_args()
+    if args.side_by_side:
+        side_by_side(args)
+        return
     if args.load:
         sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
         load_main(args)

@@ -39,6 +39,7 @@ from mythos.infer.tokenizer import StreamDecoder, Tokenizer
 from mythos.model.exits import ExitCriterion
 
 MAX_BODY = 4 * 1024 * 1024
+INLINE_BODY = 64 * 1024  # bodies up to this are parsed and tokenized on the event loop, larger on the pool
 STREAM_WAKE_INTERVAL = 0.01  # a streamed token reaches its client at most ~10 ms plus one token late
 MAX_INT31 = 2**31 - 1
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes [0, 2^64 - 1]
@@ -269,8 +270,7 @@ class ServeState:
 class NotifyingQueue(queue.Queue):
     """The request's event queue: the scheduler thread puts, and the request's coroutine is woken.
 
-    Waking the event loop costs the scheduler thread a GIL hand-over, which per token made a batch-1 request
-    ~1.3x slower than the thread-per-connection server (measured side by side). So tokens wake the loop
+    Each wake of the event loop costs the scheduler thread a GIL hand-over mid-step, so tokens wake the loop
     at most every ``token_interval`` seconds (``None``: never, for a blocking answer without stop strings,
     which needs only the end); ``done`` and ``error`` always wake it.
     """
@@ -445,7 +445,10 @@ def build_app(state: ServeState) -> Starlette:
     async def complete(request: HttpRequest, chat: bool) -> Response:
         raw = await read_body(request)
         loop = asyncio.get_running_loop()
-        opts, ids = await loop.run_in_executor(pool, prepare, raw, chat)
+        if len(raw) <= INLINE_BODY:  # microseconds: a hop to the pool would cost more than it saves
+            opts, ids = prepare(raw, chat)
+        else:
+            opts, ids = await loop.run_in_executor(pool, prepare, raw, chat)
         wake = asyncio.Event()
         stop_ids = frozenset([state.tokenizer.eos_id]) if state.tokenizer.eos_id is not None else frozenset()
         req = Request(

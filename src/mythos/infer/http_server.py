@@ -91,7 +91,9 @@ class GuardedH11Protocol(H11Protocol):
 def bind_socket(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
     """A listening TCP socket; raises OSError (port in use, bad address) for the caller to report."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and without it
+    # Nagle holds a response's body until the client's delayed ACK of its headers (~40 ms per request)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
