@@ -452,3 +452,28 @@ def test_openapi_contract_with_schemathesis(model: Mythos, tmp_path, api_key: st
         )
         assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
         assert " generated" in proc.stdout
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_strings_end_the_answer_blocking_and_streamed(served: Served, stream: bool) -> None:
+    """Stop strings are matched as tokens arrive (streams and stop requests wake per ~10 ms, not per token)."""
+    body = {"prompt": "stop here", "max_tokens": 24, "temperature": 0}
+    full = httpx.post(served.base + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+    stop = next((c for c in full[1:] if c != "\ufffd"), None)
+    if stop is None:
+        pytest.skip("the random model's greedy text has no decodable character to stop on")
+    expected = full[: full.index(stop)]
+    if not stream:
+        res = httpx.post(served.base + "/v1/completions", json={**body, "stop": stop}, timeout=60).json()
+        assert res["choices"][0]["text"] == expected and res["choices"][0]["finish_reason"] == "stop"
+        return
+    text, finish = "", None
+    with httpx.stream(
+        "POST", served.base + "/v1/completions", json={**body, "stop": stop, "stream": True}, timeout=60
+    ) as res:
+        for line in res.iter_lines():
+            if line.startswith("data: {"):
+                choice = json.loads(line[6:])["choices"][0]
+                text += choice["text"]
+                finish = choice["finish_reason"] or finish
+    assert text == expected and finish == "stop"
