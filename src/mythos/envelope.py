@@ -28,6 +28,6 @@ def failure(
     return {"ok": False, "error": message, "field": field, "value": value, "fix": fix, **fields}
 
 
-def dumps(payload: dict[str, Any]) -> str:
-    """The printed form: indented, UTF-8 as is (``ensure_ascii=False``), key order as built."""
-    return json.dumps(payload, indent=2, ensure_ascii=False)
+def dumps(payload: dict[str, Any], *, sort_keys: bool = False) -> str:
+    """The printed form: indented, UTF-8 as is (``ensure_ascii=False``), key order as built unless sorted."""
+    return json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=sort_keys)

@@ -207,7 +207,7 @@ def _info(argv: list[str]) -> int:
         elif (checkpoint_dir / WEIGHTS_NAME).is_file():
             report["checkpoint_problem"] = safetensors_problem(checkpoint_dir / WEIGHTS_NAME)
     if args.json:
-        print(envelope.dumps(envelope.success(target=label, **dict(sorted(report.items())))))
+        print(envelope.dumps(envelope.success(target=label, **report), sort_keys=True))
     else:
         print(format_report(label, report))
     return 0
@@ -235,7 +235,7 @@ def _list(argv: list[str]) -> int:
             }
         )
     if args.json:
-        print(envelope.dumps(envelope.success(presets=rows)))
+        print(envelope.dumps(envelope.success(presets=rows), sort_keys=True))
         return 0
     print(f"{'preset':<11}{'attn':<6}{'dim':>7}{'loops':>7}{'experts':>9}{'total':>10}{'active':>10}")
     for row in rows:
