@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from mythos import envelope
 from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
 from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
@@ -58,6 +59,8 @@ def _load_or_fail(prog: str, args):
     try:
         return _model_and_tokenizer(args)
     except (ValueError, OSError) as exc:
+        if getattr(args, "json", False):
+            print(envelope.dumps(envelope.failure(str(exc), field="model")))
         print(f"{prog}: {exc}", file=sys.stderr)
         return None
 
@@ -141,6 +144,9 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated (one prompt)")
     p.add_argument(
+        "--json", action="store_true", help="print the completions (and loops run) as JSON (see docs/cli.md)"
+    )
+    p.add_argument(
         "--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr"
     )
     p.add_argument(
@@ -162,6 +168,8 @@ def generate_main(argv: list[str]) -> int:
         p.error(str(exc))
     if args.stream and len(args.prompt) > 1:
         p.error("--stream prints one sequence: give a single --prompt")
+    if args.stream and args.json:
+        p.error("--stream and --json are exclusive: --json prints one object when generation ends")
 
     loaded = _load_or_fail("mythos generate", args)
     if loaded is None:
@@ -182,6 +190,7 @@ def generate_main(argv: list[str]) -> int:
     ]
     decoders = [StreamDecoder(tokenizer) for _ in range(B)]
     done = [False] * B
+    generated = [0] * B
     t0 = time.perf_counter()
     logits = engine.prefill(0, prompts)
     loops_run = [engine.last_loops.tolist()]  # loops the forward producing each step's tokens ran, per row
@@ -196,6 +205,7 @@ def generate_main(argv: list[str]) -> int:
             if tokenizer.eos_id is not None and tok == tokenizer.eos_id:
                 done[i] = True
                 continue
+            generated[i] += 1
             delta = decoders[i].push(tok)
             if args.stream:
                 sys.stdout.write(delta)
@@ -208,6 +218,17 @@ def generate_main(argv: list[str]) -> int:
     t_decode = time.perf_counter() - t1
     if args.stream:
         sys.stdout.write(decoders[0].flush() + "\n")
+    elif args.json:
+        for d in decoders:
+            d.flush()
+        completions = [
+            {"prompt": args.prompt[i], "text": d.sent, "tokens": generated[i]} for i, d in enumerate(decoders)
+        ]
+        print(
+            envelope.dumps(
+                envelope.success(completions=completions, n_loops=n_loops, loops_per_step=loops_run)
+            )
+        )
     else:
         for i, d in enumerate(decoders):
             d.flush()
