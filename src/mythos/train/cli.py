@@ -43,6 +43,12 @@ def train_parser() -> argparse.ArgumentParser:
     src.add_argument("--vocab-size", type=int, default=d["vocab_size"].default)
     src.add_argument("--text-field", default=d["text_field"].default)
     src.add_argument("--max-documents", type=int)
+    src.add_argument(
+        "--heldout",
+        type=float,
+        default=d["heldout"].default,
+        help="fraction of whole documents/files held out at data preparation (for mythos eval)",
+    )
     src.add_argument("--seq-len", type=int, default=d["seq_len"].default)
     src.add_argument("--task", help="synthetic task instead of text: binding, graph or carry")
     src.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE")
@@ -56,7 +62,16 @@ def train_parser() -> argparse.ArgumentParser:
         "--ponder-weight", type=float, help="weight of ACT's ponder cost (default: the model config's)"
     )
     rec = p.add_argument_group("recurrence")
-    rec.add_argument("--loops", default=d["loops"].default, help="N, or MIN:MAX sampled per step")
+    rec.add_argument(
+        "--loops",
+        default=d["loops"].default,
+        help="training depth: N, MIN:MAX (uniform) or plognormal:MEAN[:MAX] (heavy-tailed, Huginn's)",
+    )
+    rec.add_argument(
+        "--depth-per",
+        choices=["sequence", "step"],
+        help="draw the depth per sequence (default on text) or per step (default on --task)",
+    )
     rec.add_argument("--grad-loops", type=int, help="backprop through only the last K loops")
     rec.add_argument("--checkpoint-loops", action="store_true", help="activation checkpointing per loop")
     rec.add_argument("--no-router-balance", action="store_true")
@@ -85,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         vocab_size=args.vocab_size,
         text_field=args.text_field,
         max_documents=args.max_documents,
+        heldout=args.heldout,
         seq_len=args.seq_len,
         task=args.task,
         task_options=_key_values(args.task_option, "--task-option"),
@@ -100,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         beta2=args.beta2,
         grad_clip=args.grad_clip,
         loops=args.loops,
+        depth_per=args.depth_per,
         grad_loops=args.grad_loops,
         checkpoint_loops=args.checkpoint_loops,
         ponder_weight=args.ponder_weight,

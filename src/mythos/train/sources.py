@@ -6,6 +6,9 @@ global batch split over N ranks is the same set of samples as one process drawin
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,42 @@ class TaskSource:
         return Batch(torch.from_numpy(full.inputs[rows]), torch.from_numpy(full.targets[rows]))
 
 
+HELDOUT_DIR = "heldout"
+"""Sub-folder of a shard folder holding the held-out documents (never seen in training)."""
+
+
+def is_heldout(document: str, fraction: float) -> bool:
+    """Whether a whole document is held out: a hash of its text, so the split is fixed whatever the order."""
+    digest = hashlib.blake2b(document.encode("utf-8", errors="replace"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64 < fraction
+
+
+def split_documents(documents: Iterable[str], fraction: float, heldout: bool) -> Iterator[str]:
+    """One side of the held-out split by whole documents/files.
+
+    A source that is a single document (one text file) cannot be split by document: its last ``fraction``
+    (cut at a line break) is held out instead.
+    """
+    docs = iter(documents)
+    first, second = next(docs, None), next(docs, None)
+    if first is None:
+        return
+    if second is None:
+        if fraction <= 0:
+            if not heldout:
+                yield first
+            return
+        cut = first.rfind("\n", 0, int(len(first) * (1 - fraction)))
+        cut = cut + 1 if cut > 0 else int(len(first) * (1 - fraction))
+        part = first[cut:] if heldout else first[:cut]
+        if part:
+            yield part
+        return
+    for doc in itertools.chain((first, second), docs):
+        if (fraction > 0 and is_heldout(doc, fraction)) == heldout:
+            yield doc
+
+
 class TextSource:
     """Next-token prediction over memory-mapped token shards; samples are indexed globally."""
 
@@ -53,15 +92,24 @@ class TextSource:
             if cfg.data is None:
                 raise FileNotFoundError(f"{shard_dir} holds no shards and no --data was given to build them")
             tok_path = Path(cfg.tokenizer) if cfg.tokenizer else shard_dir / "tokenizer.json"
+
+            def docs(heldout: bool):
+                return split_documents(
+                    iter_documents(cfg.data, cfg.text_field, cfg.max_documents), cfg.heldout, heldout
+                )
+
             if tok_path.exists():
                 tokenizer = load_tokenizer(tok_path)
             else:
                 log(f"training a {cfg.vocab_size}-token BPE tokenizer on {cfg.data}")
-                tokenizer = train_tokenizer(
-                    iter_documents(cfg.data, cfg.text_field, cfg.max_documents), cfg.vocab_size, tok_path
+                tokenizer = train_tokenizer(docs(False), cfg.vocab_size, tok_path)
+            if cfg.heldout > 0:  # written before the training index: an index means both halves exist
+                log(
+                    f"holding out {cfg.heldout:.0%} of the documents of {cfg.data} in {shard_dir / HELDOUT_DIR}"
                 )
+                write_shards(docs(True), tokenizer, shard_dir / HELDOUT_DIR)
             log(f"tokenizing {cfg.data} into {shard_dir}")
-            write_shards(iter_documents(cfg.data, cfg.text_field, cfg.max_documents), tokenizer, shard_dir)
+            write_shards(docs(False), tokenizer, shard_dir)
         candidates = [Path(cfg.tokenizer)] if cfg.tokenizer else []
         candidates.append(shard_dir / "tokenizer.json")
         # travels with every checkpoint, so `mythos generate/serve` can speak text to the model
