@@ -30,11 +30,7 @@ LN2 = math.log(2.0)
 def token_bytes(tokenizer) -> np.ndarray:
     """UTF-8 bytes each token id stands for (byte-level BPE: one vocabulary character per byte; specials 0)."""
     size = tokenizer.get_vocab_size()
-    special = set()
-    try:
-        special = {int(k) for k in tokenizer.get_added_tokens_decoder()}
-    except AttributeError:  # older tokenizers: no added-token table
-        pass
+    special = {int(k) for k in tokenizer.get_added_tokens_decoder()}
     out = np.zeros(size, dtype=np.int64)
     for i in range(size):
         tok = tokenizer.id_to_token(i)
