@@ -77,3 +77,17 @@ def test_row_loops_validation():
         model(ids, row_loops=torch.tensor([1, 2, 3]))
     with pytest.raises(ValueError, match="row_loops"):
         model(ids, row_loops=torch.tensor([0, 2]))
+
+
+def test_doctor_reports_depth_collapse_as_a_symptom_with_its_fix():
+    from mythos.model.doctor import check_depth_collapse, make_probe
+
+    torch.manual_seed(0)
+    model = Mythos(get_preset("tiny", max_loop_iters=8)).eval()
+    probe = make_probe(model.cfg, 64)
+    (fresh,) = check_depth_collapse(model, probe)
+    assert fresh.severity == "ok", fresh
+    with torch.no_grad():
+        model.recurrent.act.halt.bias.zero_()  # the old init: p ~ 0.5 per loop
+    (sick,) = check_depth_collapse(model, probe)
+    assert sick.severity == "warning" and "depth collapse" in sick.seen and "act=false" in sick.fix
