@@ -264,7 +264,9 @@ def targets(results: dict[str, dict], train_depth: int) -> dict[str, Any]:
         return out
     loops, bpb = looped["loops"], looped["bits_per_byte"]
     upto = [b for n, b in zip(loops, bpb, strict=True) if n <= train_depth]
-    out["non_increasing_to_train_depth"] = bool(all(b2 <= b1 + 1e-9 for b1, b2 in zip(upto, upto[1:])))
+    out["non_increasing_to_train_depth"] = bool(
+        all(b2 <= b1 + 1e-9 for b1, b2 in zip(upto, upto[1:], strict=False))
+    )
     best = min(bpb)
     beyond = [b for n, b in zip(loops, bpb, strict=True) if train_depth <= n <= 2 * train_depth]
     worst = max(beyond) if beyond else float("nan")
