@@ -169,3 +169,10 @@ def test_study_depth_quick_writes_json_and_png_and_resumes(tmp_path, capsys):
     assert (out / "looped" / "study_eval.json").stat().st_mtime == mtime
     assert main(["study", "depth", "--out", str(tmp_path / "bad"), "--eval-loops", "0,2"]) == 2
     assert "--eval-loops" in capsys.readouterr().err
+
+
+def test_a_small_corpus_always_gets_a_held_out_document():
+    docs = [f"doc {i}\n" for i in range(5)]
+    held = list(split_documents(docs, 0.001, heldout=True))
+    train = list(split_documents(docs, 0.001, heldout=False))
+    assert held == ["doc 4\n"] and train == docs[:4]

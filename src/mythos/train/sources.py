@@ -61,7 +61,7 @@ def split_documents(documents: Iterable[str], fraction: float, heldout: bool) ->
     """One side of the held-out split by whole documents/files.
 
     A source that is a single document (one text file) cannot be split by document: its last ``fraction``
-    (cut at a line break) is held out instead.
+    (cut at a line break) is held out instead. When the hash holds out no document, the last one is.
     """
     docs = iter(documents)
     first, second = next(docs, None), next(docs, None)
@@ -78,9 +78,21 @@ def split_documents(documents: Iterable[str], fraction: float, heldout: bool) ->
         if part:
             yield part
         return
-    for doc in itertools.chain((first, second), docs):
-        if (fraction > 0 and is_heldout(doc, fraction)) == heldout:
-            yield doc
+    if fraction <= 0:
+        if not heldout:
+            yield from itertools.chain((first, second), docs)
+        return
+    any_held = False
+    pending = first
+    for doc in itertools.chain((second,), docs):
+        held = is_heldout(pending, fraction)
+        any_held |= held
+        if held == heldout:
+            yield pending
+        pending = doc
+    # the last document is held out also when the hash picked none (small corpora): never an empty split
+    if (is_heldout(pending, fraction) or not any_held) == heldout:
+        yield pending
 
 
 class TextSource:
