@@ -19,17 +19,42 @@ from mythos.train.study import StudyConfig, run_study
 
 VARIANTS = {
     "act-off, 1:6 per sequence (recipe)": dict(),
-    "act-off, 1:6 per step": dict(depth_per="step"),
     "act-on, 1:6 per sequence": dict(act=True),
     "act-off, fixed 6": dict(loops="6"),
+    "act-off, 1:6 per step": dict(depth_per="step"),
 }
+
+
+def write(rows: dict, base: dict, quick: bool) -> str:
+    """The table so far (written after every variant, so a cut-short run still leaves its measurements)."""
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    loops = base["eval_loops"]
+    lines = [
+        f"# Depth recipe on text ({base['steps']} steps x {base['batch_size']} x {base['seq_len']} tokens, "
+        f"dim {base['dim']}, stdlib sources, held-out bits per byte)",
+        "",
+        "| variant | " + " | ".join(f"L={n}" for n in loops) + " | train GFLOPs | adaptive (bpb @ loops) |",
+        "|---|" + "---|" * (len(loops) + 2),
+    ]
+    for name, r in rows.items():
+        ad = "; ".join(
+            f"{a['exit']}: {a['bits_per_byte']:.4f} @ {a['mean_loops']:.2f}" for a in r["adaptive"]
+        )
+        cells = " | ".join(f"{b:.4f}" for b in r["bits_per_byte"])
+        lines.append(f"| {name} | {cells} | {r['train_flops'] / 1e9:.1f} | {ad} |")
+    lines += ["", "Command: `python benchmarks/depth_recipe.py" + (" --quick" if quick else "") + "`"]
+    if not quick:
+        (results / "depth_recipe.json").write_text(json.dumps(rows, indent=2, sort_keys=True))
+        (results / "depth_recipe.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="runs/depth-recipe")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=150)
     args = p.parse_args()
     root = Path(args.out)
     base = dict(
@@ -71,27 +96,8 @@ def main() -> int:
             "train_flops": m["train_flops"],
             "targets": study["targets"],
         }
-    results = Path(__file__).parent / "results"
-    results.mkdir(exist_ok=True)
-    loops = base["eval_loops"]
-    lines = [
-        f"# Depth recipe on text ({base['steps']} steps x {base['batch_size']} x {base['seq_len']} tokens, "
-        f"dim {base['dim']}, stdlib sources, held-out bits per byte)",
-        "",
-        "| variant | " + " | ".join(f"L={n}" for n in loops) + " | train GFLOPs | adaptive (bpb @ loops) |",
-        "|---|" + "---|" * (len(loops) + 2),
-    ]
-    for name, r in rows.items():
-        ad = "; ".join(
-            f"{a['exit']}: {a['bits_per_byte']:.4f} @ {a['mean_loops']:.2f}" for a in r["adaptive"]
-        )
-        cells = " | ".join(f"{b:.4f}" for b in r["bits_per_byte"])
-        lines.append(f"| {name} | {cells} | {r['train_flops'] / 1e9:.1f} | {ad} |")
-    lines += ["", "Command: `python benchmarks/depth_recipe.py" + (" --quick" if args.quick else "") + "`"]
-    if not args.quick:
-        (results / "depth_recipe.json").write_text(json.dumps(rows, indent=2, sort_keys=True))
-        (results / "depth_recipe.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        write(rows, base, args.quick)
+    print(write(rows, base, args.quick))
     return 0
 
 
