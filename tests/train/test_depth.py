@@ -38,8 +38,8 @@ def test_plognormal_is_heavy_tailed_with_the_mean_asked_for():
 
 
 def test_per_sequence_depths_differ_within_a_batch_and_every_rank_agrees():
-    cfg = TrainConfig(data="x", loops="1:8", batch_size=4, grad_accum=2, seed=5)
-    assert cfg.depth_mode == "sequence"  # the text default
+    assert TrainConfig(data="x", loops="1:8").depth_mode == "step"  # the measured default
+    cfg = TrainConfig(data="x", loops="1:8", batch_size=4, grad_accum=2, seed=5, depth_per="sequence")
     rows = step_depths(cfg, 3, 16)  # 2 ranks x 2 micro-steps x 4 rows: the whole global batch
     assert len(set(rows.tolist())) > 1
     np.testing.assert_array_equal(rows, step_depths(cfg, 3, 16))  # a pure function of (seed, step)
@@ -102,6 +102,7 @@ def text_run(tmp_path_factory) -> Path:
         steps=4,
         warmup=1,
         loops="1:4",
+        depth_per="sequence",
         grad_loops=2,
         model_overrides={"dim": 32, "act": False},
         progress=False,

@@ -71,7 +71,7 @@ def train_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--depth-per",
         choices=["sequence", "step"],
-        help="draw the depth per sequence (default on text) or per step (default on --task)",
+        help="draw the depth per step (default: measured best on text) or per sequence (rows of a batch differ)",
     )
     rec.add_argument("--grad-loops", type=int, help="backprop through only the last K loops")
     rec.add_argument("--checkpoint-loops", action="store_true", help="activation checkpointing per loop")

@@ -65,7 +65,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     # --- recurrence ---
     loops: str = "4"  # N, MIN:MAX or plognormal:MEAN[:MAX] (see train/sampler.py)
-    depth_per: str | None = None  # "sequence" or "step"; None: per sequence on text, per step on tasks
+    depth_per: str | None = None  # "sequence" or "step"; None: per step (measured best, docs/train.md)
     grad_loops: int | None = None  # backprop through only the last k loops
     checkpoint_loops: bool = False
     ponder_weight: float | None = None  # weight of aux.ponder_cost; None: the model config's ponder_weight
@@ -142,10 +142,9 @@ class TrainConfig:
 
     @property
     def depth_mode(self) -> str:
-        """Where depth is drawn: per sequence on text (the recipe), per step on synthetic tasks (the demo's)."""
-        if self.depth_per is not None:
-            return self.depth_per
-        return "step" if self.task else "sequence"
+        """Where depth is drawn. Default per step: on text it matched or beat per sequence at fewer FLOPs
+        (benchmarks/results/depth_recipe.md: a per-sequence batch runs to its deepest row)."""
+        return self.depth_per if self.depth_per is not None else "step"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
