@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import TrainConfig
 from .data import STDLIB
 
@@ -322,11 +320,3 @@ def format_table(study: dict) -> str:
         for row in t.get("adaptive", []):
             lines.append(f"  exit {row['exit']}: {row}")
     return "\n".join(lines)
-
-
-def depth_distribution(cfg: StudyConfig) -> np.ndarray:
-    """The looped model's per-row training depths over the whole run (for the docs' histogram)."""
-    from .trainer import step_depths
-
-    tcfg = train_config(cfg, "looped")
-    return np.concatenate([step_depths(tcfg, s, tcfg.batch_size) for s in range(cfg.steps)])

@@ -208,7 +208,10 @@ def evaluate_run(
     if cfg.task:
         raise ValueError(f"{ckpt} was trained on the synthetic task {cfg.task!r}, not text")
     run_dir = ckpt.parent.parent  # RUN/checkpoints/step_N
-    shard_dir = Path(cfg.shards) if cfg.shards else run_dir / "shards"
+    # the recorded path (relative to where training ran), else beside the run (a study's OUT/shards)
+    candidates = [Path(cfg.shards)] if cfg.shards else []
+    candidates += [run_dir / "shards", run_dir.parent / "shards"]
+    shard_dir = next((c for c in candidates if (c / HELDOUT_DIR / "index.json").exists()), candidates[0])
     held = shard_dir / HELDOUT_DIR
     if not (held / "index.json").exists():
         raise FileNotFoundError(
