@@ -27,13 +27,10 @@ from .attention import Rope
 from .block import TransformerBlock
 from .cache import KVCache
 from .config import MythosConfig
+from .functional import A_MAX, act_step, halt_prob, lora_add, lora_delta, lora_scale, lti_A, lti_update
 from .norm import RMSNorm
 
-A_MAX = 1.0 - 2.0**-8
-"""Largest A: the largest bfloat16 below 1 (exactly representable in fp16 and fp32 too), so A < 1 in every dtype."""
-LOG_RATE_MIN = math.log(-math.log(A_MAX))
-"""log(dt * rate) at which A reaches A_MAX; the reference's floor of -20 lets A round to exactly 1.0."""
-LOG_RATE_MAX = 20.0
+__all__ = ["A_MAX", "ACTHalting", "DepthLoRA", "LTIInjection", "LoopEmbedding", "LoopStats", "RecurrentBlock"]
 
 
 class LTIInjection(nn.Module):
@@ -47,11 +44,10 @@ class LTIInjection(nn.Module):
 
     def get_A(self) -> torch.Tensor:
         """Diagonal of A in the parameters' dtype, computed in fp32; every entry in (0, A_MAX]."""
-        log_rate = (self.log_dt.float() + self.log_A.float()).clamp(LOG_RATE_MIN, LOG_RATE_MAX)
-        return torch.exp(-torch.exp(log_rate)).clamp(max=A_MAX).to(self.log_A.dtype)
+        return lti_A(self.log_A, self.log_dt)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(torch.addcmul(out, self.B, e), self.get_A(), h)  # fused multiply-adds
+        return lti_update(h, self.get_A(), self.B, e, out)
 
 
 class LoopEmbedding(nn.Module):
@@ -88,14 +84,11 @@ class DepthLoRA(nn.Module):
         self.scale = nn.Embedding(max_loops, rank)
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
-        return (self.down(x) * s) @ self.B
+        return lora_delta(x, self.down.weight, self.B, lora_scale(self.scale.weight, t))
 
     def add_to(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """``x + self(x, t)`` with the addition inside the matmul (one pass over x fewer)."""
-        s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
-        low = (self.down(x) * s).reshape(-1, self.B.shape[0])
-        return torch.addmm(x.reshape(-1, x.shape[-1]), low, self.B).view(x.shape)
+        return lora_add(x, self.down.weight, self.B, lora_scale(self.scale.weight, t))
 
 
 class ACTHalting(nn.Module):
@@ -114,7 +107,7 @@ class ACTHalting(nn.Module):
                 self.halt.bias.fill_(halting_bias(max_loops))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.halt(h)).squeeze(-1)
+        return halt_prob(h, self.halt.weight, self.halt.bias)
 
 
 def halting_bias(max_loops: int) -> float:
@@ -224,17 +217,13 @@ class RecurrentBlock(nn.Module):
                 in_window = t >= first_grad
                 running = ((~halted) & in_window & active).float()
                 p = self.act(h).float()
-                crossing = cumulative + p >= cfg.act_threshold
-                if not cfg.reference_compat:
-                    crossing = crossing | (t == depth - 1)  # pay the remainder to whoever is still running
-                remainder = (1.0 - cumulative).clamp(min=0)
-                weight = torch.where(crossing, remainder, p) * running
-                h_out = torch.addcmul(h_out, weight.unsqueeze(-1), h.float())
-                remainder_paid = (
-                    remainder_paid + torch.where(crossing, remainder, torch.zeros_like(p)) * running
-                )
+                # a row's last loop pays the remainder to whoever is still running (not in reference mode)
+                final = (t == depth - 1) if not cfg.reference_compat else False
+                step = act_step(p, cumulative, running, cfg.act_threshold, final=final)
+                h_out = torch.addcmul(h_out, step.weight.unsqueeze(-1), h.float())
+                remainder_paid = remainder_paid + torch.where(step.crossing, step.weight, torch.zeros_like(p))
                 used = used + running
-                cumulative = cumulative + p * running
+                cumulative = step.cumulative
                 halted = halted | (cumulative >= cfg.act_threshold)
                 if not cfg.reference_compat:
                     halted = halted | (t >= depth - 1)
