@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mythos.fsutil import slug
 from mythos.reason.calls import CallPolicy
 from mythos.reason.config import (
     NotConfigured,
@@ -132,10 +132,6 @@ def _records_dir() -> Path:
     return Path(os.environ.get("MYTHOS_REASON_RECORDS") or Path.home() / ".cache" / "mythos" / "reason")
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "question"
-
-
 def think_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="mythos think",
@@ -230,7 +226,9 @@ def think_main(argv: list[str]) -> int:
         Path(args.record)
         if args.record
         else _records_dir()
-        / (f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{_slug(record.question)}.json")
+        / (
+            f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{slug(record.question, 40, default='question')}.json"
+        )
     )
     try:
         write_atomic(path, record.to_json() + "\n")

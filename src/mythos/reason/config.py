@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mythos.fsutil import atomic_write
 from mythos.reason.backends import LLMBackend
 
 PROVIDERS = ("openai", "anthropic", "scripted")
@@ -149,11 +150,6 @@ def build_backend(settings: BackendSettings) -> LLMBackend:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file + fsync + rename, so a crash never leaves half a record."""
+    """Write a record atomically (``mythos.fsutil.atomic_write``), creating its folder: a crash never leaves half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text)

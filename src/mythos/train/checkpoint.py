@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mythos.fsutil import atomic_write
 from mythos.model.locate import LATEST_POINTER, checkpoint_problem, find_checkpoint
 
 STATE_FILE = "train_state.pt"
@@ -31,15 +32,6 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def rng_state() -> dict[str, Any]:
@@ -97,7 +89,7 @@ def write_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_text_atomic(root / LATEST, final.name + "\n")
+    atomic_write(root / LATEST, final.name + "\n")
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mythos.fsutil import atomic_write
 
 from .textio import ReadReport, binary_reason, iter_jsonl, safe_pieces, stream_text_file
 
@@ -225,15 +226,6 @@ def eos_id(tokenizer) -> int:
     raise ValueError("tokenizer has no end-of-text token (tried <|endoftext|>, </s>, <eos>, <|end_of_text|>)")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class _ShardWriter:
     """Appends token ids to ``shard_XXXXX.bin`` files as they come (temp + rename per shard): memory stays flat."""
 
@@ -330,7 +322,7 @@ def write_shards(
         "tokens": sum(s["tokens"] for s in shards),
         "shards": shards,
     }
-    _atomic_write_text(out / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True))
+    atomic_write(out / INDEX_NAME, json.dumps(index, indent=2, sort_keys=True))
     return index
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from mythos.fsutil import atomic_file
 
 
 def _pyplot():
@@ -21,9 +22,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")  # keep the .png suffix: matplotlib picks the format from it
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_file(path) as handle:
+        fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from mythos.fsutil import atomic_write
+
 from .config import TrainConfig, TrainConfigError
 
 # What the run *is*: the checkpoint's architecture and the shards it was trained on. Never changed on resume.
@@ -159,9 +161,7 @@ def check_resume(cfg: TrainConfig, checkpoint: Path | None, allow_changes: bool 
 def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Write ``train_config.json`` atomically (temp + rename): a kill never leaves half a config."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".train_config.json.{os.getpid()}.tmp"
-    tmp.write_text(cfg.to_json(), encoding="utf-8")
-    os.replace(tmp, run_dir / "train_config.json")
+    atomic_write(run_dir / "train_config.json", cfg.to_json())
 
 
 def check_environment(cfg: TrainConfig) -> None:

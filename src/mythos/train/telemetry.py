@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mythos.fsutil import atomic_write
+
 TELEMETRY_FILE = "telemetry.jsonl"
 
 
@@ -67,9 +69,7 @@ class Telemetry:
                 continue  # a line cut short by a kill
             if record.get("step", 0) < step:
                 kept.append(line)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(k + "\n" for k in kept))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
