@@ -244,9 +244,18 @@ def _list(argv: list[str]) -> int:
     return 0
 
 
+def _plan(argv: list[str]) -> int:
+    from .plan_cli import plan_main
+
+    return plan_main(argv)
+
+
 def model_main(argv: list[str]) -> int:
-    """`mythos model info|list`."""
-    usage = "usage: mythos model {info PRESET|CHECKPOINT [--json] [--loops N] | list [--json]}"
+    """`mythos model info|list|plan`."""
+    usage = (
+        "usage: mythos model {info PRESET|CHECKPOINT [--json] [--loops N] | list [--json] | "
+        "plan PRESET --devices N --device-memory GB [--expert-parallel E] [--seq-len S] [--json]}"
+    )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2
@@ -255,6 +264,8 @@ def model_main(argv: list[str]) -> int:
         return _info(rest)
     if sub == "list":
         return _list(rest)
+    if sub == "plan":
+        return _plan(rest)
     return _fail(f"unknown model subcommand {sub!r}\n{usage}")
 
 
