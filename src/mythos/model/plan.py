@@ -287,7 +287,8 @@ def make_plan(
         tokens_per_s_per_device=tokens,
         allgathers_per_step={
             "looped block kept gathered": 1 + 2 * n_dense + n_looped,
-            "looped block resharded every loop": 1 + 2 * n_dense + 2 * n_looped * loops,
+            # the loop's outer unit runs once per step; its inner units once per loop, forward and backward
+            "looped block resharded every loop": 1 + 2 * n_dense + 1 + 2 * (n_looped - 1) * loops,
         },
     )
 

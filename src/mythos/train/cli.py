@@ -63,6 +63,12 @@ def train_parser() -> argparse.ArgumentParser:
     sysg = p.add_argument_group("systems")
     sysg.add_argument("--precision", default=d["precision"].default, choices=["auto", "fp32", "bf16", "fp16"])
     sysg.add_argument("--parallel", default=d["parallel"].default, choices=["auto", "none", "ddp", "fsdp"])
+    sysg.add_argument(
+        "--mixed-precision",
+        default=d["mixed_precision"].default,
+        choices=["none", "bf16"],
+        help="FSDP2 MixedPrecisionPolicy (with --parallel fsdp): bf16 params/compute, fp32 gradient reduce",
+    )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)
     sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
@@ -106,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         balance_router=not args.no_router_balance,
         precision=args.precision,
         parallel=args.parallel,
+        mixed_precision=args.mixed_precision,
         device=args.device,
         seed=args.seed,
         ckpt_every=args.ckpt_every,

@@ -74,6 +74,7 @@ class TrainConfig:
     # --- systems ---
     precision: str = "auto"
     parallel: str = "auto"
+    mixed_precision: str = "none"  # FSDP2 MixedPrecisionPolicy: "bf16" = bf16 params/compute, fp32 reduce
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100
@@ -121,6 +122,14 @@ class TrainConfig:
             raise TrainConfigError("precision", self.precision, f"must be one of {PRECISIONS}")
         if self.parallel not in PARALLEL:
             raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
+        if self.mixed_precision not in ("none", "bf16"):
+            raise TrainConfigError("mixed_precision", self.mixed_precision, "must be 'none' or 'bf16'")
+        if self.mixed_precision != "none" and self.parallel != "fsdp":
+            raise TrainConfigError(
+                "mixed_precision",
+                self.mixed_precision,
+                "needs --parallel fsdp (for one process use --precision)",
+            )
         if self.task is None and self.data is None and self.shards is None:
             raise TrainConfigError(
                 "data", None, "give a text source (--data), a shard folder (--shards) or --task"

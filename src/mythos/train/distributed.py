@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+MIXED_PRECISION = ("none", "bf16")
+
 
 @dataclass
 class DistInfo:
@@ -47,14 +49,30 @@ def setup(device_pref: str = "auto") -> DistInfo:
 
 
 def teardown() -> None:
+    """Leave the process group together: a barrier first, so no rank destroys its gloo pairs while a peer
+    is still sending on them (the cause we found for SIGABRT at exit under load), then destroy."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if dist.get_world_size() > 1:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
-    """Return the module to train: the model itself, a DDP wrapper, or the model sharded in place by FSDP2."""
+def wrap(model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "none") -> nn.Module:
+    """Return the module to train: the model itself, a DDP wrapper, or the model sharded in place by FSDP2.
+
+    ``mixed_precision="bf16"`` (FSDP2 only): bf16 parameters and compute, fp32 gradient reduction.
+    """
     if mode == "auto":
         mode = "ddp" if info.enabled else "none"
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+    if mixed_precision != "none" and (mode != "fsdp" or not info.enabled):
+        raise ValueError(
+            f"--mixed-precision {mixed_precision} needs --parallel fsdp under torchrun (got --parallel {mode}, "
+            f"{info.world} process(es)); for one process use --precision"
+        )
     if mode == "none" or not info.enabled:
         return model
     # ACT's early exit is data-dependent: ranks would run different loop counts and FSDP/DDP collectives would
@@ -70,13 +88,9 @@ def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         find_unused = cfg is None or not getattr(cfg, "act", True)
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
     if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from .parallel import shard_model
 
-        for block in list(getattr(model, "prelude", [])) + list(getattr(model, "coda", [])):
-            fully_shard(block)
-        if hasattr(model, "recurrent"):
-            fully_shard(model.recurrent)
-        fully_shard(model)
+        shard_model(model, mixed_precision=mixed_precision)
         return model
     raise ValueError(f"parallel must be none, ddp or fsdp, got {mode!r}")
 
