@@ -53,24 +53,50 @@ def _torchrun(nproc: int, mode: str, out: Path, *extra: str) -> dict:
     return json.loads((out / f"{mode}.json").read_text())
 
 
+TRAIN_ARGS = ["--model", "tiny", "--set", "dim=32", "--set", "act=false", "--task", "binding"]
+TRAIN_ARGS += ["--task-option", "n_statements=6", "--task-option", "n_names=12", "--train-hops", "3"]
+TRAIN_ARGS += [
+    "--loops",
+    "1:3",
+    "--seed",
+    "3",
+    "--no-progress",
+    "--steps",
+    "4",
+    "--warmup",
+    "1",
+    "--lr",
+    "3e-3",
+]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "telemetry.jsonl").read_text().splitlines()]
+
+
 # ------------------------------------------------------------------------------------------------ tests
 
 
 @pytest.mark.slow
 def test_fsdp2_per_block_gives_the_one_process_losses_and_gathers_the_loop_once(tmp_path):
+    """Losses AND gradient norms (AdamW's first steps barely depend on gradient scale: the loss alone would
+    not see a lost gradient contribution) equal one process at the same global batch."""
     one = _torchrun(1, "parity", tmp_path / "one")
     two = _torchrun(2, "parity", tmp_path / "two")
-    assert two["fp32"] == pytest.approx(one["plain"], rel=1e-5)
-    assert one["fp32"] == pytest.approx(one["plain"], rel=1e-5)
+    expected = [x for pair in one["plain"] for x in pair]
+    assert [x for pair in two["fp32"] for x in pair] == pytest.approx(expected, rel=1e-5)
+    assert [x for pair in one["fp32"] for x in pair] == pytest.approx(expected, rel=1e-5)
     # bf16 params/compute, fp32 reduce: close to fp32, not equal; compute really ran in bf16
-    assert two["bf16"] == pytest.approx(one["plain"], rel=3e-2)
-    assert two["bf16"] != pytest.approx(one["plain"], rel=1e-6)
+    bf16 = [x for pair in two["bf16"] for x in pair]
+    assert bf16 == pytest.approx(expected, rel=3e-2)
+    assert bf16 != pytest.approx(expected, rel=1e-6)
     assert two["bf16_logits_dtype"] == "torch.bfloat16" and two["bf16_param_dtype"] == "torch.float32"
-    # the looped block kept gathered: each of its units is all-gathered once per step whatever the depth
-    # (dense blocks twice: forward and backward); resharded after every call it would be gathered every loop
-    assert two["collectives_kept"]["all_gather"] == two["expected_step"]
-    assert two["forward_kept"]["all_gather"] == two["expected_forward_kept"]
-    assert two["forward_reshard"]["all_gather"] == two["expected_forward_reshard"]
+    # the looped block is gathered once per step whatever the depth (kept from forward into backward);
+    # FSDP2's default would gather it twice; its gradient is reduce-scattered once per step
+    for loops in (1, LOOPS):
+        assert two[f"kept_{loops}"]["all_gather"] == two["expected_kept"]
+        assert two[f"reshard_{loops}"]["all_gather"] == two["expected_reshard"]
+        assert two[f"kept_{loops}"]["reduce_scatter"] == two["expected_reduce_scatter"]
 
 
 @pytest.mark.slow
@@ -79,7 +105,8 @@ def test_sharded_checkpoint_resumes_on_another_world_size_and_converts_to_one_fi
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     for world in (1, 3):
         resumed = _torchrun(world, "resume", tmp_path, str(world))
-        assert resumed["losses"] == pytest.approx(saved["losses"][2:], rel=1e-5), world
+        flat = [x for pair in resumed["losses"] for x in pair]  # (loss, grad norm) per step
+        assert flat == pytest.approx([x for pair in saved["losses"][2:] for x in pair], rel=1e-5), world
     # the single-file form of the sharded checkpoint holds exactly the full state rank 0 gathered
     import torch
 
@@ -93,6 +120,48 @@ def test_sharded_checkpoint_resumes_on_another_world_size_and_converts_to_one_fi
     assert set(full) <= set(state)
     for name, tensor in full.items():
         assert torch.equal(state[name], tensor), name
+
+
+@pytest.mark.slow
+def test_mythos_train_sharded_checkpoints_resume_on_one_process_and_unshard(tmp_path):
+    """`mythos train --parallel fsdp --sharded-checkpoints` on 2 ranks, stopped after 2 steps, resumed by ONE
+    process at the same global batch: the same curve as one uninterrupted process; then unsharded to one file."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    train = [sys.executable, "-m", "mythos", "train", *TRAIN_ARGS]
+    single = tmp_path / "single"
+    subprocess.run([*train, "--out", str(single), "--batch-size", "8"], check=True, timeout=300, env=env)
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+    ]
+    cmd += ["--master_port", str(_free_port()), "-m", "mythos", "train", *TRAIN_ARGS, "--out", str(run)]
+    cmd += ["--batch-size", "4", "--parallel", "fsdp", "--sharded-checkpoints", "--stop-after", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = sorted(p.name for p in (run / "sharded" / "step_00000002").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]
+    resume = [*train, "--out", str(run), "--batch-size", "8", "--parallel", "fsdp", "--sharded-checkpoints"]
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stdout + done.stderr
+    assert _losses(run) == pytest.approx(_losses(single), rel=1e-5)
+    assert len(_losses(run)) == 4
+    out = tmp_path / "single_file"
+    done = subprocess.run(
+        [sys.executable, "-m", "mythos", "model", "unshard", str(run), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    from mythos.model.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out).cfg.dim == 32
 
 
 @pytest.mark.slow
@@ -159,6 +228,8 @@ def _batch(step: int, rank: int, world: int, vocab: int):
 
 
 def _train_step(model, optimizer, step: int, rank: int, world: int, loops: int = LOOPS):
+    """One AdamW step on this rank's rows of the global batch: (mean loss over ranks, gradient norm)."""
+    import torch
     import torch.distributed as dist
     import torch.nn.functional as F
 
@@ -167,12 +238,15 @@ def _train_step(model, optimizer, step: int, rank: int, world: int, loops: int =
     logits = model(inputs, n_loops=loops)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
     loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    if hasattr(grad_norm, "full_tensor"):
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     value = loss.detach().clone()
     if dist.is_initialized() and world > 1:
         dist.all_reduce(value)
         value /= world
-    return float(value), logits.dtype
+    return float(value), float(grad_norm)
 
 
 def _tiny(seed: int = 0):
@@ -198,7 +272,7 @@ def _worker(mode: str, out: Path, extra: list[str]) -> None:
     import torch.distributed as dist
 
     from mythos.train.dcp import load_sharded, save_sharded
-    from mythos.train.parallel import count_collectives, looped_units, shard_model
+    from mythos.train.parallel import count_collectives, shard_model
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -206,56 +280,44 @@ def _worker(mode: str, out: Path, extra: list[str]) -> None:
     if mode == "parity":
         plain = _tiny()
         opt = _adam(plain)
-        result["plain"] = [_train_step(plain, opt, s, 0, 1)[0] for s in range(3)] if world == 1 else None
+        result["plain"] = [_train_step(plain, opt, s, 0, 1) for s in range(3)] if world == 1 else None
         for precision in ("none", "bf16"):
             model = shard_model(_tiny(), mixed_precision=precision)
             opt = _adam(model)
-            losses = []
-            for s in range(3):
-                if s == 1 and precision == "none":
-                    (loss, dtype), counts = count_collectives(
-                        functools.partial(_train_step, model, opt, s, rank, world)
-                    )
-                    losses.append(loss)
-                    result["collectives_kept"] = dict(counts)
-                else:
-                    loss, dtype = _train_step(model, opt, s, rank, world)
-                    losses.append(loss)
-            result["fp32" if precision == "none" else "bf16"] = losses
+            steps = [_train_step(model, opt, s, rank, world) for s in range(3)]
+            result["fp32" if precision == "none" else "bf16"] = steps
             if precision == "bf16":
-                result["bf16_logits_dtype"] = str(dtype)
-                result["bf16_param_dtype"] = str(next(model.parameters()).dtype)
-        # forward all-gathers at depth LOOPS, kept gathered vs FSDP2's default of resharding after every call
-        # (that default also breaks the backward of a block called several times: measured on forward only)
-        for name, reshard in (("forward_kept", False), ("forward_reshard", True)):
+                result["bf16_param_dtype"] = str(next(model.parameters()).dtype)  # the sharded fp32 master
+                result["bf16_logits_dtype"] = str(model(_batch(0, rank, world, 256)[0], n_loops=1).dtype)
+        # all-gathers and reduce-scatters of one step at depth 1 and at depth LOOPS, the looped block kept
+        # gathered from its forward into its backward vs FSDP2's default (freed after forward, gathered again)
+        for name, reshard in (("kept", False), ("reshard", True)):
             model = shard_model(_tiny(), reshard_looped=reshard)
-            inputs = _batch(0, rank, world, model.cfg.vocab_size)[0]
-            with torch.no_grad():
-                result[name] = dict(count_collectives(functools.partial(model, inputs, n_loops=LOOPS))[1])
-        n_looped = len(looped_units(model))
+            opt = _adam(model)
+            for loops in (1, LOOPS):
+                step = functools.partial(_train_step, model, opt, 0, rank, world, loops)
+                result[f"{name}_{loops}"] = dict(count_collectives(step)[1])
         n_dense = model.cfg.prelude_layers + model.cfg.coda_layers
-        # the root and the loop's outer unit (model.recurrent, called once per step) are gathered once; the
-        # prelude/coda blocks in forward and again in backward; the loop's inner units once, or once per loop
-        result["expected_step"] = 1 + 2 * n_dense + n_looped
-        result["expected_forward_kept"] = 1 + n_dense + n_looped
-        result["expected_forward_reshard"] = 1 + n_dense + 1 + (n_looped - 1) * LOOPS
+        result["expected_kept"] = 1 + 2 * n_dense + 1
+        result["expected_reshard"] = 1 + 2 * n_dense + 2
+        result["expected_reduce_scatter"] = 1 + n_dense + 1
     elif mode == "save":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         model = shard_model(_tiny())
         opt = _adam(model)
-        losses = [_train_step(model, opt, s, rank, world)[0] for s in range(2)]
+        losses = [_train_step(model, opt, s, rank, world) for s in range(2)]
         save_sharded(out / "ckpt", model, opt, model.cfg.to_dict(), {"step": 2})
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             torch.save(full, out / "full.pt")
-        losses += [_train_step(model, opt, s, rank, world)[0] for s in range(2, 4)]
+        losses += [_train_step(model, opt, s, rank, world) for s in range(2, 4)]
         result["losses"] = losses
     elif mode == "resume":
         model = shard_model(_tiny(seed=123))  # other weights: the checkpoint must replace them all
         opt = _adam(model)
         state = load_sharded(out / "ckpt", model, opt)
-        result["losses"] = [_train_step(model, opt, s, rank, world)[0] for s in range(state["step"], 4)]
+        result["losses"] = [_train_step(model, opt, s, rank, world) for s in range(state["step"], 4)]
     elif mode == "memory":
         from mythos.model import Mythos, get_preset
 

@@ -254,7 +254,8 @@ def model_main(argv: list[str]) -> int:
     """`mythos model info|list|plan`."""
     usage = (
         "usage: mythos model {info PRESET|CHECKPOINT [--json] [--loops N] | list [--json] | "
-        "plan PRESET --devices N --device-memory GB [--expert-parallel E] [--seq-len S] [--json]}"
+        "plan PRESET --devices N --device-memory GB [--expert-parallel E] [--seq-len S] [--json] | "
+        "unshard SHARDED_CHECKPOINT OUT_DIR}"
     )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
@@ -266,6 +267,10 @@ def model_main(argv: list[str]) -> int:
         return _list(rest)
     if sub == "plan":
         return _plan(rest)
+    if sub == "unshard":
+        from mythos.train.dcp_cli import unshard_main
+
+        return unshard_main(rest)
     return _fail(f"unknown model subcommand {sub!r}\n{usage}")
 
 

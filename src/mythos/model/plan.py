@@ -9,8 +9,9 @@ summed, once with 1 loop and once with 2 loops; the difference is the cost of on
 Per device the plan adds (FSDP2 with bf16 compute, fp32 master weights and reduce):
 
 - sharded state: fp32 params + fp32 grads + AdamW's two fp32 moments = 16 bytes per parameter / N;
-- the looped block kept gathered for the whole step (bf16 params + bf16 unsharded grads; its experts divided
-  by the expert-parallel degree), because re-gathering it every loop costs 2 * loops all-gathers per step;
+- the looped block gathered for its whole forward and backward (bf16 params + bf16 unsharded grads; its
+  experts divided by the expert-parallel degree): it is one FSDP2 unit, gathered once per step, because
+  re-gathering it every loop would cost 2 * loops all-gathers per step;
 - two gathered prelude/coda/root units in flight (the one computing and the one prefetched);
 - activations for the chosen strategy: full backprop through every loop, truncated backprop (only the last
   ``grad_loops`` loops keep activations) or activation checkpointing per loop (each loop keeps its input,
@@ -103,9 +104,8 @@ class _NoMode:
 
 
 def unit_params(model: torch.nn.Module, expert_parallel: int = 1) -> dict[str, int]:
-    """Parameters per FSDP2 unit (the grain :func:`mythos.train.distributed.wrap` shards at).
-
-    With expert parallelism each rank's experts unit holds ``n_experts / E`` experts.
+    """Parameters per FSDP2 unit (the grain :func:`mythos.train.distributed.wrap` shards at); the looped
+    block is one unit, listed by its parts. With expert parallelism each rank holds ``n_experts / E`` experts.
     """
     units: dict[str, int] = {}
     for i, block in enumerate(model.prelude):
@@ -261,8 +261,7 @@ def make_plan(
     flops += (loops - grad_loops) * fwd_loop
     tokens = mfu * peak_tflops * 1e12 / flops
 
-    n_looped = sum(1 for k in units if k.startswith("recurrent"))
-    n_dense = len(units) - n_looped - 1  # prelude/coda blocks: gathered in forward and again in backward
+    n_dense = cfg.prelude_layers + cfg.coda_layers  # gathered in forward and again in backward
     return Plan(
         preset=label,
         devices=devices,
@@ -286,9 +285,9 @@ def make_plan(
         peak_tflops=peak_tflops,
         tokens_per_s_per_device=tokens,
         allgathers_per_step={
-            "looped block kept gathered": 1 + 2 * n_dense + n_looped,
-            # the loop's outer unit runs once per step; its inner units once per loop, forward and backward
-            "looped block resharded every loop": 1 + 2 * n_dense + 1 + 2 * (n_looped - 1) * loops,
+            # root once, each dense block twice, the looped block once (kept from its forward into backward)
+            "per step": 1 + 2 * n_dense + 1,
+            "if re-gathered every loop": 1 + 2 * n_dense + 2 * loops,
         },
     )
 
@@ -305,11 +304,11 @@ def format_plan(plan: Plan) -> str:
         f"micro batch {plan.batch} x seq {plan.seq_len}, {plan.loops} loops",
         "",
         "per device:",
-        f"  params + grads + AdamW (fp32, sharded /{plan.devices})  {_gb(plan.state_bytes):>12}",
-        f"  looped block kept gathered (bf16 params + grads)  {_gb(plan.looped_resident_bytes):>12}",
-        f"  two gathered dense units in flight (bf16)          {_gb(plan.gathered_bytes):>12}",
-        f"  activations outside the loop                       {_gb(plan.base_activations):>12}",
-        f"  activations per loop with gradient                 {_gb(plan.per_loop_activations):>12}",
+        f"  {f'params + grads + AdamW (fp32, sharded /{plan.devices})':<52}{_gb(plan.state_bytes):>12}",
+        f"  {'looped block kept gathered (bf16 params + grads)':<52}{_gb(plan.looped_resident_bytes):>12}",
+        f"  {'two gathered dense units in flight (bf16)':<52}{_gb(plan.gathered_bytes):>12}",
+        f"  {'activations outside the loop':<52}{_gb(plan.base_activations):>12}",
+        f"  {'activations per loop with gradient':<52}{_gb(plan.per_loop_activations):>12}",
         "",
         f"{'activation strategy':<34}{'activations':>14}{'peak/device':>14}{'fits':>6}{'max batch':>11}",
     ]
@@ -324,9 +323,9 @@ def format_plan(plan: Plan) -> str:
         f"{plan.tokens_per_s_per_device:,.0f} tokens/s per device, "
         f"{plan.tokens_per_s_per_device * plan.devices:,.0f} tokens/s in all "
         f"({plan.flops_per_token / 1e9:.1f} GFLOP per token, grad_loops={plan.grad_loops})",
-        f"all-gathers per step: {plan.allgathers_per_step['looped block kept gathered']} with the looped block "
-        f"kept gathered, {plan.allgathers_per_step['looped block resharded every loop']} if it were resharded "
-        "every loop",
+        f"all-gathers per step: {plan.allgathers_per_step['per step']} whatever the loop depth (the looped "
+        f"block is one unit, gathered once); re-gathered every loop it would be "
+        f"{plan.allgathers_per_step['if re-gathered every loop']}",
         f"fits = peak <= {HEADROOM:.0%} of device memory (CUDA context, NCCL buffers, fragmentation not modelled)",
     ]
     return "\n".join(lines)

@@ -69,6 +69,12 @@ def train_parser() -> argparse.ArgumentParser:
         choices=["none", "bf16"],
         help="FSDP2 MixedPrecisionPolicy (with --parallel fsdp): bf16 params/compute, fp32 gradient reduce",
     )
+    sysg.add_argument(
+        "--sharded-checkpoints",
+        action="store_true",
+        help="with --parallel fsdp: each rank writes its own shards (RUN/sharded/step_N, torch.distributed."
+        "checkpoint); resumable on another world size; `mythos model unshard` makes a single file of one",
+    )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)
     sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
@@ -113,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         precision=args.precision,
         parallel=args.parallel,
         mixed_precision=args.mixed_precision,
+        sharded_checkpoints=args.sharded_checkpoints,
         device=args.device,
         seed=args.seed,
         ckpt_every=args.ckpt_every,

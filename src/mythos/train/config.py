@@ -75,6 +75,7 @@ class TrainConfig:
     precision: str = "auto"
     parallel: str = "auto"
     mixed_precision: str = "none"  # FSDP2 MixedPrecisionPolicy: "bf16" = bf16 params/compute, fp32 reduce
+    sharded_checkpoints: bool = False  # FSDP2: each rank writes its shards (torch.distributed.checkpoint)
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100
@@ -124,6 +125,12 @@ class TrainConfig:
             raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
         if self.mixed_precision not in ("none", "bf16"):
             raise TrainConfigError("mixed_precision", self.mixed_precision, "must be 'none' or 'bf16'")
+        if self.sharded_checkpoints and self.parallel != "fsdp":
+            raise TrainConfigError(
+                "sharded_checkpoints",
+                True,
+                "needs --parallel fsdp under torchrun (one process: plain checkpoints)",
+            )
         if self.mixed_precision != "none" and self.parallel != "fsdp":
             raise TrainConfigError(
                 "mixed_precision",

@@ -86,6 +86,7 @@ def load_sharded(
     """Load a sharded checkpoint into an (already sharded) model and optimizer, whatever the world size that
     wrote it; returns the saved train state."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,
@@ -102,7 +103,9 @@ def load_sharded(
     if optimizer is not None:
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=str(source))
+        # partial: parameters that never got a gradient (the ACT head with ACT off) were saved without
+        # optimizer state; they keep the fresh (empty) state they have here
+        dcp.load(state, checkpoint_id=str(source), planner=DefaultLoadPlanner(allow_partial_load=True))
         # strict=False: parameters that never got a gradient have no optimizer state to restore
         set_state_dict(
             model,
@@ -139,3 +142,44 @@ def to_single_file(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> 
     model.load_state_dict(state["model"])
     model.head.weight = model.embed.weight
     return save_checkpoint(model, out)
+
+
+SHARDED_DIR = "sharded"
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def list_sharded(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete sharded checkpoints of a run (``RUN/sharded/step_N``), oldest first; temp folders ignored."""
+    folder = Path(run_dir) / SHARDED_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.name.startswith("step_") and is_sharded_checkpoint(p)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_sharded(run_dir: str | os.PathLike[str]) -> Path | None:
+    found = list_sharded(run_dir)
+    return found[-1] if found else None
+
+
+def save_step(
+    run_dir: str | os.PathLike[str],
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+    train_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write ``RUN/sharded/step_N`` (every rank its shards) and keep only the newest ``keep`` of them."""
+    path = save_sharded(
+        Path(run_dir) / SHARDED_DIR / step_name(step), model, optimizer, config, {"step": step, **train_state}
+    )
+    if _rank() == 0:
+        for old in list_sharded(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return path

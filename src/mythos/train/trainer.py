@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import dcp as DCP
 from . import distributed as D
 from .checkpoint import latest_checkpoint, read_train_state, rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
@@ -134,7 +135,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
     ``stop_after`` ends this call after that many steps (checkpointing there), e.g. to time-slice a long run.
     """
     from mythos.model import Mythos
-    from mythos.model.checkpoint import load_checkpoint
+    from mythos.model.checkpoint import load_checkpoint, read_config
 
     info = D.setup(cfg.device)
     run_dir = Path(cfg.out)
@@ -150,7 +151,11 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
         torch.distributed.barrier()
     resume_from = latest_checkpoint(run_dir)
     state: dict[str, Any] | None = None
-    if resume_from is not None:  # the checkpoint's own architecture wins over today's command line
+    sharded_from = DCP.latest_sharded(run_dir) if cfg.sharded_checkpoints else None
+    if sharded_from is not None:  # built fresh here, its weights loaded shard by shard once wrapped
+        model_cfg = read_config(sharded_from)
+        model = Mythos(model_cfg).to(info.device)
+    elif resume_from is not None:  # the checkpoint's own architecture wins over today's command line
         state = read_train_state(resume_from)
         model = load_checkpoint(resume_from).to(info.device)
         model_cfg = model.cfg
@@ -168,7 +173,14 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
     amp_dtype, use_scaler = _precision(cfg, info.device)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     start_step = 0
-    if state is not None:
+    if sharded_from is not None:
+        sharded_state = DCP.load_sharded(sharded_from, model, optimizer)
+        scheduler.load_state_dict(sharded_state["scheduler"])
+        start_step = int(sharded_state["step"])
+        resume_from = sharded_from
+        if info.is_main:
+            log(f"resumed from {sharded_from} at step {start_step}")
+    elif state is not None:
         optim_format = "dcp" if info.enabled else "plain"
         if state.get("optim_format") != optim_format:
             raise ValueError(
@@ -199,6 +211,17 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
     t_start = time.perf_counter()
 
     def save(step_done: int) -> Path | None:
+        if cfg.sharded_checkpoints:  # every rank writes its own shards; nothing is gathered
+            sched = scheduler.state_dict()
+            return DCP.save_step(
+                run_dir,
+                step_done,
+                model,
+                optimizer,
+                model_cfg.to_dict(),
+                {"scheduler": sched},
+                cfg.keep_checkpoints,
+            )
         model_state, optim_state = D.full_state(model, optimizer, info)
         if not info.is_main:
             return None
