@@ -49,14 +49,8 @@ def setup(device_pref: str = "auto") -> DistInfo:
 
 
 def teardown() -> None:
-    """Leave the process group together: a barrier first, so no rank destroys its gloo pairs while a peer
-    is still sending on them (the cause we found for SIGABRT at exit under load), then destroy."""
     if dist.is_initialized():
-        try:
-            if dist.get_world_size() > 1:
-                dist.barrier()
-        finally:
-            dist.destroy_process_group()
+        dist.destroy_process_group()
 
 
 def wrap(model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "none") -> nn.Module:
