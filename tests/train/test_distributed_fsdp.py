@@ -100,6 +100,15 @@ def test_fsdp2_per_block_gives_the_one_process_losses_and_gathers_the_loop_once(
 
 
 @pytest.mark.slow
+def test_expert_parallel_2_ranks_x_4_experts_gives_the_one_process_losses_and_gradients(tmp_path):
+    one = _torchrun(1, "ep", tmp_path / "one")
+    two = _torchrun(2, "ep", tmp_path / "two")
+    assert two["local_experts"] == 4
+    flat = [x for pair in two["steps"] for x in pair]
+    assert flat == pytest.approx([x for pair in one["steps"] for x in pair], rel=1e-5)
+
+
+@pytest.mark.slow
 def test_sharded_checkpoint_resumes_on_another_world_size_and_converts_to_one_file(tmp_path):
     saved = _torchrun(2, "save", tmp_path)
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
@@ -229,7 +238,6 @@ def _batch(step: int, rank: int, world: int, vocab: int):
 
 def _train_step(model, optimizer, step: int, rank: int, world: int, loops: int = LOOPS):
     """One AdamW step on this rank's rows of the global batch: (mean loss over ranks, gradient norm)."""
-    import torch
     import torch.distributed as dist
     import torch.nn.functional as F
 
@@ -238,9 +246,7 @@ def _train_step(model, optimizer, step: int, rank: int, world: int, loops: int =
     logits = model(inputs, n_loops=loops)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
-    if hasattr(grad_norm, "full_tensor"):
-        grad_norm = grad_norm.full_tensor()
+    grad_norm = _grad_norm(model, world)
     optimizer.step()
     value = loss.detach().clone()
     if dist.is_initialized() and world > 1:
@@ -249,13 +255,33 @@ def _train_step(model, optimizer, step: int, rank: int, world: int, loops: int =
     return float(value), float(grad_norm)
 
 
-def _tiny(seed: int = 0):
+def _grad_norm(model, world: int) -> float:
+    """Global gradient norm: sharded (DTensor) grads gathered; plain grads on several ranks are the rank-local
+    experts of expert parallelism, summed over ranks."""
+    import torch
+    import torch.distributed as dist
+
+    sharded = torch.zeros(())
+    local = torch.zeros(())
+    for p in model.parameters():
+        if p.grad is None:
+            continue
+        if hasattr(p.grad, "full_tensor"):
+            sharded += p.grad.full_tensor().float().pow(2).sum()
+        else:
+            local += p.grad.float().pow(2).sum()
+    if world > 1:
+        dist.all_reduce(local)
+    return float((sharded + local).sqrt())
+
+
+def _tiny(seed: int = 0, **overrides):
     import torch
 
     from mythos.model import Mythos, get_preset
 
     torch.manual_seed(seed)
-    return Mythos(get_preset("tiny", act_early_exit=False))
+    return Mythos(get_preset("tiny", act_early_exit=False, **overrides))
 
 
 def _adam(model):
@@ -301,6 +327,15 @@ def _worker(mode: str, out: Path, extra: list[str]) -> None:
         result["expected_kept"] = 1 + 2 * n_dense + 1
         result["expected_reshard"] = 1 + 2 * n_dense + 2
         result["expected_reduce_scatter"] = 1 + n_dense + 1
+    elif mode == "ep":
+        # 8 experts: 4 per rank on 2 ranks; FSDP2 shards the rest; one process runs the plain model
+        if world == 1:
+            model = _tiny(n_experts=8)
+        else:
+            model = shard_model(_tiny(n_experts=8), expert_parallel=True)
+            result["local_experts"] = model.recurrent.block.ffn.experts.local_experts.w_gate_up.shape[0]
+        opt = _adam(model)
+        result["steps"] = [_train_step(model, opt, s, rank, world) for s in range(3)]
     elif mode == "save":
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 

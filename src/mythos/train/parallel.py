@@ -40,7 +40,11 @@ def mp_policy(mixed_precision: str, root: bool = True) -> Any:
 
 
 def shard_model(
-    model: nn.Module, mixed_precision: str = "none", mesh: Any = None, reshard_looped: bool = False
+    model: nn.Module,
+    mixed_precision: str = "none",
+    mesh: Any = None,
+    reshard_looped: bool = False,
+    expert_parallel: bool = False,
 ) -> nn.Module:
     """Shard ``model`` in place with FSDP2: one unit per prelude/coda block, one for the looped block, the root.
 
@@ -49,11 +53,28 @@ def shard_model(
     """
     from torch.distributed.fsdp import fully_shard
 
+    ignored = None
+    if expert_parallel:  # experts split across ranks by all-to-all dispatch; FSDP2 shards the rest
+        from .parallel_ep import apply_expert_parallel
+
+        ignored = set(apply_expert_parallel(model))
     policy = mp_policy(mixed_precision, root=False)
     for block in [*model.prelude, *model.coda]:
         fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model.recurrent, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_looped)
-    fully_shard(model, mesh=mesh, mp_policy=mp_policy(mixed_precision), reshard_after_forward=False)
+    fully_shard(
+        model.recurrent,
+        mesh=mesh,
+        mp_policy=policy,
+        reshard_after_forward=reshard_looped,
+        ignored_params=ignored,
+    )
+    fully_shard(
+        model,
+        mesh=mesh,
+        mp_policy=mp_policy(mixed_precision),
+        reshard_after_forward=False,
+        ignored_params=ignored,
+    )
     return model
 
 
