@@ -174,6 +174,44 @@ def test_mythos_train_sharded_checkpoints_resume_on_one_process_and_unshard(tmp_
 
 
 @pytest.mark.slow
+def test_mythos_train_expert_parallel_matches_one_process_through_a_checkpoint(tmp_path):
+    """`mythos train --parallel fsdp --expert-parallel 2` (2 ranks x 4 experts), stopped after 2 steps and
+    resumed from its (gathered) checkpoint: the single-process curve."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [*TRAIN_ARGS, "--set", "n_experts=8"]
+    single = tmp_path / "single"
+    subprocess.run(
+        [sys.executable, "-m", "mythos", "train", *args, "--out", str(single), "--batch-size", "8"],
+        check=True,
+        timeout=300,
+        env=env,
+    )
+    run = tmp_path / "ep"
+    for extra in (["--stop-after", "2"], []):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr"]
+        cmd += [
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "mythos",
+            "train",
+            *args,
+            "--out",
+            str(run),
+        ]
+        cmd += ["--batch-size", "4", "--parallel", "fsdp", "--expert-parallel", "2", *extra]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert _losses(run) == pytest.approx(_losses(single), rel=1e-5)
+    # the gathered checkpoint holds whole expert tensors (the DTensor shards gathered), not rank 0's group
+    from mythos.model.checkpoint import load_checkpoint
+
+    experts = load_checkpoint(run / "checkpoints" / "step_00000004").recurrent.block.ffn.experts
+    assert experts.w_gate_up.shape[0] == 8
+
+
+@pytest.mark.slow
 def test_peak_memory_per_rank_of_a_scaled_down_10b_falls_as_ranks_are_added(tmp_path):
     peaks = {world: _torchrun(world, "memory", tmp_path / str(world))["peak_mb"] for world in (1, 2, 4)}
     (tmp_path / "peaks.json").write_text(json.dumps(peaks))
@@ -193,6 +231,10 @@ def test_mixed_precision_needs_fsdp_with_a_clear_error():
         TrainConfig(task="binding", parallel="ddp", mixed_precision="bf16")
     with pytest.raises(TrainConfigError, match="mixed_precision"):
         TrainConfig(task="binding", parallel="fsdp", mixed_precision="fp8")
+    with pytest.raises(TrainConfigError, match="expert_parallel"):
+        TrainConfig(task="binding", parallel="ddp", expert_parallel=2)
+    with pytest.raises(TrainConfigError, match="sharded_checkpoints"):
+        TrainConfig(task="binding", parallel="ddp", sharded_checkpoints=True)
 
 
 def test_the_cli_names_the_mixed_precision_flag(tmp_path):
@@ -333,7 +375,7 @@ def _worker(mode: str, out: Path, extra: list[str]) -> None:
             model = _tiny(n_experts=8)
         else:
             model = shard_model(_tiny(n_experts=8), expert_parallel=True)
-            result["local_experts"] = model.recurrent.block.ffn.experts.local_experts.w_gate_up.shape[0]
+            result["local_experts"] = model.recurrent.block.ffn.experts.w_gate_up.to_local().shape[0]
         opt = _adam(model)
         result["steps"] = [_train_step(model, opt, s, rank, world) for s in range(3)]
     elif mode == "save":

@@ -75,6 +75,12 @@ def train_parser() -> argparse.ArgumentParser:
         help="with --parallel fsdp: each rank writes its own shards (RUN/sharded/step_N, torch.distributed."
         "checkpoint); resumable on another world size; `mythos model unshard` makes a single file of one",
     )
+    sysg.add_argument(
+        "--expert-parallel",
+        type=int,
+        default=d["expert_parallel"].default,
+        help="with --parallel fsdp: split the experts over N ranks (N = the torchrun world size)",
+    )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)
     sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
@@ -120,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         parallel=args.parallel,
         mixed_precision=args.mixed_precision,
         sharded_checkpoints=args.sharded_checkpoints,
+        expert_parallel=args.expert_parallel,
         device=args.device,
         seed=args.seed,
         ckpt_every=args.ckpt_every,

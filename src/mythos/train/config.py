@@ -76,6 +76,7 @@ class TrainConfig:
     parallel: str = "auto"
     mixed_precision: str = "none"  # FSDP2 MixedPrecisionPolicy: "bf16" = bf16 params/compute, fp32 reduce
     sharded_checkpoints: bool = False  # FSDP2: each rank writes its shards (torch.distributed.checkpoint)
+    expert_parallel: int = 1  # >1: experts split over that many ranks (all-to-all dispatch); = world size
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100
@@ -125,6 +126,12 @@ class TrainConfig:
             raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
         if self.mixed_precision not in ("none", "bf16"):
             raise TrainConfigError("mixed_precision", self.mixed_precision, "must be 'none' or 'bf16'")
+        if isinstance(self.expert_parallel, bool) or not isinstance(self.expert_parallel, int):
+            raise TrainConfigError("expert_parallel", self.expert_parallel, "must be an integer >= 1")
+        if self.expert_parallel < 1 or (self.expert_parallel > 1 and self.parallel != "fsdp"):
+            raise TrainConfigError(
+                "expert_parallel", self.expert_parallel, "must be >= 1, and > 1 only with --parallel fsdp"
+            )
         if self.sharded_checkpoints and self.parallel != "fsdp":
             raise TrainConfigError(
                 "sharded_checkpoints",

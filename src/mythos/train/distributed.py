@@ -53,7 +53,9 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "none") -> nn.Module:
+def wrap(
+    model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "none", expert_parallel: int = 1
+) -> nn.Module:
     """Return the module to train: the model itself, a DDP wrapper, or the model sharded in place by FSDP2.
 
     ``mixed_precision="bf16"`` (FSDP2 only): bf16 parameters and compute, fp32 gradient reduction.
@@ -66,6 +68,11 @@ def wrap(model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "no
         raise ValueError(
             f"--mixed-precision {mixed_precision} needs --parallel fsdp under torchrun (got --parallel {mode}, "
             f"{info.world} process(es)); for one process use --precision"
+        )
+    if expert_parallel > 1 and (mode != "fsdp" or expert_parallel != info.world):
+        raise ValueError(
+            f"--expert-parallel {expert_parallel} needs --parallel fsdp and must equal the number of ranks "
+            f"({info.world}): expert parallelism over part of the ranks is not built yet"
         )
     if mode == "none" or not info.enabled:
         return model
@@ -84,7 +91,7 @@ def wrap(model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "no
     if mode == "fsdp":
         from .parallel import shard_model
 
-        shard_model(model, mixed_precision=mixed_precision)
+        shard_model(model, mixed_precision=mixed_precision, expert_parallel=expert_parallel > 1)
         return model
     raise ValueError(f"parallel must be none, ddp or fsdp, got {mode!r}")
 

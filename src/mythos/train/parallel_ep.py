@@ -17,27 +17,35 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
+
+from mythos.model.moe import grouped_matmul
 
 
 class ExpertParallelExperts(nn.Module):
-    """Stands in for ``GroupedExperts``: same call, but only this rank's contiguous group of experts is stored."""
+    """Stands in for ``GroupedExperts`` (same call, same parameter names): only this rank's contiguous group of
+    experts is stored, as the local shard of a DTensor over all ranks."""
 
-    def __init__(self, experts: nn.Module, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, experts: nn.Module) -> None:
         super().__init__()
-        ep = dist.get_world_size(group)
-        rank = dist.get_rank(group)
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import DTensor, Shard
+
+        ep, rank = dist.get_world_size(), dist.get_rank()
         if experts.n_experts % ep:
             raise ValueError(f"expert_parallel={ep} must divide n_experts={experts.n_experts}")
-        self.group, self.ep = group, ep
+        self.group, self.ep = None, ep
         self.n_experts = experts.n_experts
         self.local = experts.n_experts // ep
         lo, hi = rank * self.local, (rank + 1) * self.local
-        self.local_experts = type(experts)(self.local, experts.dim, experts.hidden)
-        with torch.no_grad():
-            self.local_experts.w_gate_up.copy_(experts.w_gate_up[lo:hi])
-            self.local_experts.w_down.copy_(experts.w_down[lo:hi])
-        self.local_experts.to(experts.w_gate_up.device, experts.w_gate_up.dtype)
+        device = experts.w_gate_up.device
+        mesh = init_device_mesh(device.type, (ep,))
+        # DTensors sharded on the expert dim: checkpoints (full or DCP) and gradient clipping see the whole
+        # expert tensors, while each rank stores and computes only its own group
+        for name in ("w_gate_up", "w_down"):
+            local = getattr(experts, name).detach()[lo:hi].clone()
+            setattr(self, name, nn.Parameter(DTensor.from_local(local, mesh, [Shard(0)], run_check=False)))
 
     def forward(
         self, x_sorted: torch.Tensor, offsets: torch.Tensor, row_scale: torch.Tensor | None = None
@@ -68,24 +76,28 @@ class ExpertParallelExperts(nn.Module):
         )
         order = torch.argsort(expert_of_row, stable=True)
         local_offsets = torch.cumsum(recv_matrix.sum(0), dim=0).to(torch.int32)
-        dtype = self.local_experts.w_gate_up.dtype  # FSDP2 leaves these weights in their own dtype
+        w_gate_up, w_down = self.w_gate_up.to_local(), self.w_down.to_local()
+        dtype = w_gate_up.dtype  # FSDP2 leaves these weights in their own dtype
         rows = dispatch(x_sorted).to(dtype)
-        scale = dispatch(row_scale).to(dtype) if row_scale is not None else None
-        out = self.local_experts(rows, local_offsets, scale)
+        gate, up = grouped_matmul(rows, w_gate_up, local_offsets).chunk(2, dim=-1)
+        hidden = F.silu(gate) * up
+        if row_scale is not None:
+            hidden = hidden * dispatch(row_scale).to(dtype)
+        out = grouped_matmul(hidden, w_down, local_offsets)
         back = out.to(x_sorted.dtype).index_select(0, torch.argsort(order))  # undo the regrouping
         return all_to_all_single(
             back.new_empty(x_sorted.shape[0], back.shape[-1]), back, send_splits, recv_splits, self.group
         )
 
 
-def apply_expert_parallel(model: nn.Module, group: dist.ProcessGroup | None = None) -> list[nn.Parameter]:
+def apply_expert_parallel(model: nn.Module) -> list[nn.Parameter]:
     """Swap the looped block's experts for their expert-parallel form (in place; call before FSDP2).
 
     Returns the rank-local expert parameters: FSDP2 must ignore them (they differ per rank), and their
     gradients are divided by the data-parallel size so they average like every FSDP2-reduced gradient.
     """
     ffn = model.recurrent.block.ffn
-    ffn.experts = ExpertParallelExperts(ffn.experts, group)
+    ffn.experts = ExpertParallelExperts(ffn.experts)
     world = dist.get_world_size()
     params = list(ffn.experts.parameters())
     for param in params:

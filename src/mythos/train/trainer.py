@@ -164,7 +164,9 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
         model = Mythos(model_cfg).to(info.device)
     raw_model = model
     ponder_weight = model_cfg.ponder_weight if cfg.ponder_weight is None else cfg.ponder_weight
-    model = D.wrap(model, cfg.parallel, info, mixed_precision=cfg.mixed_precision)
+    model = D.wrap(
+        model, cfg.parallel, info, mixed_precision=cfg.mixed_precision, expert_parallel=cfg.expert_parallel
+    )
 
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
