@@ -246,9 +246,19 @@ def _list(argv: list[str]) -> int:
     return 0
 
 
+def _plan(argv: list[str]) -> int:
+    from .plan_cli import plan_main
+
+    return plan_main(argv)
+
+
 def model_main(argv: list[str]) -> int:
-    """`mythos model info|list`."""
-    usage = "usage: mythos model {info PRESET|CHECKPOINT [--json] [--loops N] | list [--json]}"
+    """`mythos model info|list|plan`."""
+    usage = (
+        "usage: mythos model {info PRESET|CHECKPOINT [--json] [--loops N] | list [--json] | "
+        "plan PRESET --devices N --device-memory GB [--expert-parallel E] [--seq-len S] [--json] | "
+        "unshard SHARDED_CHECKPOINT OUT_DIR}"
+    )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2
@@ -257,6 +267,12 @@ def model_main(argv: list[str]) -> int:
         return _info(rest)
     if sub == "list":
         return _list(rest)
+    if sub == "plan":
+        return _plan(rest)
+    if sub == "unshard":
+        from mythos.train.dcp_cli import unshard_main
+
+        return unshard_main(rest)
     return _fail(f"unknown model subcommand {sub!r}\n{usage}")
 
 

@@ -81,6 +81,24 @@ def train_parser() -> argparse.ArgumentParser:
     sysg = p.add_argument_group("systems")
     sysg.add_argument("--precision", default=d["precision"].default, choices=["auto", "fp32", "bf16", "fp16"])
     sysg.add_argument("--parallel", default=d["parallel"].default, choices=["auto", "none", "ddp", "fsdp"])
+    sysg.add_argument(
+        "--mixed-precision",
+        default=d["mixed_precision"].default,
+        choices=["none", "bf16"],
+        help="FSDP2 MixedPrecisionPolicy (with --parallel fsdp): bf16 params/compute, fp32 gradient reduce",
+    )
+    sysg.add_argument(
+        "--sharded-checkpoints",
+        action="store_true",
+        help="with --parallel fsdp: each rank writes its own shards (RUN/sharded/step_N, torch.distributed."
+        "checkpoint); resumable on another world size; `mythos model unshard` makes a single file of one",
+    )
+    sysg.add_argument(
+        "--expert-parallel",
+        type=int,
+        default=d["expert_parallel"].default,
+        help="with --parallel fsdp: split the experts over N ranks (N = the torchrun world size)",
+    )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)
     sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
@@ -132,6 +150,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         balance_router=not args.no_router_balance,
         precision=args.precision,
         parallel=args.parallel,
+        mixed_precision=args.mixed_precision,
+        sharded_checkpoints=args.sharded_checkpoints,
+        expert_parallel=args.expert_parallel,
         device=args.device,
         seed=args.seed,
         ckpt_every=args.ckpt_every,

@@ -73,6 +73,9 @@ class TrainConfig:
     # --- systems ---
     precision: str = "auto"
     parallel: str = "auto"
+    mixed_precision: str = "none"  # FSDP2 MixedPrecisionPolicy: "bf16" = bf16 params/compute, fp32 reduce
+    sharded_checkpoints: bool = False  # FSDP2: each rank writes its shards (torch.distributed.checkpoint)
+    expert_parallel: int = 1  # >1: experts split over that many ranks (all-to-all dispatch); = world size
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100
@@ -124,6 +127,26 @@ class TrainConfig:
             raise TrainConfigError("precision", self.precision, f"must be one of {PRECISIONS}")
         if self.parallel not in PARALLEL:
             raise TrainConfigError("parallel", self.parallel, f"must be one of {PARALLEL}")
+        if self.mixed_precision not in ("none", "bf16"):
+            raise TrainConfigError("mixed_precision", self.mixed_precision, "must be 'none' or 'bf16'")
+        if isinstance(self.expert_parallel, bool) or not isinstance(self.expert_parallel, int):
+            raise TrainConfigError("expert_parallel", self.expert_parallel, "must be an integer >= 1")
+        if self.expert_parallel < 1 or (self.expert_parallel > 1 and self.parallel != "fsdp"):
+            raise TrainConfigError(
+                "expert_parallel", self.expert_parallel, "must be >= 1, and > 1 only with --parallel fsdp"
+            )
+        if self.sharded_checkpoints and self.parallel != "fsdp":
+            raise TrainConfigError(
+                "sharded_checkpoints",
+                True,
+                "needs --parallel fsdp under torchrun (one process: plain checkpoints)",
+            )
+        if self.mixed_precision != "none" and self.parallel != "fsdp":
+            raise TrainConfigError(
+                "mixed_precision",
+                self.mixed_precision,
+                "needs --parallel fsdp (for one process use --precision)",
+            )
         if self.task is None and self.data is None and self.shards is None:
             raise TrainConfigError(
                 "data", None, "give a text source (--data), a shard folder (--shards) or --task"

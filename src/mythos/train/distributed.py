@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+MIXED_PRECISION = ("none", "bf16")
+
 
 @dataclass
 class DistInfo:
@@ -51,10 +53,27 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
-    """Return the module to train: the model itself, a DDP wrapper, or the model sharded in place by FSDP2."""
+def wrap(
+    model: nn.Module, mode: str, info: DistInfo, mixed_precision: str = "none", expert_parallel: int = 1
+) -> nn.Module:
+    """Return the module to train: the model itself, a DDP wrapper, or the model sharded in place by FSDP2.
+
+    ``mixed_precision="bf16"`` (FSDP2 only): bf16 parameters and compute, fp32 gradient reduction.
+    """
     if mode == "auto":
         mode = "ddp" if info.enabled else "none"
+    if mixed_precision not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {mixed_precision!r}")
+    if mixed_precision != "none" and (mode != "fsdp" or not info.enabled):
+        raise ValueError(
+            f"--mixed-precision {mixed_precision} needs --parallel fsdp under torchrun (got --parallel {mode}, "
+            f"{info.world} process(es)); for one process use --precision"
+        )
+    if expert_parallel > 1 and (mode != "fsdp" or expert_parallel != info.world):
+        raise ValueError(
+            f"--expert-parallel {expert_parallel} needs --parallel fsdp and must equal the number of ranks "
+            f"({info.world}): expert parallelism over part of the ranks is not built yet"
+        )
     if mode == "none" or not info.enabled:
         return model
     # ACT's early exit is data-dependent: ranks would run different loop counts and FSDP/DDP collectives would
@@ -72,13 +91,9 @@ def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         find_unused = cfg is None or not getattr(cfg, "act", True)
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
     if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from .parallel import shard_model
 
-        for block in list(getattr(model, "prelude", [])) + list(getattr(model, "coda", [])):
-            fully_shard(block)
-        if hasattr(model, "recurrent"):
-            fully_shard(model.recurrent)
-        fully_shard(model)
+        shard_model(model, mixed_precision=mixed_precision, expert_parallel=expert_parallel > 1)
         return model
     raise ValueError(f"parallel must be none, ddp or fsdp, got {mode!r}")
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import dcp as DCP
 from . import distributed as D
 from .checkpoint import load_latest, rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
@@ -153,7 +154,7 @@ def train(
     and raise ``TrainingInterrupted``.
     """
     from mythos.model import Mythos
-    from mythos.model.checkpoint import load_checkpoint
+    from mythos.model.checkpoint import load_checkpoint, read_config
 
     check_environment(cfg)
     info = D.setup(cfg.device)
@@ -175,7 +176,11 @@ def train(
     source = make_source(cfg, log if info.is_main else (lambda *_: None))
     if info.enabled and info.is_main:
         torch.distributed.barrier()
-    if resume_from is not None:  # the checkpoint's own architecture (check_resume made sure it is the same)
+    sharded_from = DCP.latest_sharded(run_dir) if cfg.sharded_checkpoints else None
+    if sharded_from is not None:  # built fresh here, its weights loaded shard by shard once wrapped
+        model_cfg = read_config(sharded_from)
+        model = Mythos(model_cfg).to(info.device)
+    elif resume_from is not None:  # the checkpoint's own architecture (check_resume made sure it is the same)
         model = load_checkpoint(resume_from).to(info.device)
         model_cfg = model.cfg
     else:
@@ -183,7 +188,9 @@ def train(
         model = Mythos(model_cfg).to(info.device)
     raw_model = model
     ponder_weight = model_cfg.ponder_weight if cfg.ponder_weight is None else cfg.ponder_weight
-    model = D.wrap(model, cfg.parallel, info)
+    model = D.wrap(
+        model, cfg.parallel, info, mixed_precision=cfg.mixed_precision, expert_parallel=cfg.expert_parallel
+    )
 
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
@@ -192,7 +199,14 @@ def train(
     amp_dtype, use_scaler = _precision(cfg, info.device)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     start_step = 0
-    if state is not None:
+    if sharded_from is not None:
+        sharded_state = DCP.load_sharded(sharded_from, model, optimizer)
+        scheduler.load_state_dict(sharded_state["scheduler"])
+        start_step = int(sharded_state["step"])
+        resume_from = sharded_from
+        if info.is_main:
+            log(f"resumed from {sharded_from} at step {start_step}")
+    elif state is not None:
         optim_format = "dcp" if info.enabled else "plain"
         if state.get("optim_format") != optim_format:
             raise ValueError(
@@ -228,6 +242,17 @@ def train(
     t_start = time.perf_counter()
 
     def save(step_done: int) -> Path | None:
+        if cfg.sharded_checkpoints:  # every rank writes its own shards; nothing is gathered
+            sched = scheduler.state_dict()
+            return DCP.save_step(
+                run_dir,
+                step_done,
+                model,
+                optimizer,
+                model_cfg.to_dict(),
+                {"scheduler": sched},
+                cfg.keep_checkpoints,
+            )
         model_state, optim_state = D.full_state(model, optimizer, info)
         if not info.is_main:
             return None
