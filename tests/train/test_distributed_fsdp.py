@@ -155,7 +155,19 @@ def test_mythos_train_sharded_checkpoints_resume_on_one_process_and_unshard(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     shards = sorted(p.name for p in (run / "sharded" / "step_00000002").glob("*.distcp"))
     assert shards == ["__0_0.distcp", "__1_0.distcp"]
-    resume = [*train, "--out", str(run), "--batch-size", "8", "--parallel", "fsdp", "--sharded-checkpoints"]
+    resume = [
+        *cmd[:4],
+        "1",
+        *cmd[5:8],
+        str(_free_port()),
+        "-m",
+        "mythos",
+        "train",
+        *TRAIN_ARGS,
+        "--out",
+        str(run),
+    ]
+    resume += ["--batch-size", "8", "--parallel", "fsdp", "--sharded-checkpoints"]  # world size 1 (torchrun)
     done = subprocess.run(resume, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in done.stdout + done.stderr
