@@ -72,6 +72,7 @@ COMMAND_EXTRA = {
     "demo": "train",
     "train": "train",
     "eval": "train",
+    "study": "train",
     "plot": "train",
     "doctor": "model",
     "convert": "model",

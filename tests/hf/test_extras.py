@@ -61,6 +61,7 @@ CASES = [
     ("train", MODEL, ["--task", "binding", "--steps", "1"], "train"),
     ("train", ("tqdm",), ["--data", "{tmp}/tokenizer.json", "--steps", "1", "--out", "{tmp}/r"], "train"),
     ("eval", MODEL, ["{tmp}/text"], "train"),
+    ("study", MODEL, ["depth", "--quick", "--out", "{tmp}/study"], "train"),
     ("plot", MODEL, ["{tmp}/run"], "train"),
     ("plot", ("matplotlib",), ["{tmp}/run"], "train"),
     ("doctor", MODEL, ["tiny"], "model"),

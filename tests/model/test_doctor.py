@@ -240,8 +240,8 @@ def test_removing_the_still_running_gate_is_caught(model, probe):
     mutate_method(
         recurrent,
         type(recurrent).forward,
-        "weight = torch.where(crossing, remainder, p) * running",
-        "weight = torch.where(crossing, remainder, p)",
+        "act_step(p, cumulative, running,",
+        "act_step(p, cumulative, torch.ones_like(running),",
     )
     assert_violation(check_act_gating(model, probe), "act_still_running", "keep contributing")
 
