@@ -153,3 +153,9 @@ def test_doctor_out_of_memory_is_an_error_exit_1_not_violations():
     status, out, err = run(["doctor", "tiny", "--probe-tokens", str(10**14)])
     assert status == 1, err
     assert "does not fit in memory" in err and "VIOLATION" not in out
+
+
+@pytest.mark.parametrize("argv", [["generate", "tiny", "--prompt", "hi"], ["serve", "tiny", "--port", "0"]])
+def test_zero_loops_is_a_usage_error_not_the_default_depth(argv):
+    status, _, err = run([*argv, "--n-loops", "0"])
+    assert status == 2 and "--n-loops=0" in err

@@ -162,6 +162,8 @@ def generate_main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     if args.max_new_tokens < 1:
         p.error(f"--max-new-tokens={args.max_new_tokens} must be >= 1")
+    if args.n_loops is not None and args.n_loops < 1:
+        p.error(f"--n-loops={args.n_loops} is invalid: use an integer >= 1 (omit it for the model's depth)")
     try:
         params = SamplingParams(args.temperature, args.top_k, args.top_p, args.seed)
     except ValueError as exc:
