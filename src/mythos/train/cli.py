@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from mythos.fsutil import atomic_write
 
 from .config import TrainConfig, TrainConfigError
 
@@ -210,21 +214,185 @@ def train_main(argv: list[str]) -> int:
 
 
 def demo_main(argv: list[str]) -> int:
-    from .demo import demo_main as run
+    p = argparse.ArgumentParser(
+        prog="mythos demo",
+        description="Train a small Recurrent-Depth Transformer on "
+        "multi-digit addition and print/plot accuracy against carry-chain length and "
+        "test-time loop count.",
+    )
+    p.add_argument("--out", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
+    p.add_argument("--quick", action="store_true", help="a few steps and a small grid (seconds; for tests)")
+    p.add_argument("--steps", type=int, help="training steps (default 600; --quick: 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--grad-loops", type=int, default=3, help="backprop through the last K loops (0: all loops)"
+    )
+    p.add_argument("--samples", type=int, help="test programs per chain length (default 256; --quick: 16)")
+    args = p.parse_args(argv)
 
-    return run(argv)
+    import torch
+
+    from .demo import demo_config, summary
+    from .evaluate import HELD_OUT_SEED_OFFSET, Grid, accuracy_grid
+    from .plot import plot_grid, plot_run
+    from .tasks import make_task
+    from .trainer import train
+
+    t0 = time.perf_counter()
+    cfg = demo_config(args.out, args.quick, args.seed, args.steps, args.grad_loops)
+    out = Path(cfg.out)
+    for stale in ("checkpoints", "telemetry.jsonl", "plots"):  # a demo always starts fresh
+        target = out / stale
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    task = make_task(cfg.task, **cfg.task_options)
+    lo, hi = cfg.loop_range
+    print(
+        f"mythos demo: {task.n_digits}-digit additions, training carry chains of at most {cfg.train_hops} steps, "
+        f"loops sampled in {lo}..{hi}, backprop through the last {cfg.grad_loops or 'all'} loops, {cfg.steps} steps, "
+        f"seed {cfg.seed}"
+    )
+    # One thread: this model is too small to gain from intra-op threads, oversubscribed threads on a busy machine
+    # slowed it 5x in our runs, and a fixed thread count makes the result the same on every machine.
+    torch.set_num_threads(1)
+    result = train(cfg, log=print)
+    t_train = time.perf_counter() - t0
+
+    from mythos.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(result.last_checkpoint)
+    print(f"model: {model.num_parameters():,} parameters; trained in {t_train:.0f}s; evaluating…")
+    if args.quick:
+        lengths, loops, samples = [1, 2, 4], [1, 2, 4], args.samples or 16
+    else:
+        lengths, loops, samples = list(range(1, 15)), [1, 2, 3, 4, 6, 8, 10, 12, 16, 20], args.samples or 256
+    acc = accuracy_grid(
+        model,
+        task,
+        lengths,
+        loops,
+        samples=samples,
+        seed=cfg.seed + HELD_OUT_SEED_OFFSET,
+        distractor_hops=cfg.train_hops,
+    )
+    grid = Grid(lengths, loops, acc, cfg.train_hops, (lo, hi), cfg.task)
+    atomic_write(out / "grid.json", json.dumps(grid.to_dict(), indent=2, sort_keys=True))
+    grid_png = plot_grid(grid, out / "grid.png")
+    plots = plot_run(out)
+    print()
+    print(grid.format())
+    print()
+    print(summary(grid))
+    print(f"wrote {grid_png}, {', '.join(str(p) for p in plots)}, {out / 'grid.json'}")
+    print(f"wall time {time.perf_counter() - t0:.0f}s")
+    return 0
 
 
 def eval_main(argv: list[str]) -> int:
-    from .evaluate import eval_main as run
+    from .evaluate import grid_for_checkpoint, is_text_run, parse_list
 
-    return run(argv)
+    p = argparse.ArgumentParser(
+        prog="mythos eval",
+        description="Evaluate a checkpoint at several test-time depths: held-out bits per byte for a run "
+        "trained on text, the accuracy grid (chain length x loop count) for one trained on a synthetic task.",
+    )
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (uses its latest checkpoint)")
+    p.add_argument("--lengths", help="(task runs) chain lengths, e.g. 1:12 or 1,2,4,8")
+    p.add_argument("--loops", help="loop counts, e.g. 1:16 or 1,2,4,8,16")
+    p.add_argument("--samples", type=int, default=256, help="(task runs) programs per length")
+    p.add_argument(
+        "--seed", type=int, help="seed of the held-out programs (default: the run's seed + 1000, as the demo)"
+    )
+    p.add_argument(
+        "--exit",
+        action="append",
+        default=[],
+        metavar="CRITERION:THRESHOLD",
+        help="(text runs) add an adaptive row with per-token exits, e.g. kl:0.01, delta:0.05, argmax:2",
+    )
+    p.add_argument("--max-tokens", type=int, default=32768, help="(text runs) held-out tokens to score")
+    p.add_argument("--png", help="(text runs) plot path (default: RUN/eval_bpb.png)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        help="print JSON to stdout (text runs), or write the task grid/text result to this file",
+    )
+    args = p.parse_args(argv)
+    if is_text_run(args.checkpoint):
+        return text_eval_main(args)
+    try:
+        grid = grid_for_checkpoint(
+            args.checkpoint,
+            parse_list(args.lengths) if args.lengths else None,
+            parse_list(args.loops) if args.loops else None,
+            args.samples,
+            args.seed,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mythos eval: {exc}", file=sys.stderr)
+        return 2
+    if args.json == "-":
+        print(json.dumps(grid.to_dict(), sort_keys=True))
+        return 0
+    print(grid.format())
+    if args.json:
+        atomic_write(args.json, json.dumps(grid.to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def text_eval_main(args: argparse.Namespace) -> int:
+    from mythos.model.exits import ExitCriterion
+
+    from .checkpoint import resolve_checkpoint
+    from .evaluate import parse_list
+    from .text_eval import evaluate_run, plot_text_eval
+
+    try:
+        loops = parse_list(args.loops) if args.loops else None
+        if loops is not None and (not loops or min(loops) < 1):
+            raise ValueError(f"--loops {args.loops!r}: loop counts must be integers >= 1, e.g. 1,2,4,8,16")
+        exits = [ExitCriterion.parse(text) for text in args.exit]
+        if args.max_tokens < 1:
+            raise ValueError(f"--max-tokens {args.max_tokens}: must be >= 1")
+        result = evaluate_run(args.checkpoint, loops, exits, args.max_tokens)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mythos eval: {exc}", file=sys.stderr)
+        return 2
+    ckpt = resolve_checkpoint(args.checkpoint)
+    run_dir = ckpt.parent.parent  # RUN/checkpoints/step_N
+    png = Path(args.png) if args.png else run_dir / "eval_bpb.png"
+    plot_text_eval({run_dir.name: result}, png)
+    payload = {**result.to_dict(), "png": str(png)}
+    if args.json == "-":
+        print(json.dumps(payload, sort_keys=True))
+        return 0
+    print(result.format())
+    print(f"plot: {png}")
+    if args.json:
+        atomic_write(args.json, json.dumps(payload, indent=2, sort_keys=True))
+    return 0
 
 
 def plot_main(argv: list[str]) -> int:
-    from .plot import plot_main as run
+    from .plot import plot_run
 
-    return run(argv)
+    p = argparse.ArgumentParser(
+        prog="mythos plot", description="Draw PNG charts from a run's telemetry.jsonl."
+    )
+    p.add_argument("run", help="run folder (holds telemetry.jsonl)")
+    p.add_argument("--out", help="folder for the PNGs (default RUN/plots)")
+    args = p.parse_args(argv)
+    try:
+        paths = plot_run(args.run, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mythos plot: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
 
 
 def study_main(argv: list[str]) -> int:

@@ -17,12 +17,6 @@ What made depth extrapolate in our pilots (numbers in docs/train.md):
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import time
-from pathlib import Path
-
 from .config import TrainConfig
 
 DEMO_MODEL = dict(
@@ -71,82 +65,6 @@ def demo_config(
         device="cpu",
         precision="fp32",
     )
-
-
-def demo_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="mythos demo",
-        description="Train a small Recurrent-Depth Transformer on "
-        "multi-digit addition and print/plot accuracy against carry-chain length and "
-        "test-time loop count.",
-    )
-    p.add_argument("--out", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
-    p.add_argument("--quick", action="store_true", help="a few steps and a small grid (seconds; for tests)")
-    p.add_argument("--steps", type=int, help="training steps (default 600; --quick: 4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--grad-loops", type=int, default=3, help="backprop through the last K loops (0: all loops)"
-    )
-    p.add_argument("--samples", type=int, help="test programs per chain length (default 256; --quick: 16)")
-    args = p.parse_args(argv)
-
-    import torch
-
-    from .evaluate import HELD_OUT_SEED_OFFSET, Grid, accuracy_grid
-    from .plot import plot_grid, plot_run
-    from .tasks import make_task
-    from .trainer import train
-
-    t0 = time.perf_counter()
-    cfg = demo_config(args.out, args.quick, args.seed, args.steps, args.grad_loops)
-    out = Path(cfg.out)
-    for stale in ("checkpoints", "telemetry.jsonl", "plots"):  # a demo always starts fresh
-        target = out / stale
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    task = make_task(cfg.task, **cfg.task_options)
-    lo, hi = cfg.loop_range
-    print(
-        f"mythos demo: {task.n_digits}-digit additions, training carry chains of at most {cfg.train_hops} steps, "
-        f"loops sampled in {lo}..{hi}, backprop through the last {cfg.grad_loops or 'all'} loops, {cfg.steps} steps, "
-        f"seed {cfg.seed}"
-    )
-    # One thread: this model is too small to gain from intra-op threads, oversubscribed threads on a busy machine
-    # slowed it 5x in our runs, and a fixed thread count makes the result the same on every machine.
-    torch.set_num_threads(1)
-    result = train(cfg, log=print)
-    t_train = time.perf_counter() - t0
-
-    from mythos.model.checkpoint import load_checkpoint
-
-    model = load_checkpoint(result.last_checkpoint)
-    print(f"model: {model.num_parameters():,} parameters; trained in {t_train:.0f}s; evaluating…")
-    if args.quick:
-        lengths, loops, samples = [1, 2, 4], [1, 2, 4], args.samples or 16
-    else:
-        lengths, loops, samples = list(range(1, 15)), [1, 2, 3, 4, 6, 8, 10, 12, 16, 20], args.samples or 256
-    acc = accuracy_grid(
-        model,
-        task,
-        lengths,
-        loops,
-        samples=samples,
-        seed=cfg.seed + HELD_OUT_SEED_OFFSET,
-        distractor_hops=cfg.train_hops,
-    )
-    grid = Grid(lengths, loops, acc, cfg.train_hops, (lo, hi), cfg.task)
-    (out / "grid.json").write_text(json.dumps(grid.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
-    grid_png = plot_grid(grid, out / "grid.png")
-    plots = plot_run(out)
-    print()
-    print(grid.format())
-    print()
-    print(summary(grid))
-    print(f"wrote {grid_png}, {', '.join(str(p) for p in plots)}, {out / 'grid.json'}")
-    print(f"wall time {time.perf_counter() - t0:.0f}s")
-    return 0
 
 
 def summary(grid, solved: float = 0.95) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,20 +150,3 @@ def plot_grid(grid, path: str | Path) -> Path:
     right.legend(title="chain length", fontsize=7, ncol=2)
     right.set_title("more loops solve longer chains")
     return _save(fig, path)
-
-
-def plot_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="mythos plot", description="Draw PNG charts from a run's telemetry.jsonl."
-    )
-    p.add_argument("run", help="run folder (holds telemetry.jsonl)")
-    p.add_argument("--out", help="folder for the PNGs (default RUN/plots)")
-    args = p.parse_args(argv)
-    try:
-        paths = plot_run(args.run, args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"mythos plot: {exc}", file=sys.stderr)
-        return 2
-    for path in paths:
-        print(path)
-    return 0
