@@ -14,6 +14,7 @@ from typing import Any
 from mythos.fsutil import atomic_write
 
 from .config import TrainConfig, TrainConfigError
+from .tasks import tasks_help
 
 
 def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def train_parser() -> argparse.ArgumentParser:
         help="fraction of whole documents/files held out at data preparation (for mythos eval)",
     )
     src.add_argument("--seq-len", type=int, default=d["seq_len"].default)
-    src.add_argument("--task", help="synthetic task instead of text: binding, graph or carry")
+    src.add_argument("--task", help=f"synthetic task instead of text — {tasks_help()}")
     src.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE")
     src.add_argument("--train-hops", type=int, default=d["train_hops"].default)
     opt = p.add_argument_group("optimisation")

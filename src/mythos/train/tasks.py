@@ -10,7 +10,9 @@ Batches are pure functions of a numpy Generator, so a seed and a step number ful
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -28,6 +30,23 @@ class TaskBatch:
     depth: np.ndarray  # (batch, seq) int64
 
 
+class Task(Protocol):
+    """What a synthetic task provides: a name, one help line, its vocabulary and sequence shape, and batches.
+
+    Implementations register in ``TASKS``; ``mythos train --task`` and ``--task-option`` are built from it.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    vocab_size: int
+    seq_len: int
+    max_depth: int
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, max_hops: int, long_hops: int | None = None
+    ) -> TaskBatch: ...
+
+
 def _check_positive(name: str, value: int, minimum: int = 1) -> None:
     if not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -43,6 +62,7 @@ class VariableBinding:
     """
 
     name = "binding"
+    summary = "chains of assignments a=3; b=a; … (depth = hops back to a literal)"
 
     def __init__(self, n_statements: int = 24, n_values: int = 10, n_names: int = 40) -> None:
         _check_positive("n_statements", n_statements, 2)
@@ -118,6 +138,7 @@ class GraphWalk:
     """
 
     name = "graph"
+    summary = "k-hop walks on a random functional graph (depth = k)"
 
     def __init__(self, n_nodes: int = 12, n_queries: int = 6, max_k: int = 16) -> None:
         _check_positive("n_nodes", n_nodes, 2)
@@ -172,6 +193,7 @@ class CarryChain:
     """
 
     name = "carry"
+    summary = "multi-digit addition, digits least significant first (depth = carry-chain length)"
 
     def __init__(self, n_digits: int = 20, nine_rate: float = 0.4) -> None:
         _check_positive("n_digits", n_digits, 2)
@@ -243,16 +265,29 @@ class CarryChain:
         return TaskBatch(inputs, targets, depth)
 
 
-TASKS = {cls.name: cls for cls in (VariableBinding, GraphWalk, CarryChain)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (VariableBinding, GraphWalk, CarryChain)}
 
 
-def make_task(name: str, **kwargs):
+def task_options(name: str) -> dict[str, object]:
+    """A task's options and their defaults (its constructor's keyword arguments)."""
+    params = inspect.signature(TASKS[name].__init__).parameters
+    return {p.name: p.default for p in params.values() if p.name != "self"}
+
+
+def tasks_help() -> str:
+    """One line per registered task, with its options: the help text of ``--task``."""
+    lines = []
+    for name, cls in TASKS.items():
+        opts = ", ".join(f"{k}={v}" for k, v in task_options(name).items())
+        lines.append(f"{name}: {cls.summary} [{opts}]")
+    return "; ".join(lines)
+
+
+def make_task(name: str, **kwargs) -> Task:
     """Build a task by name; unknown names list what exists."""
     if name not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
-    import inspect
-
-    valid = [p for p in inspect.signature(TASKS[name].__init__).parameters if p != "self"]
+    valid = list(task_options(name))
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"task option {unknown[0]!r} is not an option of task {name!r}; valid: {valid}")
