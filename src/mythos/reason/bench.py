@@ -201,8 +201,8 @@ async def run_baseline(strategy: str, question: BenchQuestion, backend: Recordin
         return replies[-1] if replies else "", {"votes": keys}
     best = max(counts.values())
     winner = next(k for k in keys if k and counts[k] == best)  # ties: the earliest vote
-    chosen = spans[keys.index(winner)]
-    return f"Answer: {chosen}", {"votes": keys, "vote_share": round(best / len(keys), 3)}
+    # the answer is the winning vote in the canonical form it was counted in (a number, or normalised words)
+    return f"Answer: {winner}", {"votes": keys, "vote_share": round(best / len(keys), 3)}
 
 
 async def run_mode(mode: str, question: BenchQuestion, backend: RecordingBackend, cfg: BenchConfig):

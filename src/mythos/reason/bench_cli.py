@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -162,9 +163,18 @@ def bench_main(argv: list[str]) -> int:
         )
         if args.concurrency is None:
             cfg.concurrency = server.slots
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)  # so that `finally` stops the model server
     try:
         return _run(args, argv, cfg, questions, server)
+    except KeyboardInterrupt:
+        print(f"mythos bench: interrupted; rerun the same command to resume from {args.out}", file=sys.stderr)
+        return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.stop()
 

@@ -281,8 +281,10 @@ def _serve_llamacpp(gguf: Path, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"mythos-local-model listening on {server.listening_address}/v1", flush=True)
+    parent = os.getppid()
     while not stop.wait(0.5):
-        pass
+        if os.getppid() != parent:  # the process that started us is gone (even by SIGKILL): do not linger
+            break
     del server  # llama.cpp's destructor stops its main loop and frees the model
     return 0
 
