@@ -307,3 +307,19 @@ def test_time_limit_stops_starting_items_and_the_run_stays_resumable(oracle, tmp
     assert proc.returncode == 0, proc.stderr
     assert "rerun to resume" in proc.stderr and "**incomplete**" in proc.stdout
     assert len(_rows(out)) == 1  # the first item starts before the clock is checked again
+
+
+def test_summaries_recheck_stored_replies_with_the_current_checker(oracle, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "2+2?", "answer": 4}) + "\n")
+    _, url = oracle({"2+2?": "4"})
+    out = tmp_path / "run"
+    args = ("--base-url", url, "--model", "o", "--questions", str(questions), "--out", str(out))
+    assert _bench(*args, "--strategies", "step-by-step").returncode == 0
+    (row,) = _rows(out)
+    assert row["outcome"] == "correct"
+    stale = {**row, "outcome": "echo"}  # as an older checker might have written it
+    (out / "results.jsonl").write_text(json.dumps(stale) + "\n")
+    again = _bench(*args, "--strategies", "step-by-step")
+    assert again.returncode == 0 and "0 items run, 1 resumed" in again.stderr
+    assert json.loads((out / "summary.json").read_text())["strategies"]["step-by-step"]["correct"] == 1

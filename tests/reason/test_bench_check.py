@@ -83,6 +83,10 @@ def test_echo_no_answer_and_order_of_checks():
     )
     # a right answer that restates the question is still right
     assert classify(q + " Answer: 3", expected="3", kind="number", question=q)[0] == "correct"
+    # restating the question with a new number is an attempt (here a wrong one), not an echo
+    attempt = "How many loaves does the baker have left after selling some? 5"
+    assert not is_echo(attempt, q)
+    assert classify(attempt, expected="3", kind="number", question=q)[0] == "wrong"
     assert classify("   ", expected="3", kind="number", question=q)[0] == "no_answer"
     assert classify("Answer: 4", expected="3", kind="number", question=q)[0] == "wrong"
     assert classify("Use SQLite.", expected="", kind="open", question="SQLite or Postgres?")[0] == "open"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mythos.reason.backends import BackendError, Completion, LLMBackend, Message
-from mythos.reason.bench_check import canonical, classify, extract_answer
+from mythos.reason.bench_check import RECHECKABLE, canonical, classify, extract_answer
 from mythos.reason.bench_questions import BenchQuestion
 from mythos.reason.calls import CallPolicy
 from mythos.reason.config import write_atomic
@@ -266,7 +266,7 @@ async def run_item(strategy: str, question: BenchQuestion, inner: LLMBackend, cf
         "strategy": strategy,
         "expected": question.answer,
         "answer": span[:500],
-        "reply": reply[:4000],
+        "reply": reply[:8000],
         "outcome": outcome,
         "tokens": backend.tokens,
         "calls": backend.calls,
@@ -404,11 +404,27 @@ async def run_bench(
             result.ran += 1
             if progress:
                 progress(row)
-    ids = {q.id for q in questions}
-    result.summary = summarize([r for r in rows.values() if r["question_id"] in ids], cfg, meta)
+    by_id = {q.id: q for q in questions}
+    current = [recheck(r, by_id[r["question_id"]]) for r in rows.values() if r["question_id"] in by_id]
+    result.summary = summarize(current, cfg, meta)
     result.summary["complete"] = result.complete
     write_summary(out, result.summary)
     return result
+
+
+def recheck(row: dict, question: BenchQuestion) -> dict:
+    """The row with its outcome decided again from the stored reply by the current checker, so a summary
+    never mixes checker versions (template and error outcomes depend on more than the reply and stay)."""
+    if row.get("kind") == "judge" or row.get("outcome") not in RECHECKABLE:
+        return row
+    outcome, span = classify(
+        row["reply"],
+        expected=question.answer,
+        kind=question.kind,
+        question=question.question,
+        choices=question.choices,
+    )
+    return {**row, "outcome": outcome, "answer": span[:500]} if outcome != row["outcome"] else row
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -12,6 +12,8 @@ import re
 from decimal import Decimal, InvalidOperation
 
 OUTCOMES = ("correct", "wrong", "template", "echo", "no_answer", "error", "open")
+# outcomes decided from the reply alone (the template check also needs the prompts sent, so it is final)
+RECHECKABLE = ("correct", "wrong", "echo", "open")
 
 # placeholders that engine prompts have used as example values; a reply equal to one is never an answer
 KNOWN_PLACEHOLDERS = frozenset(
@@ -115,9 +117,14 @@ def is_template(span: str, prompt_text: str, question: str) -> bool:
 
 
 def is_echo(span: str, question: str, threshold: float = 0.7) -> bool:
-    """The span restates the question (word-set Jaccard ≥ ``threshold``, at least four words)."""
+    """The span restates the question and adds nothing: word-set Jaccard ≥ ``threshold`` (at least four
+    words), at most two words the question lacks, and no number the question lacks (a new number is an
+    attempt at an answer, right or wrong)."""
     a, b = set(normalize(span).split()), set(normalize(question).split())
     if len(a) < 4 or not b:
+        return False
+    new = a - b
+    if len(new) > 2 or any(word.isdigit() for word in new):
         return False
     return len(a & b) / len(a | b) >= threshold
 
