@@ -43,7 +43,7 @@ FORMAT = {
     "exact": "\n\nGive the final answer as a name on the last line, as: Answer: <name>",
     "open": "",
 }
-NO_ANSWER_PREFIX = "No answer could be produced"
+NO_ANSWER_PREFIXES = ("No answer could be produced", "No answer:")
 JUDGE_SYSTEM = (
     "You compare two responses to the same question. Judge which one answers it better: correct, specific, "
     "and useful. Reply with exactly one of: 1, 2, tie."
@@ -223,6 +223,8 @@ async def run_mode(mode: str, question: BenchQuestion, backend: RecordingBackend
     )
     record = await think(prompt_for(question), backend, engine_cfg)
     extra = {
+        # the engine's own verdict where it gives one ("answered" | "no_answer"); older records have none
+        "engine_outcome": getattr(record, "outcome", None),
         "fallback": bool(record.coda.get("fallback")),
         "halting": record.halting.get("reason"),
         "final_mode": record.route.get("final_mode"),
@@ -247,7 +249,9 @@ async def run_item(strategy: str, question: BenchQuestion, inner: LLMBackend, cf
     wall = time.perf_counter() - t0
     if error:
         outcome, span = "error", ""
-    elif extra.get("fallback") and reply.lstrip().startswith(NO_ANSWER_PREFIX):
+    elif extra.get("engine_outcome") == "no_answer" or (
+        extra.get("fallback") and reply.lstrip().startswith(NO_ANSWER_PREFIXES)
+    ):
         outcome, span = "no_answer", ""  # the engine says it has no answer: not a wrong answer
     else:
         outcome, span = classify(
