@@ -59,16 +59,19 @@ def config(ponder: float) -> MythosConfig:
     )
 
 
-def train(steps: int, ponder: float, seed: int = 0) -> Mythos:
+def train(steps: int, ponder: float, seed: int = 0, act: bool = True, min_loops: int | None = None) -> Mythos:
+    """Train on the binding task; ``act=False`` turns ACT off, ``min_loops`` samples the depth per step
+    uniformly from ``min_loops..max_loop_iters`` (else every step runs the full depth)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    cfg = config(ponder)
+    cfg = config(ponder).replace(act=act)
     model = Mythos(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     for step in range(steps):
         batch = TASK.sample(32, rng, MAX_HOPS)
-        out = model(torch.from_numpy(batch.inputs), return_aux=True)
+        loops = int(rng.integers(min_loops, cfg.max_loop_iters + 1)) if min_loops else None
+        out = model(torch.from_numpy(batch.inputs), n_loops=loops, return_aux=True)
         loss = F.cross_entropy(
             out.logits.flatten(0, 1), torch.from_numpy(batch.targets).flatten(), ignore_index=IGNORE
         )

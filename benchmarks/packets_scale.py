@@ -1,20 +1,24 @@
-"""Packet compiler scale benchmark: synthetic runs of 1k … 1M evidence records, compile time and peak memory.
+"""Packet compiler scale benchmark: packet bytes, Prime digest bytes and compile time against record count.
 
-    .venv/bin/python benchmarks/packets_scale.py --quick       # 1k and 10k (+ all-pairs comparison at 1k), < 1 min
-    .venv/bin/python benchmarks/packets_scale.py               # 1k, 10k, 100k, 1M
-    .venv/bin/python benchmarks/packets_scale.py --sizes 100000 --keep /tmp/runs
+    .venv/bin/python benchmarks/packets_scale.py --quick       # 1k and 10k, both scenarios, ~1 min
+    .venv/bin/python benchmarks/packets_scale.py               # 1k, 10k, 100k (each once at 100k)
+    .venv/bin/python benchmarks/packets_scale.py --sizes 1000000 --scenarios spread
 
-Each size is generated once (many lanes, ~2% of records on shared "hot" spans with divergent summaries, verifier
-records with recurring failures, real source files on disk with real hashes), then compiled in a fresh subprocess
-that reports wall time and its own peak RSS (resource.getrusage). The reference Rust compiler is not installed
-here; its timings on this VM come from specs/packets.md §12 and are printed as the baseline. Side by side in one
-process we also time our linear contradiction detector against an all-pairs detector (the reference algorithm).
+Two scenarios per size, each generated once (many lanes, real source files with real hashes, verifier records with
+recurring failures): ``spread`` (~2% of records on a few shared spans with divergent summaries) and ``hot`` (2% of
+records all on ONE span, cited by that many agents: the shape that made a 613-record run emit 49,676 pairwise
+contradictions). Each run is compiled in a fresh subprocess that reports wall time, CPU time and peak RSS, with
+grouped contradictions (the default) and, where the pair count stays printable (hot span <= 200 records), pairwise
+(the reference's form). Writes benchmarks/results/packets_scale.md and .json. The reference compiler is not
+installed here; its §12 timings (specs/packets.md) are quoted for the spread scenario.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import random
 import shutil
 import statistics
@@ -63,8 +67,17 @@ WORDS = [
     "heap",
     "stack",
 ]
+HOT_CLAIMS = [
+    "the cache never expires entries",
+    "expiry runs hourly from the scheduler",
+    "ttl is ignored on the read path",
+    "entries are evicted at one thousand items",
+    "the lock is held across the retry loop",
+    "the parser drops the last buffer",
+]
 FINDINGS = [f"recurring failure {k}: {' '.join(WORDS[k : k + 3])}" for k in range(25)]
 TIME = "2026-04-21T00:00:00Z"
+RESULTS = Path(__file__).resolve().parent / "results" / "packets_scale"
 
 
 def generate(
@@ -77,6 +90,7 @@ def generate(
     per_hot: int = 8,
     verifier_frac: float = 0.1,
     fail_frac: float = 0.2,
+    hot_one: float = 0.0,
 ) -> Path:
     """Write project/ (cited sources) and run/ (a compiled-ready run) under ``out``; return the run dir."""
     rng = random.Random(seed)
@@ -129,8 +143,11 @@ def generate(
         raw_id, agent, lane_name = f"raw:subagents/{raw_name}", f"agent-{lane}", f"lane-{lane}"
         agent_lines, ev_lines, vf_lines = [], [], []
         for k in range(per_lane):
+            on_hot = rng.random() < hot_one
             f, line = (
-                hot[rng.randrange(len(hot))]
+                (0, 1)
+                if on_hot
+                else hot[rng.randrange(len(hot))]
                 if rng.random() < hot_frac
                 else (rng.randrange(files), rng.randrange(1, lines + 1))
             )
@@ -138,7 +155,9 @@ def generate(
             record = {
                 "id": f"ev-{lane}-{k}",
                 "kind": rng.choice(KINDS),
-                "summary": " ".join(rng.choice(WORDS) for _ in range(8)),
+                "summary": rng.choice(HOT_CLAIMS)
+                if on_hot
+                else " ".join(rng.choice(WORDS) for _ in range(8)),
                 "source_ids": [sid],
             }
             agent_lines.append(json.dumps(record))
@@ -223,16 +242,16 @@ CHILD = r"""
 import json, resource, sys, time
 from mythos.packets.compiler import compile_run
 t = time.perf_counter()
-summary = compile_run(sys.argv[1], return_packet=False)
+summary = compile_run(sys.argv[1], return_packet=False, contradictions=sys.argv[2])
 secs = time.perf_counter() - t
 usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({**summary, "secs": secs, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}))
 """
 
 
-def compile_once(run: Path) -> dict:
+def compile_once(run: Path, form: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(run)],
+        [sys.executable, "-c", CHILD, str(run), form],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "PATH": "/usr/bin"},
@@ -242,116 +261,123 @@ def compile_once(run: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def all_pairs_vs_linear(run: Path) -> tuple[float, float, int]:
-    """Time our detector and an all-pairs one (the reference's algorithm) on the same records, in this process."""
-    from mythos.packets.contradictions import detect_contradictions
-    from mythos.packets.inputs import read_jsonl
-    from mythos.packets.records import parse_evidence
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.packets.test_compile import _naive
-
-    evidence = read_jsonl(run, "worker-results/evidence.jsonl", parse_evidence)
-    t = time.perf_counter()
-    fast = detect_contradictions(evidence)
-    linear = time.perf_counter() - t
-    t = time.perf_counter()
-    slow = _naive(evidence)
-    pairs = time.perf_counter() - t
-    assert [c["id"] for c in fast] == [c["id"] for c in slow]
-    return linear, pairs, len(fast)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="1k and 10k only")
     parser.add_argument("--sizes", type=int, nargs="*", help="evidence-record counts (lanes x per-lane)")
+    parser.add_argument("--scenarios", nargs="*", choices=("spread", "hot"), default=["spread", "hot"])
     parser.add_argument(
         "--repeats", type=int, default=3, help="compiles per size below 100k (median reported)"
     )
     parser.add_argument("--keep", type=Path, help="keep generated runs under this directory")
-    parser.add_argument(
-        "--reuse", action="store_true", help="with --keep: compile runs already generated there"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file stem (.md and .json)")
     args = parser.parse_args()
-    sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000])
+    sizes = args.sizes or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     shapes = {1_000: (10, 100), 10_000: (20, 500), 100_000: (100, 1000), 1_000_000: (200, 5000)}
     base = args.keep or Path(tempfile.mkdtemp(prefix="mythos-bench-"))
-    rows = []
+    rows: list[dict] = []
     try:
-        for size in sizes:
-            lanes, per_lane = shapes.get(size, (max(1, size // 1000), min(size, 1000)))
-            out = base / f"n{size}"
-            t = time.perf_counter()
-            reused = args.reuse and (out / "run" / "manifest.json").is_file()
-            if reused:
-                run = out / "run"
-            else:
+        for scenario in args.scenarios:
+            for size in sizes:
+                lanes, per_lane = shapes.get(size, (max(1, size // 1000), min(size, 1000)))
+                out = base / f"{scenario}-n{size}"
                 shutil.rmtree(out, ignore_errors=True)
-                run = generate(out, lanes, per_lane)
-            gen_secs = time.perf_counter() - t if not reused else float("nan")
-            repeats = args.repeats if size < 100_000 else 1
-            results = [compile_once(run) for _ in range(repeats)]
-            secs = statistics.median(r["secs"] for r in results)
-            cpu = statistics.median(r["cpu"] for r in results)
-            rss = max(r["rss_mb"] for r in results)
-            packet_mb = (run / "state" / "next_pass_packet.json").stat().st_size / 1e6
-            n_records = results[0]["evidence"]
-            ref = min(REFERENCE, key=lambda k: abs(k - n_records))
-            ref_note = (
-                f"{REFERENCE[ref][0]:.2f}s ({REFERENCE[ref][0] / secs:.0f}x)"
-                if abs(ref - n_records) / n_records < 0.05
-                else "-"
-            )
-            rows.append(
-                (
-                    n_records,
-                    results[0]["verifier_findings"],
-                    results[0]["contradictions"],
-                    gen_secs,
-                    secs,
-                    cpu,
-                    rss,
-                    packet_mb,
-                    ref_note,
-                    repeats,
-                )
-            )
-            print(
-                f"n={n_records}: compile {secs:.2f}s wall, {cpu:.2f}s CPU, peak RSS {rss:.0f} MB",
-                file=sys.stderr,
-                flush=True,
-            )
-            if size == sizes[0] and size <= 2_000:
-                linear, pairs, found = all_pairs_vs_linear(run)
-                print(
-                    f"contradiction detection on {n_records} records, same process: linear {linear * 1000:.1f} ms, "
-                    f"all-pairs {pairs * 1000:.0f} ms ({pairs / linear:.0f}x), {found} contradictions"
-                )
-            if not args.keep:
-                shutil.rmtree(out, ignore_errors=True)
+                t = time.perf_counter()
+                run = generate(out, lanes, per_lane, hot_one=0.02 if scenario == "hot" else 0.0)
+                gen_secs = time.perf_counter() - t
+                forms = ["grouped"]
+                if scenario == "spread" or size * 0.02 <= 200:
+                    forms.append("pairwise")
+                for form in forms:
+                    repeats = args.repeats if size < 100_000 else 1
+                    results = [compile_once(run, form) for _ in range(repeats)]
+                    row = {
+                        "scenario": scenario,
+                        "form": form,
+                        "evidence": results[0]["evidence"],
+                        "findings": results[0]["verifier_findings"],
+                        "contradictions": results[0]["contradictions"],
+                        "generate_s": round(gen_secs, 2),
+                        "wall_s": round(statistics.median(r["secs"] for r in results), 3),
+                        "cpu_s": round(statistics.median(r["cpu"] for r in results), 3),
+                        "rss_mb": round(max(r["rss_mb"] for r in results)),
+                        "packet_bytes": (run / "state" / "next_pass_packet.json").stat().st_size,
+                        "digest_bytes": (run / "state" / "prime_digest.json").stat().st_size,
+                        "runs": repeats,
+                    }
+                    ref = min(REFERENCE, key=lambda k: abs(k - row["evidence"]))
+                    if (
+                        scenario == "spread"
+                        and form == "pairwise"
+                        and abs(ref - row["evidence"]) / row["evidence"] < 0.05
+                    ):
+                        row["reference_wall_s"] = REFERENCE[ref][0]
+                    rows.append(row)
+                    print(
+                        f"{scenario} n={row['evidence']} {form}: {row['wall_s']:.2f}s wall, {row['cpu_s']:.2f}s CPU, "
+                        f"packet {row['packet_bytes'] / 1e6:.1f} MB, digest {row['digest_bytes'] / 1e3:.0f} kB, "
+                        f"{row['contradictions']} contradictions",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if not args.keep:
+                    shutil.rmtree(out, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    print()
-    print(
-        "| evidence | findings | contradictions | generate | compile wall (median) | compile CPU | peak RSS | packet "
-        "| reference wall §12 (ratio) | runs |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, vf, con, gen, secs, cpu, rss, mb, ref, reps in rows:
-        print(
-            f"| {n:,} | {vf:,} | {con:,} | {'reused' if gen != gen else f'{gen:.1f} s'} | {secs:.2f} s | {cpu:.2f} s | {rss:.0f} MB | {mb:.1f} MB "
-            f"| {ref} | {reps} |"
-        )
-    for before, after in zip(rows, rows[1:], strict=False):
-        print(
-            f"growth {before[0]:,} -> {after[0]:,} records (x{after[0] / before[0]:.1f}): wall x{after[4] / before[4]:.1f}"
-            f", CPU x{after[5] / before[5]:.1f}"
-        )
+    write_results(rows, args.out)
     return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def write_results(rows: list[dict], stem: Path) -> None:
+    """The markdown table (docs link to it) and the raw rows as JSON, written atomically."""
+    load = os.getloadavg()[0]
+    lines = [
+        "# Packet compiler scale (benchmarks/packets_scale.py)",
+        "",
+        f"Written by `benchmarks/packets_scale.py` on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} CPUs, load average {load:.1f} at the end of the run; the machine is shared, so CPU "
+        "time is the stable number). Each compile runs in a fresh subprocess (CPU includes Python start-up and "
+        "imports, ~0.1 s). `packet` is state/next_pass_packet.json (every record); `digest` is "
+        "state/prime_digest.json, the bounded file Prime reads. `spread`: ~2% of records on a few shared spans; "
+        "`hot`: 2% of records on one span. Reference wall: specs/packets.md §12, same VM, pairwise only.",
+        "",
+        "| scenario | contradictions | evidence | findings | entries | compile wall | compile CPU | peak RSS "
+        "| packet | digest (Prime) | reference wall | runs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ref = f"{r['reference_wall_s']:.2f} s" if "reference_wall_s" in r else "-"
+        lines.append(
+            f"| {r['scenario']} | {r['form']} | {r['evidence']:,} | {r['findings']:,} | {r['contradictions']:,} "
+            f"| {r['wall_s']:.2f} s | {r['cpu_s']:.2f} s | {r['rss_mb']} MB | {_mb(r['packet_bytes'])} "
+            f"| {_mb(r['digest_bytes'])} | {ref} | {r['runs']} |"
+        )
+    lines.append("")
+    for scenario in ("spread", "hot"):
+        grouped = [r for r in rows if r["scenario"] == scenario and r["form"] == "grouped"]
+        for before, after in zip(grouped, grouped[1:], strict=False):
+            lines.append(
+                f"- {scenario}, grouped: {before['evidence']:,} -> {after['evidence']:,} records "
+                f"(x{after['evidence'] / before['evidence']:.1f}): CPU x{after['cpu_s'] / before['cpu_s']:.1f}, "
+                f"wall x{after['wall_s'] / before['wall_s']:.1f}, packet x{after['packet_bytes'] / before['packet_bytes']:.1f}"
+            )
+    text = "\n".join(lines) + "\n"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for path, data in (
+        (stem.with_suffix(".md"), text),
+        (stem.with_suffix(".json"), json.dumps(rows, indent=2) + "\n"),
+    ):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(data)
+        os.replace(tmp, path)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ import sys
 import time
 
 from mythos.reason import EngineConfig, OpenAIBackend, ScriptedBackend
-from mythos.reason.backends import Fault, ScriptedRequest
 from mythos.reason.calibrate import CASES
 from mythos.reason.calls import CallPolicy
 from mythos.reason.canned import canned_reply
 from mythos.reason.engine import Engine
 from mythos.reason.loopback import LoopbackServer
+from mythos.reason.scripted import Fault, ScriptedRequest
 
 GENERIC = "Should we adopt Conventional Commits for our team repository?"
 LOOKUP = "What is 2+2?"

@@ -24,13 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("mythos.train.cli:plot_main", "draw PNG charts from a training run's telemetry"),
     "model": ("mythos.model.cli:model_main", "inspect model presets (`mythos model info PRESET`)"),
     "doctor": (
-        "mythos.model.doctor:doctor_main",
+        "mythos.model.cli:doctor_main",
         "check a checkpoint or preset against the eight RDT invariants",
     ),
     "convert": (
         "mythos.model.cli:convert_main",
         "convert an open-mythos state dict + config into a mythos checkpoint",
     ),
+    "export": ("mythos.hf.cli:export_main", "export a checkpoint as a Hugging Face directory (`--hf OUT`)"),
+    "import": ("mythos.hf.cli:import_main", "load a `mythos export --hf` directory back as a checkpoint"),
     "generate": ("mythos.infer.cli:generate_main", "generate text from a checkpoint or preset"),
     "serve": ("mythos.infer.cli:serve_main", "serve a checkpoint over an OpenAI-compatible HTTP API"),
     "think": (
@@ -51,6 +53,51 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "install the mythos contract/command for an agent host (claude, codex)",
     ),
 }
+
+
+# optional extras (pyproject.toml) -> the top-level modules each one installs
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "model": ("torch", "numpy", "safetensors"),
+    "train": ("tokenizers", "pyarrow", "tqdm", "matplotlib"),
+    "reason": ("openai", "anthropic", "httpx"),
+    "serve": ("tokenizers",),
+    "hf": ("transformers", "tokenizers"),
+    "eval": ("lm_eval", "accelerate"),
+}
+# command -> the extra its whole job needs (a missing module of that extra names it; others name their own)
+COMMAND_EXTRA = {
+    "demo": "train",
+    "train": "train",
+    "eval": "train",
+    "plot": "train",
+    "doctor": "model",
+    "convert": "model",
+    "generate": "serve",
+    "serve": "serve",
+    "think": "reason",
+    "calibrate": "reason",
+    "export": "hf",
+    "import": "hf",
+}
+_INCLUDES = {"train": ("model",), "serve": ("model",), "hf": ("model",), "eval": ("hf", "model")}
+
+
+def _extra_modules(extra: str) -> set[str]:
+    mods = set(EXTRAS.get(extra, ()))
+    for inner in _INCLUDES.get(extra, ()):
+        mods |= _extra_modules(inner)
+    return mods
+
+
+def missing_extra(command: str, exc: ModuleNotFoundError) -> str | None:
+    """The extra to install for a module that failed to import, or None if no extra provides it."""
+    top = (exc.name or "").split(".")[0]
+    if not top:
+        return None
+    preferred = COMMAND_EXTRA.get(command)
+    if preferred and top in _extra_modules(preferred):
+        return preferred
+    return next((extra for extra, mods in EXTRAS.items() if top in mods), None)
 
 
 def _usage() -> str:
@@ -86,6 +133,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         status = resolve(command)(rest)
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(command, exc)
+        if extra is None:
+            raise
+        top = (exc.name or "").split(".")[0]
+        print(
+            f"mythos {command}: needs {top!r}, which is not installed: pip install 'mythos[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("mythos: interrupted", file=sys.stderr)
         return 130

@@ -228,7 +228,7 @@ def test_compiled_variants_are_replayed_and_match_eager() -> None:
         a = eager.decode(0, ids[:, j], n_loops=loops)
         b = compiled.decode(0, ids[:, j], n_loops=loops)
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4, msg=f"position {j}, loops {loops}")
-    assert set(compiled._replays) == {(0, 2, 3, True), (0, 2, 3, False)}
+    assert set(compiled.replay.graphs) == {(0, 2, 3, True), (0, 2, 3, False)}
     assert compiled.cache.host_positions[:2] == eager.cache.host_positions[:2] == [14, 14]
     assert torch.equal(compiled.cache.positions, eager.cache.positions)
 
@@ -252,7 +252,7 @@ def test_every_decode_moe_path_equals_the_models_moe(tokens: int) -> None:
 def test_decode_width_pads_compiled_batches_to_powers_of_two() -> None:
     engine = Engine.from_model(make_model("tiny"), slots=6, max_len=8)
     assert [engine.decode_width(n) for n in (1, 3, 6)] == [1, 3, 6]
-    engine._compiled = True  # what compile() sets; the widths only
+    engine.compiled = True  # what compile() sets; the widths only
     assert [engine.decode_width(n) for n in (1, 2, 3, 5, 6)] == [1, 2, 4, 6, 6]
     with pytest.raises(ValueError, match="at least one token"):
         engine.prefill(0, [[]])

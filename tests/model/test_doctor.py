@@ -21,6 +21,7 @@ from torch import nn
 
 from mythos.model import Mythos, get_preset, save_checkpoint
 from mythos.model import attention as attention_module
+from mythos.model.cli import doctor_main
 from mythos.model.doctor import (
     Finding,
     check_act_gating,
@@ -33,7 +34,6 @@ from mythos.model.doctor import (
     check_moe_placement,
     check_spectral_radius,
     check_tied_head,
-    doctor_main,
     has_violation,
     make_probe,
     run_doctor,

@@ -41,5 +41,5 @@ def test_generate_and_serve_load_a_run_folder(run_dir):
 
     model, path = load_model(str(run_dir))
     assert path.name == "step_00000020" and isinstance(model, Mythos)
-    with pytest.raises(SystemExit, match="neither a checkpoint"):
+    with pytest.raises(ValueError, match="neither a checkpoint"):
         load_model(str(run_dir / "checkpoints" / "step_00000099"))

@@ -78,7 +78,7 @@ def test_info_on_a_checkpoint_reads_config_and_tensor_header(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["info", "no-such-preset"], "neither an existing checkpoint path nor a preset"),
+        (["info", "no-such-preset"], "is neither a checkpoint"),
         (["info", "small", "--loops", "0"], "n_loops"),
         (["frobnicate"], "unknown model subcommand"),
     ],

@@ -13,7 +13,8 @@ def test_complex_and_real_paths_agree_on_strided_inputs(offset):
     wide = torch.randn(2, 5, 3, 16 + 2 * offset)
     x = wide[..., offset : offset + 16]  # a non-contiguous view, possibly at an odd storage offset
     cos, sin = rope_tables(16, 7, 5, 10000.0, x.device)
-    torch.testing.assert_close(rotate_complex(x, cos, sin), rotate_real(x, cos, sin))
+    c, s = cos[:, None, :], sin[:, None, :]
+    torch.testing.assert_close(rotate_complex(x, torch.complex(c, s)), rotate_real(x, c, s))
     out = apply_rope(x, cos, sin)
     torch.testing.assert_close(out.norm(dim=-1), x.norm(dim=-1))  # a rotation
 

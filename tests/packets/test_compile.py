@@ -13,15 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mythos.packets import PacketError, compile_run, gate_run, ingest_text, init_run
-from mythos.packets.contradictions import (
-    COMPATIBLE_KIND_PAIRS,
-    HIGH_KINDS,
-    INFRASTRUCTURE_KINDS,
-    LOW_KINDS,
-    detect_contradictions,
-)
+from mythos.packets.contradictions import detect_contradictions
 from mythos.packets.schema import validate
 from mythos.packets.sources import parse_file_id, parse_span
+from mythos.packets.vocab import COMPATIBLE_KIND_PAIRS, INFRASTRUCTURE_KINDS, LOW_KINDS
+from mythos.packets.vocab import STRONG_KINDS as HIGH_KINDS
 
 from .test_ingest import ev, fence
 
@@ -215,7 +211,7 @@ def test_overlapping_spans_contradict(run: Path):
             {"id": "ev-r", "kind": "root-cause", "summary": "unrelated", "source_ids": ["file:src/app.py:9"]},
         ),
     )
-    packet = compile_run(run)
+    packet = compile_run(run, contradictions="pairwise")
     auto = [c for c in packet["contradictions"] if c["id"].startswith("con:auto:")]
     assert [c["id"] for c in auto] == ["con:auto:ev-p:ev-q"]
     assert "overlapping direct spans (file:src/app.py:4-8, file:src/app.py:6)" in auto[0]["summary"]
@@ -250,7 +246,7 @@ def test_contradiction_quotes_follow_ids_and_log_counts(run: Path):
             }
         ),
     )
-    packet = compile_run(run)
+    packet = compile_run(run, contradictions="pairwise")
     con = next(c for c in packet["contradictions"] if c["id"] == "con:auto:ev-a:ev-b")
     assert con["summary"].endswith('"cache never expires" vs "the loop is bounded"')
     assert con["severity"] == "high" and con["source_ids"] == ["log:build"]

@@ -6,10 +6,10 @@ import asyncio
 import json
 
 from mythos.reason import EngineConfig, ScriptedBackend
-from mythos.reason.backends import Fault, ScriptedRequest
 from mythos.reason.calls import CallPolicy
 from mythos.reason.canned import canned_reply
 from mythos.reason.engine import Engine
+from mythos.reason.scripted import Fault, ScriptedRequest
 
 Q_PIVOT = (
     "Our startup has 3 months of runway and our product has good reviews but declining retention. "

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mythos.reason.backends import Fault
+from mythos.reason.scripted import Fault
 
 from .helpers import Q_ETHICS, Q_GENERIC, Q_PIVOT, Q_SQLITE, run
 
@@ -301,7 +301,9 @@ def test_transport_retries_are_bounded_and_counted():
 
 def test_every_call_failing_still_ends_with_an_honest_answer():
     rec, _ = run(f"trace {Q_GENERIC}", faults={"*": Fault("http_5xx")})
-    assert rec.coda["fallback"] and "No answer could be produced" in rec.rendered
+    assert rec.coda["fallback"] and rec.outcome == "no_answer"
+    assert "No answer: the model did not produce one" in rec.rendered
+    assert "the server kept failing" in rec.no_answer_reason
     assert "*Fallbacks:" in rec.rendered and rec.totals["calls"] <= 4
 
 

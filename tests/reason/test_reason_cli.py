@@ -90,8 +90,12 @@ def test_env_and_config_file(clean_env, capsys, monkeypatch):
             f'provider = "openai"\nbase_url = "{srv.base_url}"\nmodel = "http500"\nmax_retries = 0\n'
         )
         assert think_main(["--config", str(cfg), Q_GENERIC]) == 3  # every call fails: engine-assembled answer
-    out = capsys.readouterr().out
-    assert "No answer could be produced" in out and "*Fallbacks:" in out
+    captured = capsys.readouterr()
+    assert (
+        "## Answer\nNo answer: the model did not produce one" in captured.out
+        and "*Fallbacks:" in captured.out
+    )
+    assert "no real answer — the server kept failing" in captured.err
 
 
 def test_bad_config_values_name_the_field(clean_env, capsys):
@@ -102,11 +106,16 @@ def test_bad_config_values_name_the_field(clean_env, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_calibrate_scripted_is_100_percent_and_writes_a_report(clean_env, capsys):
+def test_calibrate_scripted_scores_structure_and_calls_content_not_applicable(clean_env, capsys):
     assert calibrate_main(["--scripted", "--out", str(clean_env / "cal"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["runs"] == 12
-    assert summary["upstream_literal"] == {"checks": 38, "pass": 38, "fail": 0, "pass_rate": 100.0}
+    upstream = summary["upstream_literal"]
+    assert upstream["checks"] == 38 and upstream["fail"] == 0 and upstream["pass_rate"] == 100.0
+    # the scripted backend's words are canned: no content check is counted as passed (or failed)
+    content = summary["content"]
+    assert content["checks"] > 0 and content["not_applicable"] == content["checks"] and content["pass"] == 0
+    assert content["pass_rate"] is None and upstream["pass"] + upstream["not_applicable"] == 38
     assert summary["structural"]["fail"] == 0 and summary["engine_extended"]["fail"] == 0
     reports = list((clean_env / "cal").glob("calibration-report-*.md"))
     assert (

@@ -5,8 +5,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mythos.reason.backends import Fault
 from mythos.reason.engine import HALTING_REASONS
+from mythos.reason.scripted import Fault
 
 from .helpers import Q_ETHICS, Q_GENERIC, Q_PIVOT, run
 

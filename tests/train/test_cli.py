@@ -114,5 +114,5 @@ def test_generate_on_a_task_model_is_a_clear_error_not_a_traceback(tmp_path, cap
     run = tmp_path / "demo"
     assert mythos_in_process(["demo", "--quick", "--out", str(run)]) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="no text vocabulary"):
-        mythos_in_process(["generate", str(run), "--prompt", "1+2="])
+    assert mythos_in_process(["generate", str(run), "--prompt", "1+2="]) == 2
+    assert "no text vocabulary" in capsys.readouterr().err

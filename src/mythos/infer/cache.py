@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mythos.infer.view import DecodeView, MLAWeights
+from mythos.infer.attention import decode_attention
+from mythos.infer.weights import DecodeView
 
 
 def parse_policy(policy: str, n_loops: int) -> list[int]:
@@ -44,10 +45,7 @@ def parse_policy(policy: str, n_loops: int) -> list[int]:
 
 def entry_width(view: DecodeView) -> int:
     """Numbers cached per token per site: MLA latent + one shared rope key, or GQA keys and values."""
-    attn = view.recurrent.attn
-    if isinstance(attn, MLAWeights):
-        return attn.kv_rank + attn.rope_dim
-    return 2 * attn.n_kv_heads * attn.head_dim
+    return decode_attention(view.attn_type).entry_width(view.recurrent.attn)
 
 
 @dataclass

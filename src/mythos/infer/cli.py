@@ -12,49 +12,52 @@ import torch
 from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
 from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
+from mythos.model.exits import ExitCriterion
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _model_and_tokenizer(args):
-    """The model (in ``--dtype`` if given) and its text tokenizer, or a clear exit when it has none."""
+    """The model (in ``--dtype`` if given) and its text tokenizer; a bad target or a model without a text
+    vocabulary is a ``ValueError`` the command turns into exit 2."""
     model, ckpt = load_model(args.model, seed=args.seed, max_seq_len=args.max_len)
     if args.dtype:
         model = model.to(DTYPES[args.dtype])
-    try:
-        return model, load_tokenizer(ckpt, model.cfg.vocab_size)
-    except ValueError as exc:
-        raise SystemExit(f"mythos: {exc}") from None
+    return model, load_tokenizer(ckpt, model.cfg.vocab_size)
 
 
 def load_model(source: str, seed: int = 0, max_seq_len: int | None = None):
-    """A checkpoint directory (or a training run folder: its latest checkpoint), or a preset name (random weights, for trying the machinery).
+    """A checkpoint directory (or a training run folder: its latest intact checkpoint), or a preset name (random
+    weights, for trying the machinery). Returns (model, checkpoint directory or None).
 
-    Returns (model, checkpoint directory or None).
+    Raises ``mythos.model.locate.NotAModel`` / ``CheckpointError`` (both ``ValueError``) for a target that is
+    neither, or a damaged checkpoint; the commands map them to exit 2.
     """
     from mythos.model import Mythos, get_preset
+    from mythos.model.locate import resolve
 
-    path = Path(source)
-    if path.is_dir():
+    ref = resolve(source)
+    for note in ref.notes:
+        print(f"mythos: warning: {note}", file=sys.stderr)
+    if ref.checkpoint is not None:
         from mythos.model.checkpoint import load_checkpoint
-        from mythos.model.locate import find_checkpoint
 
-        try:
-            path = find_checkpoint(path)
-        except FileNotFoundError as exc:
-            raise SystemExit(f"mythos: {exc}") from None
-        return load_checkpoint(path).eval(), path
-    try:
-        cfg = get_preset(source)
-        if max_seq_len and max_seq_len > cfg.max_seq_len:  # random weights: any context length will do
-            cfg = get_preset(source, max_seq_len=max_seq_len)
-    except ValueError as exc:
-        raise SystemExit(
-            f"mythos: {source!r} is neither a checkpoint directory nor a preset ({exc})"
-        ) from None
+        return load_checkpoint(ref.checkpoint).eval(), ref.checkpoint
+    cfg = get_preset(ref.preset or source)
+    if max_seq_len and max_seq_len > cfg.max_seq_len:  # random weights: any context length will do
+        cfg = get_preset(ref.preset or source, max_seq_len=max_seq_len)
     torch.manual_seed(seed)
     print(f"mythos: {source!r} is a preset: random weights (seed {seed}); output is noise", file=sys.stderr)
     return Mythos(cfg).eval(), None
+
+
+def _load_or_fail(prog: str, args):
+    """(model, tokenizer), or None after printing the one-line reason (bad target, damaged checkpoint)."""
+    try:
+        return _model_and_tokenizer(args)
+    except (ValueError, OSError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
@@ -115,6 +118,14 @@ def _engine(p: argparse.ArgumentParser, args: argparse.Namespace, model, **sizes
     return engine
 
 
+def _exit_criterion(text: str) -> ExitCriterion:
+    """argparse type for ``--exit``: a bad value is a usage error naming what is valid."""
+    try:
+        return ExitCriterion.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def generate_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="mythos generate", description="Generate text from a checkpoint or preset."
@@ -130,6 +141,14 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument(
         "--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr"
     )
+    p.add_argument(
+        "--exit",
+        type=_exit_criterion,
+        default=None,
+        metavar="CRITERION:THRESHOLD",
+        help="per-token exit without an ACT head: kl:NATS (next-token distributions of successive loops), "
+        "delta:REL (relative change of the latent) or argmax:N (argmax unchanged N loops), e.g. kl:0.01",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,7 +161,10 @@ def generate_main(argv: list[str]) -> int:
     if args.stream and len(args.prompt) > 1:
         p.error("--stream prints one sequence: give a single --prompt")
 
-    model, tokenizer = _model_and_tokenizer(args)
+    loaded = _load_or_fail("mythos generate", args)
+    if loaded is None:
+        return 2
+    model, tokenizer = loaded
     prompts = [tokenizer.encode(t) for t in args.prompt]
     if any(not ids for ids in prompts):
         p.error("--prompt must not be empty")
@@ -151,7 +173,7 @@ def generate_main(argv: list[str]) -> int:
     if longest > max_len:
         p.error(f"prompt + --max-new-tokens = {longest} tokens exceeds the context ({max_len}); shorten them")
     n_loops = args.n_loops or model.cfg.max_loop_iters
-    engine = _engine(p, args, model, slots=len(prompts), max_len=max_len, n_loops=n_loops)
+    engine = _engine(p, args, model, slots=len(prompts), max_len=max_len, n_loops=n_loops, exit=args.exit)
     B = len(prompts)
     gens = [
         SamplingParams(args.temperature, args.top_k, args.top_p, args.seed + i).generator() for i in range(B)
@@ -160,6 +182,7 @@ def generate_main(argv: list[str]) -> int:
     done = [False] * B
     t0 = time.perf_counter()
     logits = engine.prefill(0, prompts)
+    loops_run = [engine.last_loops.tolist()]  # loops the forward producing each step's tokens ran, per row
     t_prefill = time.perf_counter() - t0
     steps = 0
     t1 = time.perf_counter()
@@ -178,6 +201,7 @@ def generate_main(argv: list[str]) -> int:
         if all(done) or step == args.max_new_tokens - 1:
             break
         logits = engine.decode(0, tokens)
+        loops_run.append(engine.last_loops.tolist())
         steps += 1
     t_decode = time.perf_counter() - t1
     if args.stream:
@@ -193,7 +217,14 @@ def generate_main(argv: list[str]) -> int:
             f"KV cache {engine.cache.bytes_per_token()} bytes/token ({engine.cache.policy})",
             file=sys.stderr,
         )
-        if args.adaptive:
+        if args.exit is not None:
+            per_token = [n for row in loops_run for n in row]
+            print(
+                f"exit {args.exit}: {sum(per_token) / len(per_token):.2f} loops per generated token "
+                f"(of {n_loops}); loops per step {loops_run}",
+                file=sys.stderr,
+            )
+        if args.adaptive or args.exit is not None:
             st = engine.stats
             print(
                 f"adaptive depth: {st.token_loops_run}/{st.token_loops_full} token-loops run "
@@ -223,7 +254,10 @@ def serve_main(argv: list[str]) -> int:
     from mythos.infer.scheduler import Scheduler
     from mythos.infer.server import ServeState, make_server
 
-    model, tokenizer = _model_and_tokenizer(args)
+    loaded = _load_or_fail("mythos serve", args)
+    if loaded is None:
+        return 2
+    model, tokenizer = loaded
     engine = _engine(p, args, model, slots=args.slots, max_len=args.max_len, n_loops=args.n_loops)
     if args.compile:
         print(

@@ -5,7 +5,7 @@ contiguous block (cache views, no gathers). When a request finishes or its clien
 active slot is moved into the hole (one copy of that sequence's cache). New requests are prefilled
 together, in the slots after the active ones, between decode steps.
 
-Each request has its own sampling settings, loop count and seed; results flow back through a queue of
+Each request has its own sampling settings, loop count, per-token exit criterion and seed; results flow back through a queue of
 events: ``("token", id)``, then ``("done", reason)`` with reason ``stop`` or ``length``, or
 ``("error", message)``.
 """
@@ -22,6 +22,7 @@ import torch
 
 from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
+from mythos.model.exits import ExitCriterion
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Request:
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: list[int] = field(default_factory=list)
     id: int = 0
+    exit: ExitCriterion | None = None  # per-token exit (None: fixed depth, or the engine's own exit)
+    loops_run: list[int] = field(default_factory=list)  # loops the forward producing each generated token ran
 
     def cancel(self) -> None:
         """Ask the scheduler to drop this request; its slot is freed before the next decode step."""
@@ -74,6 +77,11 @@ class Scheduler:
 
     def submit(self, request: Request) -> Request:
         self.validate(request.prompt, request.max_new_tokens, request.n_loops)
+        if request.exit is not None and not isinstance(request.exit, ExitCriterion):
+            raise ValueError(
+                f"exit={request.exit!r} is invalid: give CRITERION:THRESHOLD parsed by ExitCriterion.parse, "
+                "e.g. 'kl:0.01', 'delta:0.05' or 'argmax:2'"
+            )
         if self._waiting.qsize() >= self.max_waiting:
             raise OverflowError(f"{self.max_waiting} requests already waiting: retry later")
         request.id = next(self._ids)
@@ -133,7 +141,12 @@ class Scheduler:
         slot0 = len(self._active)
         for i in range(len(new)):
             self.engine.reset(slot0 + i)
-        logits = self.engine.prefill(slot0, [r.prompt for r in new], n_loops=[self._loops(r) for r in new])
+        logits = self.engine.prefill(
+            slot0,
+            [r.prompt for r in new],
+            n_loops=[self._loops(r) for r in new],
+            exits=[self._exit(r) for r in new],
+        )
         self._active.extend(new)
         for r in new:
             self._generators[r.id] = r.sampling.generator()
@@ -144,7 +157,8 @@ class Scheduler:
         width = self.engine.decode_width(n)  # > n only for a compiled engine: pad with idle slots
         loops = [self._loops(r) for r in self._active]
         tokens = torch.tensor([r.generated[-1] for r in self._active] + [0] * (width - n), dtype=torch.long)
-        logits = self.engine.decode(0, tokens, n_loops=loops + [max(loops)] * (width - n))[:n]
+        exits = [self._exit(r) for r in self._active] + [None] * (width - n)
+        logits = self.engine.decode(0, tokens, n_loops=loops + [max(loops)] * (width - n), exits=exits)[:n]
         for slot in range(n, width):  # padding rows wrote junk into idle slots: forget it
             self.engine.reset(slot)
         self.steps += 1
@@ -153,11 +167,16 @@ class Scheduler:
     def _loops(self, req: Request) -> int:
         return req.n_loops or self.engine.max_loops
 
+    def _exit(self, req: Request) -> ExitCriterion | None:
+        return req.exit if req.exit is not None else self.engine.exit
+
     def _emit(self, reqs: list[Request], logits: torch.Tensor, slot0: int) -> None:
         chosen = sample(logits, [r.sampling for r in reqs], [self._generators[r.id] for r in reqs])
+        loops = self.engine.last_loops.tolist()
         finished = []
         for i, (req, tok) in enumerate(zip(reqs, chosen.tolist(), strict=True)):
             req.generated.append(tok)
+            req.loops_run.append(loops[i])
             self.tokens_out += 1
             req.events.put(("token", tok))
             used = self.engine.cache.host_positions[slot0 + i] + 1

@@ -11,160 +11,23 @@ experts. The model's MoE module still runs prompts, and the engine's tests hold 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass
-class Norm:
-    """An RMSNorm borrowed from the model (weight and epsilon); applied by :func:`rms_norm`."""
-
-    weight: Tensor
-    eps: float
-
-
-def rms_norm(x: Tensor, norm: Norm) -> Tensor:
-    """RMSNorm as the model computes it: the reduction in fp32, then the weight in the model's dtype."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps)).to(x.dtype) * norm.weight
-
-
-@dataclass
-class SwiGLUWeights:
-    """A dense SwiGLU borrowed from the model: ``w_down(silu(gate) * up)`` with [gate | up] = ``w_gate_up(x)``."""
-
-    w_gate_up: Tensor  # (2 * hidden, D): gate rows, then up rows
-    w_down: Tensor  # (D, hidden)
-
-
-@dataclass
-class MLAWeights:
-    """Multi-latent attention with weight absorption.
-
-    Queries are mapped into the latent space per head (``w_uk``: q_latent_h = W_uk_hᵀ q_nope_h), and the
-    attention-weighted latent is mapped back per head (``w_uv``) before ``w_o``. The up-projections are
-    kept apart rather than pre-multiplied into ``w_q``/``w_o``: the factored form reads 0.59 M numbers per
-    token where the product reads 0.85 M (small config), and batch-1 decode is bound by reading weights.
-    The cache holds, per token, the normalized latent (r) and ONE rotated rope key shared by all heads.
-    """
-
-    w_down: Tensor  # (q_lora + r + rope, D): [query latent | kv latent | shared rope key]
-    q_norm: Norm
-    w_q: Tensor  # (H*(nope+rope), q_lora): [every head's nope | every head's rope] (the model's q_up)
-    w_uk: Tensor  # (H, nope, r): key up-projection, applied to queries
-    w_uv: Tensor  # (H, r, v): value up-projection, applied to the attention-weighted latent
-    kv_norm: Norm
-    q_lora: int
-    w_o: Tensor  # (D, H*v)
-    n_heads: int
-    nope_dim: int
-    kv_rank: int
-    rope_dim: int
-    scale: float
-
-
-@dataclass
-class GQAWeights:
-    """Grouped-query attention with Q, K and V fused into one projection."""
-
-    w_qkv: Tensor  # ((H + 2*Hkv) * hd, D)
-    w_o: Tensor  # (D, H*hd)
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    scale: float
-
-
-@dataclass
-class MoEWeights:
-    """Routed experts laid out for one-matmul decode, plus the model's own MoE module for many tokens.
-
-    ``w_gate_up`` stacks every expert's [gate | up] rows so a few decode tokens run all experts in one
-    matmul; ``w_down`` concatenates every expert's down projection along its input so the gate-weighted
-    hidden states of all experts reduce to the output in one matmul.
-    """
-
-    router: Tensor  # (E, D)
-    router_bias: Tensor  # (E,) selection-only bias
-    w_gate_up: Tensor  # (E * 2 * Ed, D): expert e's rows are [gate (Ed) | up (Ed)]
-    w_down: Tensor  # (D, E * Ed)
-    stacked_gate_up: Tensor  # (E, D, 2 * Ed), the model's own grouped-matmul layout
-    stacked_down: Tensor  # (E, Ed, D)
-    rows_gate_up: Tensor  # (E, 2 * Ed, D): each expert's [gate | up] as output rows (a view of w_gate_up)
-    rows_down: Tensor  # (E, D, Ed): each expert's down projection as output rows
-    n_experts: int
-    expert_dim: int
-    top_k: int
-    shared: SwiGLUWeights | None
-    module: Callable[[Tensor], Tensor]  # the model's grouped-dispatch MoE, used for prompts
-
-
-@dataclass
-class LoRAWeights:
-    """The recurrent block's depth-wise LoRA: ``(down(x) * scale[t]) @ B``, loops past the table reuse its last row."""
-
-    down: Tensor  # (rank, D)
-    B: Tensor  # (rank, D)
-    scale: Tensor  # (table loops, rank)
-
-
-@dataclass
-class HaltWeights:
-    """ACT's halting unit: p = sigmoid(w · h + b)."""
-
-    weight: Tensor  # (1, D)
-    bias: Tensor  # (1,)
-
-
-@dataclass
-class BlockWeights:
-    attn_norm: Norm
-    attn: MLAWeights | GQAWeights
-    ffn_norm: Norm
-    ffn: SwiGLUWeights | None  # dense blocks
-    moe: MoEWeights | None = None  # recurrent block
-
-
-@dataclass
-class ACTSemantics:
-    """How halting weights are assigned; differs between the reference and our default model."""
-
-    threshold: float
-    remainder_at_final: bool  # ours: the last loop takes all remaining mass so outputs never shrink
-    enabled: bool = True
-
-
-@dataclass
-class DecodeView:
-    """Everything the engine needs from a model, borrowed (not copied) where possible."""
-
-    embed: Tensor  # (V, D); the head is tied to it
-    head: Tensor  # (V, D)
-    final_norm: Norm
-    prelude: list[BlockWeights]
-    recurrent: BlockWeights
-    coda: list[BlockWeights]
-    recurrent_norm: Norm | None  # norm applied to (h + e) before the block, when the model has one
-    loop_bias: Callable[[int], Tensor]  # loop index -> additive (D,) loop embedding
-    lora: LoRAWeights
-    inject_A: Tensor  # (D,) diagonal of the injection's A (from the model's get_A())
-    inject_B: Tensor  # (D,)
-    halt: HaltWeights
-    act: ACTSemantics
-    rope_freqs: Tensor  # (max_len, rope_dim // 2) complex64: rotation of each interleaved pair per position
-    max_seq_len: int
-    max_loop_iters: int
-    attn_type: str
-    vocab_size: int
-    dim: int
-    dtype: torch.dtype
-
+from mythos.infer.attention import decode_attention
+from mythos.infer.weights import (
+    ACTSemantics,
+    BlockWeights,
+    DecodeView,
+    HaltWeights,
+    LoRAWeights,
+    MoEWeights,
+    SwiGLUWeights,
+    borrowed_norm,
+)
+from mythos.model import functional as fn
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
@@ -176,54 +39,13 @@ def rope_table(rope_dim: int, max_len: int, theta: float) -> Tensor:
 
     Kept by the engine (not the model), in complex64 whatever the model dtype, so angles never round.
     """
-    freqs = 1.0 / (theta ** (torch.arange(0, rope_dim, 2, dtype=torch.float32) / rope_dim))
-    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), freqs)
+    angles = fn.rope_angles(rope_dim, 0, max_len, theta)
     return torch.polar(torch.ones_like(angles), angles)
-
-
-def split_kv_up(w_kv_up: Tensor, n_heads: int, nope: int, v_dim: int, rank: int) -> tuple[Tensor, Tensor]:
-    """MLA's latent up-projection as the per-head matrices weight absorption applies.
-
-    score_h = q_nope_h · (W_uk_h c) = (W_uk_hᵀ q_nope_h) · c, so queries are mapped into the latent once per
-    token and the cached latent is never expanded back to per-head keys; values likewise leave the latent
-    only after attention. Returns ``w_uk`` (H, nope, r) and ``w_uv`` (H, r, v).
-    """
-    up = w_kv_up.view(n_heads, nope + v_dim, rank)
-    return up[:, :nope].contiguous(), up[:, nope:].transpose(1, 2).contiguous()
 
 
 # --------------------------------------------------------------------------------------------------
 # our model (mythos.model.Mythos)
 # --------------------------------------------------------------------------------------------------
-
-
-def _norm(m: nn.Module) -> Norm:
-    return Norm(m.weight.detach(), float(m.eps))
-
-
-def _attention(attn: nn.Module, cfg) -> MLAWeights | GQAWeights:
-    if cfg.attn_type == "mla":
-        H, nope, rd = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
-        w_uk, w_uv = split_kv_up(attn.kv_up.weight.detach(), H, nope, cfg.v_head_dim, cfg.kv_lora_rank)
-        return MLAWeights(
-            w_down=attn.w_down.weight.detach(),
-            q_norm=_norm(attn.q_norm),
-            w_q=attn.q_up.weight.detach(),
-            w_uk=w_uk,
-            w_uv=w_uv,
-            kv_norm=_norm(attn.kv_norm),
-            q_lora=cfg.q_lora_rank,
-            w_o=attn.wo.weight.detach(),
-            n_heads=H,
-            nope_dim=nope,
-            kv_rank=cfg.kv_lora_rank,
-            rope_dim=rd,
-            scale=(nope + rd) ** -0.5,
-        )
-    hd = cfg.head_dim
-    return GQAWeights(
-        attn.wqkv.weight.detach(), attn.wo.weight.detach(), cfg.n_heads, cfg.n_kv_heads, hd, hd**-0.5
-    )
 
 
 def _swiglu(ffn: nn.Module | None) -> SwiGLUWeights | None:
@@ -253,9 +75,9 @@ def _moe(ffn: nn.Module) -> MoEWeights:
 
 def _block(block: nn.Module, cfg, moe: bool) -> BlockWeights:
     return BlockWeights(
-        attn_norm=_norm(block.attn_norm),
-        attn=_attention(block.attn, cfg),
-        ffn_norm=_norm(block.ffn_norm),
+        attn_norm=borrowed_norm(block.attn_norm),
+        attn=decode_attention(cfg.attn_type).weights(block.attn, cfg),
+        ffn_norm=borrowed_norm(block.ffn_norm),
         ffn=None if moe else _swiglu(block.ffn),
         moe=_moe(block.ffn) if moe else None,
     )
@@ -276,11 +98,11 @@ def view_from_model(model: nn.Module) -> DecodeView:
     return DecodeView(
         embed=model.embed.weight.detach(),
         head=model.head.weight.detach(),
-        final_norm=_norm(model.norm),
+        final_norm=borrowed_norm(model.norm),
         prelude=[_block(b, cfg, moe=False) for b in model.prelude],
         recurrent=_block(rec.block, cfg, moe=True),
         coda=[_block(b, cfg, moe=False) for b in model.coda],
-        recurrent_norm=_norm(rec.norm),
+        recurrent_norm=borrowed_norm(rec.norm),
         loop_bias=lambda t: rec.loop_embedding.vector(t, device, dtype),
         lora=LoRAWeights(rec.lora.down.weight.detach(), rec.lora.B.detach(), rec.lora.scale.weight.detach()),
         inject_A=A,
@@ -301,6 +123,22 @@ def view_from_model(model: nn.Module) -> DecodeView:
     )
 
 
+def copied_from(model: nn.Module) -> list[Tensor]:
+    """The model's parameters a view holds in another layout (so not live): what :func:`view_from_model`
+    must be called again for when they change. Every other tensor of a view is the model's own storage."""
+    rec = model.recurrent
+    attn = decode_attention(model.cfg.attn_type)
+    out = [
+        rec.injection.log_A,
+        rec.injection.log_dt,
+        rec.block.ffn.experts.w_gate_up,
+        rec.block.ffn.experts.w_down,
+    ]
+    for block in [*model.prelude, rec.block, *model.coda]:
+        out += attn.copied(block.attn)
+    return out
+
+
 def with_weight_dtype(view: DecodeView, dtype: torch.dtype) -> DecodeView:
     """A view whose matrices are stored in ``dtype`` (weight-only low precision; new tensors).
 
@@ -314,18 +152,7 @@ def with_weight_dtype(view: DecodeView, dtype: torch.dtype) -> DecodeView:
         return t.to(dtype)
 
     def block(bw: BlockWeights) -> BlockWeights:
-        a = bw.attn
-        if isinstance(a, MLAWeights):
-            attn = replace(
-                a,
-                w_down=cast(a.w_down),
-                w_q=cast(a.w_q),
-                w_uk=cast(a.w_uk),
-                w_uv=cast(a.w_uv),
-                w_o=cast(a.w_o),
-            )
-        else:
-            attn = replace(a, w_qkv=cast(a.w_qkv), w_o=cast(a.w_o))
+        attn = decode_attention(view.attn_type).cast(bw.attn, cast)
         ffn = None if bw.ffn is None else SwiGLUWeights(cast(bw.ffn.w_gate_up), cast(bw.ffn.w_down))
         moe = bw.moe
         if moe is not None:

@@ -1,5 +1,8 @@
 """Causal self-attention: grouped-query (GQA) and multi-latent (MLA), both on ``scaled_dot_product_attention``.
 
+The types are a registry (:data:`ATTENTION`: ``attn_type`` name -> module and KV-cache layout); the decode
+engine registers the same names in ``mythos.infer.attention.DECODE_ATTENTION``. An unknown name raises.
+
 Causal masking is ``is_causal`` when a call starts at position 0 and a boolean mask only for chunked prefill
 (queries at positions start.., keys 0..start+T-1), so no additive float mask exists whose dtype could
 disagree with the activations (the reference's fp32 ``-inf`` mask breaks bf16).
@@ -7,15 +10,22 @@ disagree with the activations (the reference's fp32 ``-inf`` mask breaks bf16).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import _Slot
 from .config import MythosConfig
+from .functional import split_kv_up
 from .norm import RMSNorm
 from .onednn import Linear
 from .rope import apply_rope
+
+if TYPE_CHECKING:
+    from .cache import CacheSlot
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 
@@ -106,7 +116,7 @@ class GQAttention(nn.Module):
         self.wo = Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0
+        self, x: torch.Tensor, rope: Rope, cache: CacheSlot | None = None, start: int = 0
     ) -> torch.Tensor:
         b, t, _ = x.shape
         hd = self.head_dim
@@ -145,7 +155,7 @@ class MLAttention(nn.Module):
         self.wo = Linear(h * self.v_dim, cfg.dim, bias=False)
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0
+        self, x: torch.Tensor, rope: Rope, cache: CacheSlot | None = None, start: int = 0
     ) -> torch.Tensor:
         b, t, _ = x.shape
         h, nope, rd = self.n_heads, self.nope_dim, self.rope_dim
@@ -178,8 +188,7 @@ class MLAttention(nn.Module):
         O(S * (kv_lora + rope)) per head instead of re-expanding all S cached latents through ``kv_up``.
         """
         b, t, h, nope = q_nope.shape
-        w = self.kv_up.weight.view(h, nope + self.v_dim, self.kv_lora)
-        w_k, w_v = w[:, :nope], w[:, nope:]
+        w_k, w_v = split_kv_up(self.kv_up.weight, h, nope, self.v_dim, self.kv_lora)
         latent = self.kv_norm(c_kv)  # (B, S, L)
         q = torch.cat([torch.einsum("bthn,hnl->bhtl", q_nope, w_k), q_rope.transpose(1, 2)], dim=-1)
         k = torch.cat([latent, k_rope], dim=-1).unsqueeze(1)  # (B, 1, S, L + rope): one "kv head"
@@ -190,5 +199,46 @@ class MLAttention(nn.Module):
         return self.wo(out.reshape(b, t, -1))
 
 
+CacheLayout = tuple[list[tuple[int, ...]], int]
+"""The tensors one attention site caches for a batch: their shapes and which dimension is time."""
+
+
+def mla_cache_layout(cfg: MythosConfig, batch: int, max_len: int) -> CacheLayout:
+    """The latent plus ONE rope key per token, shared by all heads: (B, S, kv_lora), (B, S, rope)."""
+    return [(batch, max_len, cfg.kv_lora_rank), (batch, max_len, cfg.qk_rope_head_dim)], 1
+
+
+def gqa_cache_layout(cfg: MythosConfig, batch: int, max_len: int) -> CacheLayout:
+    """Rotated keys and values per KV head: (B, Hkv, S, head_dim) each."""
+    return [(batch, cfg.n_kv_heads, max_len, cfg.head_dim)] * 2, 2
+
+
+@dataclass(frozen=True)
+class AttentionType:
+    """One ``attn_type``: its module (built from the config) and its KV-cache layout."""
+
+    module: Callable[[MythosConfig], nn.Module]
+    cache_layout: Callable[[MythosConfig, int, int], CacheLayout]
+
+
+ATTENTION: dict[str, AttentionType] = {
+    "mla": AttentionType(MLAttention, mla_cache_layout),
+    "gqa": AttentionType(GQAttention, gqa_cache_layout),
+}
+
+
+def registered(registry: dict, name: str, where: str):
+    """``registry[name]``, or a ValueError naming the known attention types and where to register one."""
+    if name not in registry:
+        known = ", ".join(sorted(registry))
+        raise ValueError(f"attn_type={name!r} is not registered in {where}; known: {known}")
+    return registry[name]
+
+
+def attention_type(name: str) -> AttentionType:
+    """The registered attention type ``name``; a ValueError naming the known types otherwise."""
+    return registered(ATTENTION, name, "mythos.model.attention.ATTENTION")
+
+
 def make_attention(cfg: MythosConfig) -> nn.Module:
-    return MLAttention(cfg) if cfg.attn_type == "mla" else GQAttention(cfg)
+    return attention_type(cfg.attn_type).module(cfg)

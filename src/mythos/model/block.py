@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .attention import Rope, make_attention
-from .cache import _Slot
+from .cache import CacheSlot
 from .config import MythosConfig
 from .moe import MoE, SwiGLU
 from .norm import RMSNorm
@@ -24,7 +24,7 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, cache: _Slot | None = None, start: int = 0
+        self, x: torch.Tensor, rope: Rope, cache: CacheSlot | None = None, start: int = 0
     ) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), rope, cache, start))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .attention import attention_type
 from .config import MythosConfig
 
 
@@ -17,7 +18,7 @@ class CacheFullError(ValueError):
     """Writing past the cache's ``max_len`` (or the model's ``max_seq_len``)."""
 
 
-class _Slot:
+class CacheSlot:
     """Preallocated tensors of one attention layer at one depth, time on dim ``time_dim``."""
 
     def __init__(self, tensors: list[torch.Tensor], time_dim: int) -> None:
@@ -71,23 +72,19 @@ class KVCache:
         n_slots = cfg.prelude_layers + n_loops + cfg.coda_layers
         self.slots = [self._new_slot(device) for _ in range(n_slots)]
 
-    def _new_slot(self, device: torch.device | str | None) -> _Slot:
+    def _new_slot(self, device: torch.device | str | None) -> CacheSlot:
         cfg, b, s = self.cfg, self.batch_size, self.max_len
-        if cfg.attn_type == "mla":
-            # the latent plus ONE rope key per token, shared by all heads: (B, S, kv_lora), (B, S, rope)
-            shapes, time_dim = [(b, s, cfg.kv_lora_rank), (b, s, cfg.qk_rope_head_dim)], 1
-        else:
-            shapes, time_dim = [(b, cfg.n_kv_heads, s, cfg.head_dim)] * 2, 2
-        return _Slot([torch.zeros(shape, device=device, dtype=self.dtype) for shape in shapes], time_dim)
+        shapes, time_dim = attention_type(cfg.attn_type).cache_layout(cfg, b, s)
+        return CacheSlot([torch.zeros(shape, device=device, dtype=self.dtype) for shape in shapes], time_dim)
 
     # slot lookup --------------------------------------------------------------
-    def prelude_slot(self, i: int) -> _Slot:
+    def prelude_slot(self, i: int) -> CacheSlot:
         return self.slots[i]
 
-    def loop_slot(self, t: int) -> _Slot:
+    def loop_slot(self, t: int) -> CacheSlot:
         return self.slots[self.cfg.prelude_layers + t]
 
-    def coda_slot(self, i: int) -> _Slot:
+    def coda_slot(self, i: int) -> CacheSlot:
         return self.slots[self.cfg.prelude_layers + self.n_loops + i]
 
     # bookkeeping --------------------------------------------------------------

@@ -18,7 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import MythosConfig
-from .locate import CONFIG_NAME, WEIGHTS_NAME
+from .locate import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    NotAModel,
+    read_model_config,
+    safetensors_problem,
+)
 from .model import Mythos
 
 FORMAT = "mythos-checkpoint-v1"
@@ -61,34 +68,47 @@ def save_checkpoint(model: Mythos, path: str | os.PathLike[str]) -> Path:
 
 
 def read_config(path: str | os.PathLike[str]) -> MythosConfig:
-    """The validated config of a checkpoint directory."""
-    config_file = Path(path) / CONFIG_NAME
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{config_file} not found: a mythos checkpoint is a directory with {CONFIG_NAME}"
-        )
-    return MythosConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
+    """The validated config of a checkpoint directory (a broken one is a ``CheckpointError`` naming the file)."""
+    return read_model_config(path)
 
 
 def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> Mythos:
-    """Rebuild the model saved by :func:`save_checkpoint` (in its saved dtype unless ``dtype`` is given)."""
+    """Rebuild the model saved by :func:`save_checkpoint` (in its saved dtype unless ``dtype`` is given).
+
+    A damaged checkpoint (truncated weights, tensors that do not fit the config) is a ``CheckpointError`` that
+    names the file and what is wrong, never a traceback from safetensors or ``load_state_dict``.
+    """
     directory = Path(path)
     cfg = read_config(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: a mythos checkpoint holds {WEIGHTS_NAME}")
-    state = load_file(str(weights), device=str(map_location))
+        raise NotAModel(f"{weights} not found: a mythos checkpoint holds {WEIGHTS_NAME}")
+    problem = safetensors_problem(weights)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {directory} is damaged: {problem}")
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types; name the file instead
+        raise CheckpointError(f"checkpoint {weights} cannot be read: {type(exc).__name__}: {exc}") from None
+    if "embed.weight" not in state:
+        raise CheckpointError(f"checkpoint {weights} holds no embed.weight: it is not a mythos model")
     saved_dtype = state["embed.weight"].dtype
     with torch.device("meta"):
         model = Mythos(cfg)
     model = model.to_empty(device=map_location).to(saved_dtype)
     model.head.weight = model.embed.weight
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+        raise CheckpointError(
+            f"checkpoint {weights} does not match its {CONFIG_NAME}: {first[0].strip()}"
+        ) from None
     missing = [k for k in missing if k not in TIED_KEYS]
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {weights} does not match its config: missing={missing[:5]} unexpected={unexpected[:5]}"
         )
     model.head.weight = model.embed.weight

@@ -32,34 +32,25 @@ def _fail(message: str) -> int:
 
 
 def resolve_config(target: str) -> tuple[Any, str, Path | None]:
-    """A preset name or a checkpoint directory (or its config.json) -> (config, label, checkpoint dir)."""
-    from .config import MythosConfig
-    from .locate import find_checkpoint
-    from .presets import PRESETS, get_preset
+    """A preset name or a checkpoint directory (or its config.json, or a run folder) -> (config, label, checkpoint).
 
-    path = Path(target)
-    if path.exists():
-        if path.is_dir() and not (path / "config.json").is_file():
-            path = find_checkpoint(path)
-        config_path = path / "config.json" if path.is_dir() else path
-        if not config_path.is_file():
-            raise ValueError(f"{target}: a checkpoint directory must contain config.json")
-        data = json.loads(config_path.read_text())
-        if isinstance(data, dict) and isinstance(data.get("config"), dict):
-            data = data["config"]  # tolerate a wrapped {"config": {...}} layout
-        return MythosConfig.from_dict(data), str(path), config_path.parent
-    key = target.lower().removeprefix("mythos-").removeprefix("mythos_")
-    if key in PRESETS:
-        return get_preset(key), f"preset {key}", None
-    raise ValueError(
-        f"{target!r} is neither an existing checkpoint path nor a preset; presets: {', '.join(PRESETS)}"
-    )
+    Goes through the one resolver (``mythos.model.locate.resolve``); notes about damaged checkpoints it skipped
+    are printed to stderr here, at the CLI layer.
+    """
+    from .locate import model_config, resolve
+
+    ref = resolve(target)
+    for note in ref.notes:
+        print(f"mythos: warning: {note}", file=sys.stderr)
+    return model_config(ref), ref.label, ref.checkpoint
 
 
 def checkpoint_tensor_elements(checkpoint_dir: Path) -> int | None:
     """Tensor elements stored in a checkpoint's safetensors files, read from their headers only (no weights)."""
+    from .locate import safetensors_problem
+
     files = sorted(checkpoint_dir.glob("*.safetensors"))
-    if not files:
+    if not files or any(safetensors_problem(file) for file in files):
         return None
     total = 0
     for file in files:
@@ -172,11 +163,13 @@ def format_report(label: str, report: dict[str, Any]) -> str:
         lines.append(
             f"{layout:<28}{row['elements_per_layer']:>12,}{row['bytes_float32']:>14,}{row['bytes_bfloat16']:>14,}"
         )
-    if "checkpoint_tensor_params" in report:
+    if "checkpoint_tensor_elements" in report:
         stored = report["checkpoint_tensor_elements"]
         expected = params["total"] + report["buffer_elements"]
         verdict = "matches" if stored == expected else "DIFFERS from"
         lines += ["", f"checkpoint tensors: {stored:,} elements ({verdict} parameters + router-bias buffer)"]
+    if report.get("checkpoint_problem"):
+        lines += ["", f"checkpoint tensors: unreadable: {report['checkpoint_problem']}"]
     lines += [
         "",
         "active = all parameters but the routed experts a token is not sent to; touched = distinct parameters one",
@@ -201,9 +194,13 @@ def _info(argv: list[str]) -> int:
     except (ValueError, OSError) as error:
         return _fail(str(error))
     if checkpoint_dir is not None:
+        from .locate import WEIGHTS_NAME, safetensors_problem
+
         stored = checkpoint_tensor_elements(checkpoint_dir)
         if stored is not None:
             report["checkpoint_tensor_elements"] = stored
+        elif (checkpoint_dir / WEIGHTS_NAME).is_file():
+            report["checkpoint_problem"] = safetensors_problem(checkpoint_dir / WEIGHTS_NAME)
     if args.json:
         print(json.dumps({"target": label, **report}, indent=2, sort_keys=True))
     else:
@@ -289,11 +286,112 @@ def convert_main(argv: list[str]) -> int:
 
     try:
         out = convert_open_mythos(args.state_dict, args.config_json, args.out_dir)
-    except (ValueError, KeyError, RuntimeError, TypeError) as error:
-        return _fail(f"conversion failed: {type(error).__name__}: {error}")
+    except Exception as error:  # noqa: BLE001 - a corrupt or mismatched input file: one line, never a traceback
+        return _fail(f"conversion failed: {type(error).__name__}: {str(error).strip()[:400]}")
     cfg = read_config(out)
     total = count_params(cfg).total
     print(
         f"wrote {out}: {total:,} parameters ({human(total)}), attn_type={cfg.attn_type}, reference_compat=True"
     )
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- doctor
+
+
+def load_doctor_target(target: str, max_params: int | None = None, seed: int = 0) -> tuple[Any, str]:
+    """A checkpoint (loaded) or a preset (built with a fixed seed, if small enough to probe) -> (model, label)."""
+    import torch
+
+    from .doctor import DEFAULT_MAX_PARAMS
+
+    max_params = DEFAULT_MAX_PARAMS if max_params is None else max_params
+    cfg, label, checkpoint_dir = resolve_config(target)
+    if checkpoint_dir is not None:
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(checkpoint_dir), label
+    total = count_params(cfg).total
+    if total > max_params:
+        raise ValueError(
+            f"{label} has {human(total)} parameters ({total * 4 / 2**30:.1f} GiB in fp32); the doctor probes a "
+            f"real forward, so it builds at most {human(max_params)} (--max-params); use `mythos model info "
+            f"{target}` for sizes"
+        )
+    from .model import Mythos
+
+    torch.manual_seed(seed)
+    return Mythos(cfg), label
+
+
+def doctor_main(argv: list[str]) -> int:
+    """`mythos doctor CHECKPOINT_OR_PRESET [--json] [--probe-tokens N] [--strict]`.
+
+    Exit 0 healthy, 1 a violation (warnings too with --strict) or the probe could not run (out of memory),
+    2 bad input (no such checkpoint or preset, a damaged checkpoint, a bad option).
+    """
+    from .doctor import (
+        DEFAULT_MAX_PARAMS,
+        INVARIANTS,
+        DoctorResourceError,
+        format_findings,
+        has_violation,
+        run_doctor,
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="mythos doctor",
+        description="check a checkpoint or preset against the eight Recurrent-Depth Transformer invariants "
+        "(non-finite weights first); exit 1 on any violation (warnings too with --strict) or when the probe "
+        "cannot run, 2 on bad input",
+    )
+    parser.add_argument("target", help="checkpoint directory, training run folder or preset name")
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument(
+        "--probe-tokens", type=int, default=256, help="tokens in the random probe batch (default 256)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for the probe (and a preset's weights)")
+    parser.add_argument("--strict", action="store_true", help="also fail on warnings (symptoms)")
+    parser.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS, help="largest preset to build")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="INVARIANT",
+        help="an invariant the model breaks on purpose (repeatable): reported as a warning, not a failure; "
+        f"one of {', '.join(INVARIANTS)}",
+    )
+    args = parser.parse_args(argv)
+    if args.probe_tokens < 2:
+        print(f"mythos doctor: --probe-tokens={args.probe_tokens} must be >= 2", file=sys.stderr)
+        return 2
+    unknown = sorted(set(args.allow) - set(INVARIANTS))
+    if unknown:
+        print(
+            f"mythos doctor: --allow {unknown[0]} names no invariant; valid: {', '.join(INVARIANTS)}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        model, label = load_doctor_target(args.target, args.max_params, args.seed)
+    except (ValueError, OSError) as error:
+        print(f"mythos doctor: {error}", file=sys.stderr)
+        return 2
+    try:
+        findings = run_doctor(model, args.probe_tokens, args.seed, allow=args.allow)
+    except DoctorResourceError as error:
+        print(f"mythos doctor: error: {error}", file=sys.stderr)
+        return 1
+    failed = has_violation(findings, args.strict)
+    if args.json:
+        from dataclasses import asdict
+
+        print(
+            json.dumps(
+                {"target": label, "ok": not failed, "findings": [asdict(f) for f in findings]}, indent=2
+            )
+        )
+    else:
+        print(f"mythos doctor: {label}")
+        print(format_findings(findings))
+    return 1 if failed else 0

@@ -6,20 +6,21 @@ injection receives every loop, what mask dtype attention sees in a bf16 forward,
 embedding touches, how many loop iterations run while a cache is live. The model handed in is never
 modified: checks that must push a module into a corner (saturate A, force every token to halt) work on a
 deep copy.
+
+This module holds the checks, the runner and the formatting; `mythos doctor`'s arguments and target loading
+live in the CLI layer (``mythos.model.cli.doctor_main``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import inspect
 import itertools
-import json
 import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -101,6 +102,20 @@ def _attention_modules(model: nn.Module) -> list[nn.Module]:
     return [block.attn for block in blocks]
 
 
+class DoctorResourceError(RuntimeError):
+    """The probe did not fit in memory: an error of the run (exit 1), not a finding about the model."""
+
+
+def is_resource_error(error: BaseException) -> bool:
+    """Out of memory on CPU or GPU, however torch phrases it."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "defaultcpuallocator" in text
+    )
+
+
 def _checked(name: str, fix: str) -> Callable[[Callable[..., list[Finding]]], Callable[..., list[Finding]]]:
     """Turn a crash inside a check into a violation of that invariant (a model that cannot be probed is sick)."""
 
@@ -109,6 +124,11 @@ def _checked(name: str, fix: str) -> Callable[[Callable[..., list[Finding]]], Ca
             try:
                 return check(model, probe)
             except Exception as error:  # noqa: BLE001 - reported, not swallowed
+                if is_resource_error(error):
+                    raise DoctorResourceError(
+                        f"{name}: the probe ran out of memory ({type(error).__name__}: {str(error)[:200]}); "
+                        "lower --probe-tokens"
+                    ) from error
                 return [
                     Finding(
                         name, "violation", f"the check could not run: {type(error).__name__}: {error}", fix
@@ -120,6 +140,37 @@ def _checked(name: str, fix: str) -> Callable[[Callable[..., list[Finding]]], Ca
         return run
 
     return wrap
+
+
+# ---------------------------------------------------------------------------------------------- 0. finite weights
+
+FINITE_FIX = (
+    "the checkpoint holds NaN/Inf weights: resume from an earlier checkpoint (training skips non-finite steps "
+    "and never checkpoints non-finite weights), and look for the cause in the run's telemetry"
+)
+
+
+def check_finite_weights(model: nn.Module, probe: Probe) -> list[Finding]:
+    """Every parameter and buffer finite. Checked first: NaN weights make every forward-based check fail for a
+    reason that has nothing to do with its invariant."""
+    bad = []
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if tensor.is_floating_point():
+            count = int((~torch.isfinite(tensor.detach())).sum())
+            if count:
+                bad.append(f"{name} ({count}/{tensor.numel()})")
+    if bad:
+        return [
+            Finding(
+                "finite_weights",
+                "violation",
+                f"non-finite values in {len(bad)} tensor(s): {', '.join(bad[:8])}"
+                + (" …" if len(bad) > 8 else "")
+                + "; the forward-based checks were skipped (they would only echo the NaNs)",
+                FINITE_FIX,
+            )
+        ]
+    return [Finding("finite_weights", "ok", "every parameter and buffer is finite")]
 
 
 # ---------------------------------------------------------------------------------------------- 1. rho(A) < 1
@@ -681,6 +732,7 @@ def check_experts(model: nn.Module, probe: Probe) -> list[Finding]:
 # ---------------------------------------------------------------------------------------------- runner
 
 CHECKS: tuple[Callable[[nn.Module, Probe], list[Finding]], ...] = (
+    check_finite_weights,
     check_spectral_radius,
     check_e_frozen,
     check_moe_placement,
@@ -705,11 +757,22 @@ def run_doctor(
     unknown = sorted(set(allow) - set(INVARIANTS))
     if unknown:
         raise ValueError(f"allow={unknown} names no invariant; valid: {', '.join(INVARIANTS)}")
-    probe = make_probe(model.cfg, probe_tokens, seed)
+    try:
+        probe = make_probe(model.cfg, probe_tokens, seed)
+    except Exception as error:  # noqa: BLE001 - only resource errors are translated
+        if is_resource_error(error):
+            raise DoctorResourceError(
+                f"a probe of {probe_tokens} tokens does not fit in memory; lower --probe-tokens"
+            ) from error
+        raise
     was_training = model.training
     model.eval()
     try:
-        findings = [finding for check in CHECKS for finding in check(model, probe)]
+        findings = check_finite_weights(model, probe)
+        checks = [c for c in CHECKS if c is not check_finite_weights]
+        if findings[0].severity != "ok":
+            checks = [c for c in checks if c in STRUCTURAL_CHECKS]
+        findings += [finding for check in checks for finding in check(model, probe)]
     finally:
         model.train(was_training)
     return [
@@ -719,6 +782,9 @@ def run_doctor(
         for f in findings
     ]
 
+
+STRUCTURAL_CHECKS = (check_moe_placement, check_tied_head)
+"""Checks that read the module tree only: still meaningful when the weights are not finite."""
 
 INVARIANTS = (
     "rho_A",
@@ -752,81 +818,3 @@ def format_findings(findings: list[Finding]) -> str:
         f"{len(findings)} findings: {counts['ok']} ok, {counts['warning']} warnings, {counts['violation']} violations"
     )
     return "\n".join(lines)
-
-
-def load_target(target: str, max_params: int = DEFAULT_MAX_PARAMS, seed: int = 0) -> tuple[nn.Module, str]:
-    """A checkpoint directory (loaded) or a preset name (built with a fixed seed, if small enough to probe)."""
-
-    from .cli import resolve_config
-    from .params import count_params, human
-
-    cfg, label, checkpoint_dir = resolve_config(target)
-    if checkpoint_dir is not None:
-        from . import load_checkpoint
-
-        return load_checkpoint(checkpoint_dir), f"{label} ({checkpoint_dir})" if str(
-            checkpoint_dir
-        ) != label else label
-    total = count_params(cfg).total
-    if total > max_params:
-        raise ValueError(
-            f"{label} has {human(total)} parameters ({total * 4 / 2**30:.1f} GiB in fp32); the doctor probes a real forward, "
-            f"so it builds at most {human(max_params)} (--max-params); use `mythos model info {target}` for sizes"
-        )
-    from . import Mythos
-
-    torch.manual_seed(seed)
-    return Mythos(cfg), label
-
-
-def doctor_main(argv: list[str]) -> int:
-    """`mythos doctor CHECKPOINT_OR_PRESET [--json] [--probe-tokens N] [--strict]`."""
-    parser = argparse.ArgumentParser(
-        prog="mythos doctor",
-        description="check a checkpoint or preset against the eight Recurrent-Depth Transformer invariants; "
-        "exit 1 on any violation (warnings too with --strict)",
-    )
-    parser.add_argument("target", help="checkpoint directory or preset name")
-    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
-    parser.add_argument(
-        "--probe-tokens", type=int, default=256, help="tokens in the random probe batch (default 256)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for the probe (and a preset's weights)")
-    parser.add_argument("--strict", action="store_true", help="also fail on warnings (symptoms)")
-    parser.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS, help="largest preset to build")
-    parser.add_argument(
-        "--allow",
-        action="append",
-        default=[],
-        metavar="INVARIANT",
-        help="an invariant the model breaks on purpose (repeatable): reported as a warning, not a failure; "
-        f"one of {', '.join(INVARIANTS)}",
-    )
-    args = parser.parse_args(argv)
-    if args.probe_tokens < 2:
-        print(f"mythos doctor: --probe-tokens={args.probe_tokens} must be >= 2", file=sys.stderr)
-        return 2
-    try:
-        model, label = load_target(args.target, args.max_params, args.seed)
-    except (ValueError, OSError) as error:
-        print(f"mythos doctor: {error}", file=sys.stderr)
-        return 2
-    unknown = sorted(set(args.allow) - set(INVARIANTS))
-    if unknown:
-        print(
-            f"mythos doctor: --allow {unknown[0]} names no invariant; valid: {', '.join(INVARIANTS)}",
-            file=sys.stderr,
-        )
-        return 2
-    findings = run_doctor(model, args.probe_tokens, args.seed, allow=args.allow)
-    failed = has_violation(findings, args.strict)
-    if args.json:
-        print(
-            json.dumps(
-                {"target": label, "ok": not failed, "findings": [asdict(f) for f in findings]}, indent=2
-            )
-        )
-    else:
-        print(f"mythos doctor: {label}")
-        print(format_findings(findings))
-    return 1 if failed else 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,6 +16,8 @@ from .norm import RMSNorm
 from .onednn import Linear
 from .recurrent import RecurrentBlock
 from .rope import rope_tables
+
+TOKENIZER_NAME = "tokenizer.json"
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Mythos(nn.Module):
     def __init__(self, cfg: MythosConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.checkpoint_dir: Path | None = None  # set by from_pretrained: where its tokenizer.json would be
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.prelude = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.prelude_layers)])
         self.recurrent = RecurrentBlock(cfg)
@@ -160,13 +165,82 @@ class Mythos(nn.Module):
         """Unique trainable parameters (the tied head counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def save_pretrained(self, path: str) -> None:
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 32,
+        n_loops: int | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_token_id: int | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Prompt plus new tokens, (batch, time + new), like the reference's ``generate`` and transformers'.
+
+        A thin method over :func:`mythos.model.generate.generate` (which returns only the new tokens); extra
+        keyword arguments (``stop_tokens``, ``pad_token_id``) pass through to it.
+        """
+        from .generate import generate
+
+        prompt = input_ids.unsqueeze(0) if input_ids.dim() == 1 else input_ids
+        new = generate(
+            self,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_token_id=eos_token_id,
+            seed=seed,
+            n_loops=n_loops,
+            **kwargs,
+        )
+        return torch.cat([prompt.to(new.device), new], dim=1)
+
+    def save_pretrained(
+        self, path: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Write the safetensors + config.json checkpoint (atomically) and its tokenizer.json beside it.
+
+        ``tokenizer`` is a tokenizer.json or a directory holding one; by default the one of the checkpoint this
+        model was loaded from (``from_pretrained``), if any, so a loaded text model saves as a text model.
+        """
+        import tempfile
+
         from .checkpoint import save_checkpoint
 
-        save_checkpoint(self, path)
+        tok = Path(tokenizer) if tokenizer is not None else self.checkpoint_dir
+        if tok is not None and tok.is_dir():
+            tok = tok / TOKENIZER_NAME
+        if tokenizer is not None and not tok.is_file():
+            raise FileNotFoundError(f"tokenizer {str(tokenizer)!r}: no {TOKENIZER_NAME} there")
+        tok_bytes = tok.read_bytes() if tok is not None and tok.is_file() else None  # before path is replaced
+        target = save_checkpoint(self, path)
+        if tok_bytes is not None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{TOKENIZER_NAME}.", dir=target)
+            with os.fdopen(fd, "wb") as f:
+                f.write(tok_bytes)
+            os.replace(tmp, target / TOKENIZER_NAME)
+        return target
 
     @classmethod
-    def from_pretrained(cls, path: str, map_location: str | torch.device = "cpu") -> Mythos:
-        from .checkpoint import load_checkpoint
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        map_location: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Mythos:
+        """Load a checkpoint directory, or a training run folder's latest checkpoint (see ``mythos.model.locate``).
 
-        return load_checkpoint(path, map_location=map_location)
+        The checkpoint's tokenizer, when it has one, is ``Path(model.checkpoint_dir) / "tokenizer.json"``.
+        """
+        from .checkpoint import load_checkpoint
+        from .locate import find_checkpoint
+
+        directory = find_checkpoint(path)
+        model = load_checkpoint(directory, map_location=map_location, dtype=dtype)
+        model.checkpoint_dir = directory
+        return model

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MythosConfig
+from .functional import grouped_mm_available, route, swiglu_hidden
 from .onednn import Linear
 
 
@@ -34,8 +35,7 @@ class SwiGLU(nn.Module):
         self.w_down = Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate) * up)
+        return self.w_down(swiglu_hidden(self.w_gate_up(x)))
 
 
 class Router(nn.Module):
@@ -58,20 +58,6 @@ class Router(nn.Module):
         return self
 
 
-def _grouped_mm_works(device: torch.device, dtype: torch.dtype, _memo: dict = {}) -> bool:  # noqa: B006
-    """Whether ``torch._grouped_mm`` runs for this device/dtype (probed once; CUDA wants bf16 on sm90+)."""
-    key = (device.type, dtype)
-    if key not in _memo:
-        try:
-            x = torch.zeros(16, 16, device=device, dtype=dtype)
-            w = torch.zeros(2, 16, 16, device=device, dtype=dtype)
-            torch._grouped_mm(x, w, offs=torch.tensor([8, 16], device=device, dtype=torch.int32))
-            _memo[key] = True
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _memo[key] = False
-    return _memo[key]
-
-
 def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Rows ``offsets[e-1]:offsets[e]`` of x times ``weight[e]`` (E, K, N), for every expert e at once.
 
@@ -85,7 +71,7 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor)
     aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (
         weight.shape[-1] * weight.element_size()
     ) % 16 == 0
-    if aligned and _grouped_mm_works(x.device, x.dtype):  # the kernel wants 16-byte-aligned row strides
+    if aligned and grouped_mm_available(x.device, x.dtype):  # the kernel wants 16-byte-aligned row strides
         if x.device.type == "cpu" and torch.get_num_threads() > 1:
             return _CpuGroupedMatmul.apply(x, weight, offsets)
         return torch._grouped_mm(x, weight, offs=offsets)
@@ -160,8 +146,7 @@ class GroupedExperts(nn.Module):
         ``row_scale`` (rows, 1), e.g. the gate weights, multiplies the hidden activations: the same as
         scaling the output (``w_down`` is linear) on a narrower tensor.
         """
-        gate, up = grouped_matmul(x_sorted, self.w_gate_up, offsets).chunk(2, dim=-1)
-        hidden = F.silu(gate) * up
+        hidden = swiglu_hidden(grouped_matmul(x_sorted, self.w_gate_up, offsets))
         if row_scale is not None:
             hidden = hidden * row_scale
         return grouped_matmul(hidden, self.w_down, offsets)
@@ -183,12 +168,7 @@ class MoE(nn.Module):
 
     def route(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(expert ids, gate weights), each (N, top_k); selection uses the bias, weights do not."""
-        logits = self.router(flat)
-        scores = F.softmax(logits.float(), dim=-1)
-        selected = (logits.float() + self.router.bias.float()).topk(self.top_k, dim=-1).indices
-        gates = scores.gather(-1, selected)
-        gates = gates / gates.sum(dim=-1, keepdim=True)
-        return selected, gates.to(flat.dtype)
+        return route(self.router(flat), self.router.bias, self.top_k, flat.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

@@ -233,10 +233,18 @@ PRESETS: dict[str, Callable[[], MythosConfig]] = {
 REFERENCE_PRESETS = tuple(_REFERENCE_VARIANTS)
 
 
+class UnknownPreset(ConfigError):
+    """A preset name that does not exist (a preset is not a MythosConfig field, so the message says "preset")."""
+
+    def __init__(self, name: str) -> None:
+        ValueError.__init__(self, f"preset {name!r} is unknown: must be one of {sorted(PRESETS)}")
+        self.field, self.value, self.valid = "preset", name, f"one of {sorted(PRESETS)}"
+
+
 def get_preset(name: str, **overrides: Any) -> MythosConfig:
     """A fresh config for a named preset, optionally with fields overridden (validated again)."""
     key = name.lower().removeprefix("mythos-").removeprefix("mythos_")
     if key not in PRESETS:
-        raise ConfigError("preset", name, f"must be one of {sorted(PRESETS)}")
+        raise UnknownPreset(name)
     cfg = PRESETS[key]()
     return cfg.replace(**overrides) if overrides else cfg

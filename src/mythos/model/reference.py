@@ -53,6 +53,8 @@ def _attention(src: dict[str, torch.Tensor], p: str, cfg: MythosConfig) -> dict[
     if cfg.attn_type == "gqa":
         wqkv = torch.cat([src[f"{p}wq.weight"], src[f"{p}wk.weight"], src[f"{p}wv.weight"]])
         return {f"{p}wqkv.weight": wqkv, f"{p}wo.weight": src[f"{p}wo.weight"]}
+    if cfg.attn_type != "mla":
+        raise ValueError(f"attn_type={cfg.attn_type!r}: the reference converter knows 'gqa' and 'mla'")
     return {
         f"{p}w_down.weight": torch.cat([src[f"{p}q_down.weight"], src[f"{p}kv_down.weight"]]),
         f"{p}q_norm.weight": src[f"{p}q_norm.weight"],

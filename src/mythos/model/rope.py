@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from .functional import rope_tables, rotate_complex, rotate_real
 
-def rope_tables(
-    head_dim: int, start: int, length: int, theta: float, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape (length, head_dim // 2) for positions start .. start+length-1, in fp32."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim))
-    positions = torch.arange(start, start + length, dtype=torch.float32, device=device)
-    angles = torch.outer(positions, inv_freq)
-    return angles.cos(), angles.sin()
+__all__ = ["apply_rope", "rope_tables", "rotate_complex", "rotate_real"]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -27,19 +21,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     Eager mode multiplies complex numbers (one fused kernel; 6x faster on CPU than the four strided real
     products, which remain the path under ``torch.compile`` because inductor has no complex codegen).
     """
-    rotate = rotate_real if torch.compiler.is_compiling() else rotate_complex
-    return rotate(x.float(), cos, sin).to(x.dtype)
-
-
-def rotate_real(xf: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    pairs = xf.unflatten(-1, (-1, 2))
-    x_even, x_odd = pairs[..., 0], pairs[..., 1]
     c, s = cos[:, None, :], sin[:, None, :]
-    return torch.stack((x_even * c - x_odd * s, x_even * s + x_odd * c), dim=-1).flatten(-2)
-
-
-def rotate_complex(xf: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    if xf.stride(-1) != 1 or xf.storage_offset() % 2 or any(st % 2 for st in xf.stride()[:-1]):
-        xf = xf.contiguous()  # view_as_complex needs (real, imag) pairs adjacent and aligned
-    rotated = torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * torch.complex(cos, sin)[:, None, :]
-    return torch.view_as_real(rotated).flatten(-2)
+    if torch.compiler.is_compiling():
+        return rotate_real(x.float(), c, s).to(x.dtype)
+    return rotate_complex(x.float(), torch.complex(c, s)).to(x.dtype)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import PacketError
 from .records import loads_strict
+from .vocab import EvidenceKind
 
 
 def heal_torn_tail(path: Path) -> str | None:
@@ -93,6 +94,13 @@ def scan_ids(path: Path) -> tuple[set[str], list[dict]]:
         data = path.read_bytes()
     except FileNotFoundError:
         return ids, sessions
+    except OSError as exc:
+        raise PacketError(
+            f"{path.parent.name}/{path.name} cannot be read: {exc.strerror}",
+            field=path.name,
+            value=str(path),
+            fix=f"restore {path.name} as a regular JSONL file",
+        ) from None
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
@@ -103,6 +111,6 @@ def scan_ids(path: Path) -> tuple[set[str], list[dict]]:
         if isinstance(obj, dict):
             if isinstance(obj.get("id"), str):
                 ids.add(obj["id"])
-            if obj.get("kind") == "subagent-session":
+            if obj.get("kind") == EvidenceKind.SUBAGENT_SESSION:
                 sessions.append(obj)
     return ids, sessions

@@ -17,7 +17,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _flag_value(check, cast):
+    """An argparse type that turns a PacketError from ``check`` into a usage error (exit 2) naming the flag."""
+
+    def convert(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = text
+        try:
+            return check(value)
+        except PacketError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.message} (fix: {exc.fix})") from None
+
+    return convert
+
+
 def _parser() -> argparse.ArgumentParser:
+    from .gate import check_min_agents, check_min_direct_ratio
+    from .vocab import ContradictionForm
+
     parser = _Parser(prog="mythos packet", description="Deterministic, hash-provenanced packet compiler.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -54,16 +73,30 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--print", dest="print_packet", action="store_true", help="print the packet file to stdout"
     )
+    comp.add_argument(
+        "--contradictions",
+        choices=tuple(ContradictionForm),
+        help="grouped: one entry per shared span (default for new runs); pairwise: every pair, as the "
+        "reference writes (byte-compatible). Kept for later compiles of the run.",
+    )
 
     gate = command("gate", "exit 0 only when the run may halt; every failure names check, record and fix")
     gate.add_argument(
-        "--min-agents", type=int, help="distinct agents required (default 3 or $MYTHOS_MIN_AGENT_COVERAGE)"
+        "--min-agents",
+        type=_flag_value(check_min_agents, int),
+        help="distinct agents required, >= 0 (default 3 or $MYTHOS_MIN_AGENT_COVERAGE)",
     )
     gate.add_argument(
         "--min-direct-ratio",
-        type=float,
+        type=_flag_value(check_min_direct_ratio, float),
         default=1.0,
-        help="share of substantive evidence that must cite a direct source (default 1.0)",
+        help="share of substantive evidence that must cite a direct source, 0..1 (default 1.0)",
+    )
+    gate.add_argument(
+        "--format",
+        choices=("mythos", "reference"),
+        default="mythos",
+        help="--json shape: mythos (failures with check/record/fix) or reference ({ok, errors, warnings})",
     )
 
     command("validate", "check state/next_pass_packet.json against the packet schema", root=False)
@@ -83,6 +116,17 @@ def packet_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
+    except OSError as exc:  # a run file the OS refuses (a directory, no permission, disk full): name it
+        exc = PacketError(
+            f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc),
+            field="run_dir",
+            value=str(exc.filename) if exc.filename else None,
+            fix="check the run directory's files and permissions",
+        )
+        if getattr(args, "json", False):
+            print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False))
+        print(f"mythos packet {args.command}: {exc}", file=sys.stderr)
+        return 1
     except PacketError as exc:
         if getattr(args, "json", False):
             print(json.dumps(exc.to_json(), indent=2, ensure_ascii=False))
@@ -92,7 +136,7 @@ def packet_main(argv: list[str]) -> int:
 
 def _run(args) -> int:
     from . import compile_run, gate_run, ingest_file, ingest_text, init_run, run_readiness
-    from .layout import PACKET
+    from .layout import DIGEST, PACKET
 
     if args.command == "init":
         run = init_run(args.run_dir, task=args.task, root=args.root)
@@ -113,6 +157,7 @@ def _run(args) -> int:
             result = ingest_file(
                 args.run_dir, lane=args.lane, agent_id=args.agent_id, path=args.from_file, root=args.root
             )
+        lost_all = bool(result.quarantined) and result.added <= 1 and not result.blocked
         text = f"ingested {result.added} record(s) as {result.raw_source_id}"
         if result.blocked:
             text += f"; lane reported BLOCKED: {result.blocked}"
@@ -121,11 +166,23 @@ def _run(args) -> int:
             if not args.json:
                 for problem in result.quarantined:
                     print(f"  quarantined: {problem['problem']} (fix: {problem['fix']})", file=sys.stderr)
-        _emit(args, result.to_json(), text)
-        return 0
+        payload = result.to_json()
+        if lost_all:
+            payload["ok"] = False
+            payload["error"] = (
+                f"every record was rejected ({len(result.quarantined)}): the lane contributed nothing; "
+                "the packet's rejected_records says why, and the gate fails until it is fixed"
+            )
+            print(f"mythos packet ingest: {payload['error']}", file=sys.stderr)
+        _emit(args, payload, text)
+        return 1 if lost_all else 0
     if args.command == "compile":
         packet = compile_run(
-            args.run_dir, root=args.root, record_synthesis=args.record_synthesis, return_packet=args.json
+            args.run_dir,
+            root=args.root,
+            record_synthesis=args.record_synthesis,
+            return_packet=args.json,
+            contradictions=args.contradictions,
         )
         path = Path(args.run_dir) / PACKET
         if args.json:
@@ -134,6 +191,7 @@ def _run(args) -> int:
                     {
                         "ok": True,
                         "packet_path": str(path),
+                        "digest_path": str(Path(args.run_dir) / DIGEST),
                         "pass_id": packet["pass_id"],
                         "evidence": len(packet["evidence"]),
                         "verifier_findings": len(packet["verifier_findings"]),
@@ -149,7 +207,7 @@ def _run(args) -> int:
             print(
                 f"compiled run_dir={args.run_dir} packet={path} pass_id={packet['pass_id']} "
                 f"evidence={packet['evidence']} verifier_findings={packet['verifier_findings']} "
-                f"contradictions={packet['contradictions']}"
+                f"contradictions={packet['contradictions']} digest={Path(args.run_dir) / DIGEST}"
             )
         return 0
     if args.command == "gate":
@@ -166,7 +224,8 @@ def _run(args) -> int:
             if result.passed
             else f"gate: failed ({len(result.failures)} failure(s))"
         )
-        _emit(args, result.to_json(), "\n".join(lines))
+        payload = result.to_reference_json() if args.format == "reference" else result.to_json()
+        _emit(args, payload, "\n".join(lines))
         return 0 if result.passed else 1
     if args.command == "validate":
         from .layout import require_run_dir
@@ -194,7 +253,7 @@ def _run(args) -> int:
             f"{status['run_dir']}: {status['pass_id']}, {status['evidence']} evidence, "
             f"{status['verifier_findings']} findings ({status['failing_findings']} not passing), "
             f"{status['contradictions']} contradictions, {status['quarantined']} quarantined, "
-            f"packet {'stale' if status['stale'] else 'fresh'}, halt: {status['halt']}"
+            f"packet {status['packet_state']}, halt: {status['halt']}"
         )
         _emit(args, {"ok": True, **status}, text)
         return 0

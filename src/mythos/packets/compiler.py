@@ -9,18 +9,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contradictions import detect_contradictions
+from .digest import build_digest
 from .errors import PacketError
 from .hashing import fnv1a64_text
-from .inputs import current_fingerprint, read_jsonl, walk_raw
+from .inputs import current_fingerprint, read_jsonl, read_rejected, walk_raw
 from .jsonfmt import F32, Stream, dumps_compact, write_pretty_object
 from .layout import (
     DECISIONS,
+    DIGEST,
     EVIDENCE,
     FINDINGS,
     INPUTS,
@@ -28,15 +29,17 @@ from .layout import (
     SNAPSHOT,
     STATE,
     TASK,
+    atomic_file,
     atomic_write,
     read_manifest,
+    reclaim_temps,
     require_run_dir,
     run_lock,
     source_root,
-    temp_beside,
 )
 from .records import parse_evidence, parse_finding
 from .sources import DIRECT_PREFIXES, SourceFiles, parse_span
+from .vocab import ContradictionForm, EvidenceKind, FindingStatus, HaltKind, Severity
 
 SCHEMA_VERSION = "1.1.0"
 
@@ -64,9 +67,11 @@ class Compiled:
     contradictions: list[dict]
     integrity: list[Integrity]
     fingerprint: dict[str, str]
+    rejected: list[dict] = field(default_factory=list)
+    form: str = ContradictionForm.GROUPED.value
 
 
-def _read_inputs(run_dir: Path) -> tuple[dict, str, list[dict], list[dict], list[dict], dict[str, str]]:
+def _read_inputs(run_dir: Path):
     fingerprint: dict[str, str] = {}
     with run_lock(run_dir, shared=True):
         manifest_bytes = (run_dir / "manifest.json").read_bytes()
@@ -88,7 +93,8 @@ def _read_inputs(run_dir: Path) -> tuple[dict, str, list[dict], list[dict], list
         raw_refs = walk_raw(run_dir, manifest["created_at"], fingerprint)
         evidence = read_jsonl(run_dir, EVIDENCE, parse_evidence, fingerprint)
         findings = read_jsonl(run_dir, FINDINGS, parse_finding, fingerprint)
-    return manifest, objective, raw_refs, evidence, findings, dict(sorted(fingerprint.items()))
+        rejected = read_rejected(run_dir, fingerprint)
+    return manifest, objective, raw_refs, evidence, findings, rejected, dict(sorted(fingerprint.items()))
 
 
 def _check_unique_ids(records: list[dict], rel: str) -> None:
@@ -245,7 +251,7 @@ def _integrity_contradictions(issues: dict[str, Integrity], registry: dict[str, 
             "summary": f"Source {source_id} ({issue.path}) no longer matches what was ingested: {issue.problem}. "
             f"Records citing it: {', '.join(records)}",
             "conflicting_item_ids": records,
-            "severity": "high",
+            "severity": Severity.HIGH.value,
             "source_ids": [source_id],
         }
         if source_id in registry:
@@ -254,16 +260,18 @@ def _integrity_contradictions(issues: dict[str, Integrity], registry: dict[str, 
     return result
 
 
-def compile_inputs(run_dir: Path, root: str | Path | None = None) -> Compiled:
+def compile_inputs(run_dir: Path, root: str | Path | None = None, form: str | None = None) -> Compiled:
     """Read and check a run; everything the packet and snapshot need, before anything is written."""
-    manifest, objective, raw_refs, evidence, findings, fingerprint = _read_inputs(run_dir)
+    form = check_form(form if form is not None else recorded_form(run_dir))
+    manifest, objective, raw_refs, evidence, findings, rejected, fingerprint = _read_inputs(run_dir)
     _check_unique_ids(evidence, EVIDENCE)
+    reported = findings  # every report, for counting what each ingest contributed
     findings = latest_findings(findings)
     files = SourceFiles(source_root(run_dir, root, manifest))
     issues = _verify_file_refs(evidence, findings, files)
     sources = _assemble_sources(raw_refs, evidence, findings, manifest["created_at"], issues)
     registry = {ref["source_id"]: ref for ref in sources}
-    contradictions = detect_contradictions(evidence) + _integrity_contradictions(issues, registry)
+    contradictions = detect_contradictions(evidence, form) + _integrity_contradictions(issues, registry)
     contradictions.sort(key=lambda con: con["id"])
     return Compiled(
         manifest,
@@ -275,7 +283,73 @@ def compile_inputs(run_dir: Path, root: str | Path | None = None) -> Compiled:
         contradictions,
         [issues[k] for k in sorted(issues)],
         fingerprint,
+        _rejected_section(rejected, evidence, reported),
+        form,
     )
+
+
+def check_form(form: str) -> str:
+    """The contradiction form by name; a PacketError naming the choices otherwise."""
+    if form not in tuple(ContradictionForm):
+        raise PacketError(
+            f"unknown contradiction form {form!r}",
+            field="contradictions",
+            value=form,
+            fix=f"use one of {', '.join(ContradictionForm)}",
+        )
+    return str(form)
+
+
+def recorded_form(run_dir: Path) -> str:
+    """The form the run was last compiled with (state/inputs.json), else grouped."""
+    try:
+        stored = json.loads((run_dir / INPUTS).read_text("utf-8"))
+    except (OSError, ValueError):
+        return ContradictionForm.GROUPED.value
+    form = stored.get("contradictions") if isinstance(stored, dict) else None
+    return form if form in tuple(ContradictionForm) else ContradictionForm.GROUPED.value
+
+
+def _rejected_section(rejected: list[dict], evidence: list[dict], findings: list[dict]) -> list[dict]:
+    """Per ingest that lost records: how many of its records reached the run, how many were refused, and why."""
+    if not rejected:
+        return []
+    accepted: dict[str, int] = {}
+    for record in (*evidence, *findings):
+        if record.get("kind") == EvidenceKind.SUBAGENT_SESSION:
+            continue
+        for sid in record["source_ids"]:
+            if sid.startswith("raw:subagents/"):
+                accepted[sid] = accepted.get(sid, 0) + 1
+                break
+    by_ingest: dict[str, dict] = {}
+    for line in rejected:
+        source_id = line.get("ingest") if isinstance(line.get("ingest"), str) else "quarantine/rejected.jsonl"
+        entry = by_ingest.setdefault(
+            source_id,
+            {
+                "source_id": source_id,
+                "lane": line.get("lane") if isinstance(line.get("lane"), str) else "",
+                "agent_id": line.get("agent_id") if isinstance(line.get("agent_id"), str) else "",
+                "accepted": accepted.get(source_id, 0),
+                "rejected": 0,
+                "reasons": [],
+            },
+        )
+        entry["rejected"] += 1
+        reason: dict = {}
+        for name in ("block", "line"):
+            if type(line.get(name)) is int:
+                reason[name] = line[name]
+        if isinstance(line.get("kind"), str):
+            reason["kind"] = line["kind"]
+        if isinstance(line.get("field"), str | type(None)) and "field" in line:
+            reason["field"] = line["field"]
+        reason["problem"] = str(line.get("problem", "unreadable quarantine line"))
+        if isinstance(line.get("fix"), str | type(None)) and "fix" in line:
+            reason["fix"] = line["fix"]
+        entry["reasons"].append(reason)
+    return [by_ingest[key] for key in sorted(by_ingest)]
 
 
 def _fact(record: dict) -> dict:
@@ -297,7 +371,7 @@ def _distinct(ids: Iterator[str]) -> list[str]:
 
 def _derived(c: Compiled) -> dict:
     created_at = c.manifest["created_at"]
-    failing = [f for f in c.findings if f["status"] != "passed"]
+    failing = [f for f in c.findings if f["status"] != FindingStatus.PASSED]
     hypotheses = [
         {
             "id": f"hypothesis:{f['id']}",
@@ -338,14 +412,14 @@ def _derived(c: Compiled) -> dict:
                 "summary": summary,
                 "count": count,
                 "last_seen_at": created_at,
-                "impact": "high" if count >= 3 else "medium",
+                "impact": (Severity.HIGH if count >= 3 else Severity.MEDIUM).value,
                 "source_ids": _distinct(sid for f in all_by_summary[summary] for sid in f["source_ids"]),
             }
         )
     if failing:
         halt = {
             "id": f"halt:{created_at}:continue",
-            "kind": "continue",
+            "kind": HaltKind.CONTINUE.value,
             "contribution": F32(1.0),
             "rationale": f"{len(failing)} verifier finding(s) are still not passing.",
             "source_ids": _distinct(sid for f in failing for sid in f["source_ids"]),
@@ -353,7 +427,7 @@ def _derived(c: Compiled) -> dict:
     elif c.integrity:
         halt = {
             "id": f"halt:{created_at}:continue",
-            "kind": "continue",
+            "kind": HaltKind.CONTINUE.value,
             "contribution": F32(1.0),
             "rationale": f"{len(c.integrity)} cited source(s) changed since ingest.",
             "source_ids": [issue.source_id for issue in c.integrity],
@@ -361,7 +435,7 @@ def _derived(c: Compiled) -> dict:
     elif c.findings:
         halt = {
             "id": f"halt:{created_at}:ready",
-            "kind": "ready-to-halt",
+            "kind": HaltKind.READY.value,
             "contribution": F32(1.0),
             "rationale": "All verifier findings are passing.",
             "source_ids": _distinct(sid for f in c.findings for sid in f["source_ids"]),
@@ -381,7 +455,7 @@ def _derived(c: Compiled) -> dict:
             )
         halt = {
             "id": f"halt:{created_at}:continue",
-            "kind": "continue",
+            "kind": HaltKind.CONTINUE.value,
             "contribution": F32(1.0),
             "rationale": "No verifier findings have been recorded yet.",
             "source_ids": anchor,
@@ -557,24 +631,44 @@ def _packet_fields(c: Compiled, d: dict, *, lazy: bool):
         ("raw_drilldown_refs", c.raw_refs),
         ("halt_signals", d["halt"]),
         ("sources", Stream(c.sources)),
+        *([("rejected_records", c.rejected)] if c.rejected else []),
     ]
 
 
-def _write_streamed(path: Path, fields) -> None:
-    fd, tmp = temp_beside(path)
-    try:
-        with (
-            os.fdopen(fd, "wb") as raw,
-            io.TextIOWrapper(raw, encoding="utf-8", newline="\n", write_through=False) as out,
-        ):
-            write_pretty_object(out, fields)
-            out.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class _Sha256Sink(io.RawIOBase):
+    """A binary sink that hashes what is written and passes it on to ``target`` (if any)."""
+
+    def __init__(self, target=None):
+        self.sha = hashlib.sha256()
+        self.target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        if self.target is not None:
+            self.target.write(data)
+        return len(data)
+
+
+def _stream_pretty(sink: _Sha256Sink, fields) -> str:
+    out = io.TextIOWrapper(io.BufferedWriter(sink, 1 << 20), encoding="utf-8", newline="\n")
+    write_pretty_object(out, fields)
+    out.flush()
+    out.detach()
+    return sink.sha.hexdigest()
+
+
+def _write_streamed(path: Path, fields) -> str:
+    """Write a pretty JSON object atomically; return the sha256 of the bytes written."""
+    with atomic_file(path) as handle:
+        return _stream_pretty(_Sha256Sink(handle), fields)
+
+
+def packet_sha256(c: Compiled, d: dict) -> str:
+    """sha256 of the packet file compile would write for ``c``, computed without writing it."""
+    return _stream_pretty(_Sha256Sink(), _packet_fields(c, d, lazy=True))
 
 
 def _decision_line(c: Compiled, d: dict) -> str:
@@ -619,22 +713,42 @@ def compile_run(
     root: str | Path | None = None,
     record_synthesis: str | None = None,
     return_packet: bool = True,
+    contradictions: str | None = None,
 ) -> dict:
-    """Compile ``run_dir`` and return the packet (see docs/packets.md)."""
+    """Compile ``run_dir`` and return the packet (see docs/packets.md).
+
+    ``contradictions`` picks the form (``grouped`` or ``pairwise``); None keeps the run's last one (grouped for a
+    new run). Temp files left by a writer that was killed are removed first.
+    """
     run = require_run_dir(run_dir)
+    if contradictions is not None:
+        check_form(contradictions)
+    reclaim_temps(run)
     if record_synthesis is not None:
         from .synthesis import record_synthesis_inputs
 
         record_synthesis_inputs(run, record_synthesis)
-    compiled = compile_inputs(run, root)
-    derived = _derived(compiled)
-    _validate_snapshot(compiled)
-    _validate_sources(compiled, derived)
+    compiled, derived = build(run, root, contradictions)
     (run / STATE).mkdir(exist_ok=True)
     _write_streamed(run / SNAPSHOT, _snapshot_fields(compiled))
-    _write_streamed(run / PACKET, _packet_fields(compiled, derived, lazy=True))
+    packet_sha = _write_streamed(run / PACKET, _packet_fields(compiled, derived, lazy=True))
+    digest = digest_text(compiled, derived)
+    atomic_write(run / DIGEST, digest)
     _update_decision_log(run, _decision_line(compiled, derived))
-    atomic_write(run / INPUTS, json.dumps({"inputs": compiled.fingerprint}, indent=2, sort_keys=True) + "\n")
+    atomic_write(
+        run / INPUTS,
+        json.dumps(
+            {
+                "inputs": compiled.fingerprint,
+                "contradictions": compiled.form,
+                "packet_sha256": packet_sha,
+                "digest_sha256": hashlib.sha256(digest.encode("utf-8")).hexdigest(),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n",
+    )
     if not return_packet:
         return {
             "pass_id": compiled.manifest["pass_id"],
@@ -645,6 +759,33 @@ def compile_run(
     return packet_dict(compiled, derived)
 
 
+def build(run: Path, root=None, form: str | None = None) -> tuple[Compiled, dict]:
+    """Compile in memory: read, check and derive everything the outputs hold, writing nothing."""
+    compiled = compile_inputs(run, root, form)
+    derived = _derived(compiled)
+    _validate_snapshot(compiled)
+    _validate_sources(compiled, derived)
+    return compiled, derived
+
+
+def digest_text(c: Compiled, d: dict) -> str:
+    """The bounded Prime-facing digest (state/prime_digest.json) as text."""
+    view = {  # the sections the digest reads, without materialising trusted_facts
+        "run_id": c.manifest["run_id"],
+        "pass_id": c.manifest["pass_id"],
+        "objective": c.objective,
+        "evidence": c.evidence,
+        "verifier_findings": c.findings,
+        "contradictions": c.contradictions,
+        "candidate_actions": d["actions"],
+        "halt_signals": d["halt"],
+        "sources": c.sources,
+        "rejected_records": c.rejected,
+    }
+    digest = build_digest(c.manifest, view, form=c.form)
+    return json.dumps(digest, indent=1, ensure_ascii=False) + "\n"
+
+
 def packet_dict(c: Compiled, d: dict) -> dict:
     """The packet as plain Python data (the same content as the file; f32 fields are F32 floats)."""
     packet: dict = {}
@@ -653,9 +794,34 @@ def packet_dict(c: Compiled, d: dict) -> dict:
     return packet
 
 
-def is_stale(run_dir: Path) -> bool:
+def file_sha256(path: Path) -> str | None:
+    sha = hashlib.sha256()
     try:
-        stored = json.loads((run_dir / INPUTS).read_text("utf-8"))["inputs"]
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                sha.update(chunk)
+    except OSError:
+        return None
+    return sha.hexdigest()
+
+
+def packet_state(run_dir: Path) -> str:
+    """``fresh``, ``stale`` (inputs changed since the compile), ``edited`` (the packet is not the file compile
+    wrote) or ``missing``. Cheap: it compares recorded hashes; the gate goes further and recompiles."""
+    if not (run_dir / PACKET).is_file():
+        return "missing"
+    try:
+        stored = json.loads((run_dir / INPUTS).read_text("utf-8"))
+        inputs = stored["inputs"]
     except (OSError, ValueError, KeyError, TypeError):
-        return True
-    return stored != current_fingerprint(run_dir) or not (run_dir / PACKET).is_file()
+        return "stale"
+    if inputs != current_fingerprint(run_dir):
+        return "stale"
+    if stored.get("packet_sha256") != file_sha256(run_dir / PACKET):
+        return "edited"
+    return "fresh"
+
+
+def is_stale(run_dir: Path) -> bool:
+    """True unless the packet is exactly what the last compile wrote from the current inputs."""
+    return packet_state(run_dir) != "fresh"

@@ -2,49 +2,39 @@
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compiler import is_stale
+from .compiler import (
+    build,
+    digest_text,
+    file_sha256,
+    packet_dict,
+    packet_sha256,
+    packet_state,
+    recorded_form,
+)
 from .errors import PacketError
 from .hashing import fnv1a64
-from .layout import PACKET, QUARANTINE, read_manifest, require_run_dir, source_root
+from .layout import DIGEST, PACKET, QUARANTINE, read_manifest, require_run_dir, source_root
 from .schema import validate
 from .sources import DIRECT_PREFIXES, SourceFiles, parse_span
-
-KNOWN_KINDS = frozenset(
-    {
-        "objective",
-        "subagent-session",
-        "codex-synthesis",
-        "observation",
-        "code-change",
-        "test-change",
-        "root-cause",
-        "blocker",
-        "symptom",
-        "measurement",
-        "failure-mode",
-        "gap",
-        "missing-check",
-        "proposal",
-        "risk",
-        "architecture",
-        "data-loss",
-        "code-defect",
-        "schema-gap",
-        "contract-gap",
-        "gate-gap",
-        "process-gap",
-        "plan",
-    }
+from .vocab import (
+    ANCHOR_REF_KINDS,
+    KNOWN_KINDS,
+    STRONG_KINDS,
+    SUMMARY_ONLY_OK,
+    UNTRACED_KINDS,
+    EvidenceKind,
+    FindingStatus,
+    GateCheck,
+    GateWarning,
+    HaltKind,
 )
-UNTRACED_KINDS = frozenset({"objective", "subagent-session", "codex-synthesis"})
-SUMMARY_ONLY_OK = frozenset({"objective", "process", "subagent-session", "codex-synthesis", "blocker"})
-STRONG_KINDS = frozenset({"code-change", "root-cause", "test-change"})
+
 DEFAULT_MIN_AGENTS = 3
 _MACHINE_PATH = re.compile(r"^(/|~|[A-Za-z]:)|\\")
 
@@ -56,6 +46,7 @@ class GateResult:
     warnings: list[dict] = field(default_factory=list)
     run_dir: str = ""
     pass_id: str | None = None
+    packet: dict | None = None  # the packet the gate judged: compiled afresh from the run's inputs
 
     def to_json(self) -> dict:
         return {
@@ -67,14 +58,53 @@ class GateResult:
             "warnings": self.warnings,
         }
 
+    def to_reference_json(self) -> dict:
+        """The reference strict gate's report shape: ``errors``/``warnings`` are message strings."""
+        packet = self.packet or {}
+        return {
+            "ok": self.passed,
+            "run_dir": self.run_dir,
+            "pass_id": self.pass_id,
+            "packet_pass_id": packet.get("pass_id"),
+            "evidence_count": len(packet.get("evidence", ())),
+            "verifier_findings": [
+                {"id": f["id"], "status": f["status"], "verifier_score": float(f["verifier_score"])}
+                for f in packet.get("verifier_findings", ())
+            ],
+            "halt_kinds": [signal["kind"] for signal in packet.get("halt_signals", ())],
+            "candidate_actions": len(packet.get("candidate_actions", ())),
+            "errors": [f["message"] for f in self.failures],
+            "warnings": [w["message"] for w in self.warnings],
+        }
+
+
+def check_min_agents(value: object) -> int:
+    """``--min-agents``: a whole number >= 0 (PacketError naming the flag otherwise)."""
+    if type(value) is not int or value < 0:
+        raise PacketError(
+            f"--min-agents must be a whole number >= 0, got {value!r}",
+            field="min_agents",
+            value=value,
+            fix="pass --min-agents 0 or more (e.g. 3)",
+        )
+    return value
+
+
+def check_min_direct_ratio(value: object) -> float:
+    """``--min-direct-ratio``: a finite share in [0, 1]; nan would silently disable the check."""
+    if type(value) not in (int, float) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise PacketError(
+            f"--min-direct-ratio must be a number between 0 and 1, got {value!r}",
+            field="min_direct_ratio",
+            value=value if type(value) is not float or math.isfinite(value) else str(value),
+            fix="pass --min-direct-ratio between 0 and 1 (default 1.0)",
+        )
+    return float(value)
+
 
 def _min_agents(value: int | None) -> int:
     if value is not None:
-        if value < 0:
-            raise PacketError(
-                "min_agents must be >= 0", field="min_agents", value=value, fix="pass 0 or more"
-            )
-        return value
+        return check_min_agents(value)
     env = os.environ.get("MYTHOS_MIN_AGENT_COVERAGE", "")
     return int(env) if env.isdigit() and int(env) > 0 else DEFAULT_MIN_AGENTS
 
@@ -87,38 +117,70 @@ class _Gate:
         self.min_direct_ratio = min_direct_ratio
         self.failures: list[dict] = []
         self.warnings: list[dict] = []
+        self.packet: dict | None = None
 
     def fail(self, check: str, record: str | None, message: str, fix: str) -> None:
-        self.failures.append({"check": check, "record": record, "message": message, "fix": fix})
+        self.failures.append({"check": str(check), "record": record, "message": message, "fix": fix})
 
     def warn(self, check: str, record: str | None, message: str) -> None:
-        self.warnings.append({"check": check, "record": record, "message": message})
+        self.warnings.append({"check": str(check), "record": record, "message": message})
 
     def run_checks(self) -> str | None:
+        """Judge the run's inputs: recompile them in memory, check the packet file is exactly that packet, and
+        run every check on the recompiled packet, so a hand-edited packet can neither pass nor hide anything."""
         try:
             manifest = read_manifest(self.run)
         except PacketError as exc:
-            self.fail("packet", "manifest.json", exc.message, exc.fix or "restore manifest.json")
+            self.fail(GateCheck.PACKET, "manifest.json", exc.message, exc.fix or "restore manifest.json")
             return None
+        compile_fix = "run `mythos packet compile --run-dir RUN` and have Prime read the new packet"
+        on_disk = file_sha256(self.run / PACKET)
+        if on_disk is None:
+            self.fail(GateCheck.PACKET, PACKET, f"missing next_pass_packet: {PACKET}", compile_fix)
         try:
-            packet = json.loads((self.run / PACKET).read_text("utf-8"))
-        except FileNotFoundError:
-            self.fail("packet", PACKET, "no compiled packet", "run `mythos packet compile --run-dir RUN`")
-            return manifest["pass_id"]
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.fail("packet", PACKET, f"packet is not valid JSON: {exc}", "recompile the run")
-            return manifest["pass_id"]
-        if is_stale(self.run):
+            compiled, derived = build(self.run, self.root, recorded_form(self.run))
+        except PacketError as exc:
             self.fail(
-                "stale",
-                PACKET,
-                "the run's inputs changed after the packet was compiled",
-                "run `mythos packet compile --run-dir RUN` and have Prime read the new packet",
+                GateCheck.PACKET,
+                exc.field,
+                f"the run's inputs do not compile: {exc.message}",
+                exc.fix or "fix the input named above, then recompile",
             )
+            return manifest["pass_id"]
+        packet = self.packet = packet_dict(compiled, derived)
+        if on_disk is not None and on_disk != packet_sha256(compiled, derived):
+            if packet_state(self.run) == "stale":
+                self.fail(
+                    GateCheck.STALE,
+                    PACKET,
+                    "next_pass_packet.json is stale; re-run `mythos packet compile --run-dir RUN` before "
+                    "proceeding (the run's inputs changed after the packet was compiled)",
+                    compile_fix,
+                )
+            else:
+                self.fail(
+                    GateCheck.PACKET,
+                    PACKET,
+                    "next_pass_packet.json is not the packet the run's inputs compile to now (edited by hand, or a "
+                    "cited source file changed since the compile); the gate judged the recompiled packet",
+                    compile_fix,
+                )
+        elif on_disk is not None:
+            digest = (self.run / DIGEST).read_bytes() if (self.run / DIGEST).is_file() else None
+            if digest != digest_text(compiled, derived).encode("utf-8"):
+                self.fail(
+                    GateCheck.PACKET,
+                    DIGEST,
+                    "prime_digest.json is missing or is not the digest of the current packet",
+                    compile_fix,
+                )
         problems = validate(packet, limit=20)
         for problem in problems:
             self.fail(
-                "schema", problem.split(":", 1)[0], problem, "recompile; report a compiler bug if it persists"
+                GateCheck.SCHEMA,
+                problem.split(":", 1)[0],
+                problem,
+                "recompile; report a compiler bug if it persists",
             )
         if problems:
             return manifest["pass_id"]
@@ -128,6 +190,7 @@ class _Gate:
         self._traceability(packet)
         self._direct_refs(packet)
         self._coverage(packet)
+        self._rejected(packet)
         self._verifier(packet)
         self._halt(packet)
         self._synthesis(packet)
@@ -137,16 +200,16 @@ class _Gate:
     def _pass(self, manifest: dict, packet: dict) -> None:
         if manifest["pass_id"] != packet["pass_id"]:
             self.fail(
-                "pass",
+                GateCheck.PASS,
                 "manifest.json",
-                f"manifest is at {manifest['pass_id']} but the packet is at {packet['pass_id']}",
+                f"manifest pass_id {manifest['pass_id']} does not match packet pass_id {packet['pass_id']}",
                 "recompile the run",
             )
         if manifest["pass_id"] == "pass-0001":
             self.fail(
-                "pass",
+                GateCheck.PASS,
                 "manifest.json",
-                "the run is still at pass-0001: Prime has not recorded a synthesis",
+                "run is still pass-0001; strict gate requires at least one promoted recurrence pass",
                 "read the packet, then `mythos packet compile --run-dir RUN --record-synthesis TEXT`",
             )
 
@@ -161,7 +224,7 @@ class _Gate:
         for con in packet["contradictions"]:
             if con["id"].startswith("con:integrity:"):
                 self.fail(
-                    "integrity",
+                    GateCheck.INTEGRITY,
                     ", ".join(con["conflicting_item_ids"]),
                     con["summary"],
                     "restore the file, or re-run the lanes that cite it and ingest their new output",
@@ -177,7 +240,7 @@ class _Gate:
                 target = (self.run / ref["path"]).resolve()
                 if (self.run / "raw").resolve() not in target.parents:
                     self.fail(
-                        "path-leak",
+                        GateCheck.PATH_LEAK,
                         record_id,
                         f"raw ref {ref['path']!r} points outside raw/",
                         "cite raw artefacts as raw:<path under raw/>",
@@ -189,11 +252,11 @@ class _Gate:
             else:
                 return
         except PacketError as exc:
-            self.fail("integrity", record_id, f"{ref['source_id']}: {exc.message}", exc.fix or fix)
+            self.fail(GateCheck.INTEGRITY, record_id, f"{ref['source_id']}: {exc.message}", exc.fix or fix)
             return
         if actual != ref["hash"]:
             self.fail(
-                "integrity",
+                GateCheck.INTEGRITY,
                 record_id,
                 f"hash mismatch for {ref['source_id']}: recorded {ref['hash']}, now {actual}",
                 fix,
@@ -202,7 +265,7 @@ class _Gate:
             bounds = parse_span(ref["span"])
             if bounds is None or not 1 <= bounds[0] <= bounds[1] <= lines:
                 self.fail(
-                    "integrity",
+                    GateCheck.INTEGRITY,
                     record_id,
                     f"span {ref['span']} of {ref['source_id']} is outside 1-{lines}",
                     fix,
@@ -216,20 +279,23 @@ class _Gate:
             body = sid.split(":", 1)[1] if ":" in sid else sid
             if _MACHINE_PATH.search(path) or (sid.startswith(DIRECT_PREFIXES) and _MACHINE_PATH.search(body)):
                 self.fail(
-                    "path-leak",
+                    GateCheck.PATH_LEAK,
                     sid,
                     f"source {sid!r} carries a machine-specific path {path!r}",
                     "cite paths relative to the source root with forward slashes",
                 )
             elif "/../" in f"/{path}/" and ref["kind"] == "file":
                 self.fail(
-                    "path-leak", sid, f"source {sid!r} climbs out with '..'", "cite paths inside the root"
+                    GateCheck.PATH_LEAK,
+                    sid,
+                    f"source {sid!r} climbs out with '..'",
+                    "cite paths inside the root",
                 )
         for record in packet["evidence"]:
             for marker in markers:
                 if marker in record["summary"]:
                     self.fail(
-                        "path-leak",
+                        GateCheck.PATH_LEAK,
                         record["id"],
                         f"summary contains the machine path {marker!r}",
                         "write paths relative to the source root",
@@ -237,21 +303,22 @@ class _Gate:
                     break
 
     def _traceability(self, packet: dict) -> None:
-        sessions = [r for r in packet["evidence"] if r["kind"] == "subagent-session"]
+        sessions = [r for r in packet["evidence"] if r["kind"] == EvidenceKind.SUBAGENT_SESSION]
         session_ids = {sid for r in sessions for sid in r["source_ids"]}
         if not sessions:
             self.fail(
-                "traceability",
+                GateCheck.TRACEABILITY,
                 None,
-                "no subagent-session evidence: nothing was ingested from a subagent",
+                "no subagent-session evidence records found; raw subagent output was not ingested mechanically",
                 "spawn the lanes and `mythos packet ingest` their output",
             )
         for record in sessions:
             if not record.get("agent_id") or not record.get("lane"):
                 self.fail(
-                    "traceability",
+                    GateCheck.TRACEABILITY,
                     record["id"],
-                    "session record lacks agent_id or lane",
+                    "G2: subagent-session evidence records must carry non-empty agent_id AND lane "
+                    f"(offenders: {record['id']})",
                     "ingest with --lane and --agent-id",
                 )
         for record in packet["evidence"]:
@@ -260,10 +327,10 @@ class _Gate:
             ids = record["source_ids"]
             if not any(sid.startswith("raw:subagents/") for sid in ids) and not session_ids.intersection(ids):
                 self.fail(
-                    "traceability",
+                    GateCheck.TRACEABILITY,
                     record["id"],
-                    "evidence does not trace back to a quarantined subagent "
-                    "output (no raw:subagents/* source)",
+                    "evidence records lack subagent-session traceability (expected raw:subagents/* or overlap "
+                    f"with a subagent-session record): {record['id']}",
                     "add records only through `mythos packet ingest`",
                 )
 
@@ -274,13 +341,12 @@ class _Gate:
             refs = record.get("source_refs", ())
             if not any(ref["source_id"].startswith(DIRECT_PREFIXES) for ref in refs):
                 summary_only.append(record)
-            if record["kind"] in STRONG_KINDS and not any(
-                ref["kind"] in ("file", "command", "test") for ref in refs
-            ):
+            if record["kind"] in STRONG_KINDS and not any(ref["kind"] in ANCHOR_REF_KINDS for ref in refs):
                 self.fail(
-                    "direct-ref-ratio",
+                    GateCheck.DIRECT_REF_RATIO,
                     record["id"],
-                    f"{record['kind']} evidence needs a file, command or test source_ref",
+                    "evidence records of kind code-change/root-cause/test-change lack a direct "
+                    f"file|command|test source_ref: {record['id']}",
                     "cite the file:<path>:<line>, command: or test: it rests on",
                 )
         if substantive:
@@ -288,10 +354,10 @@ class _Gate:
             if ratio < self.min_direct_ratio:
                 for record in summary_only:
                     self.fail(
-                        "direct-ref-ratio",
+                        GateCheck.DIRECT_REF_RATIO,
                         record["id"],
-                        f"summary-only evidence (direct-source ratio "
-                        f"{ratio:.2f} < {self.min_direct_ratio:.2f})",
+                        f"summary-only evidence lacks direct file/command provenance: {record['id']} "
+                        f"(direct-source ratio {ratio:.2f} < {self.min_direct_ratio:.2f})",
                         "cite file:<path>:<line>, command:, test: or log: sources for this claim",
                     )
 
@@ -303,60 +369,88 @@ class _Gate:
         }
         if len(agents) < self.min_agents:
             self.fail(
-                "coverage",
+                GateCheck.COVERAGE,
                 None,
-                f"{len(agents)} distinct agent(s) contributed evidence; the gate needs {self.min_agents}",
+                f"agent-id coverage floor not met: saw {len(agents)} distinct agent_id(s) across evidence, "
+                f"need at least {self.min_agents} (set MYTHOS_MIN_AGENT_COVERAGE to override)",
                 f"spawn and ingest at least {self.min_agents} independent lanes "
                 "(or lower --min-agents / MYTHOS_MIN_AGENT_COVERAGE)",
             )
 
+    def _rejected(self, packet: dict) -> None:
+        """An ingested output whose every record was refused contributed nothing: Prime would never know."""
+        for entry in packet.get("rejected_records", ()):
+            if entry["accepted"] == 0 and entry["source_id"].startswith("raw:subagents/"):
+                first = entry["reasons"][0]["problem"] if entry["reasons"] else "no reason recorded"
+                self.fail(
+                    GateCheck.REJECTED,
+                    entry["source_id"],
+                    f"lane {entry['lane']!r} (agent {entry['agent_id']!r}) contributed nothing: all "
+                    f"{entry['rejected']} of its record(s) were rejected at ingest; first: {first}",
+                    "fix the records named in the packet's rejected_records (or quarantine/rejected.jsonl) "
+                    "and ingest the lane's corrected output",
+                )
+
     def _verifier(self, packet: dict) -> None:
         if not packet["verifier_findings"]:
-            self.fail("verifier", None, "no verifier findings", "have a verifier lane check the work")
+            self.fail(GateCheck.VERIFIER, None, "no verifier findings", "have a verifier lane check the work")
         for finding in packet["verifier_findings"]:
-            if finding["status"] != "passed":
+            if finding["status"] != FindingStatus.PASSED:
                 self.fail(
-                    "verifier",
+                    GateCheck.VERIFIER,
                     finding["id"],
-                    f"verifier finding is {finding['status']}: {finding['summary']}",
+                    f"non-passing verifier findings remain: {finding['id']} "
+                    f"({finding['status']}: {finding['summary']})",
                     "fix the issue and ingest a passing finding from a verifier lane",
                 )
 
     def _halt(self, packet: dict) -> None:
-        if not any(signal["kind"] == "ready-to-halt" for signal in packet["halt_signals"]):
+        if not any(signal["kind"] == HaltKind.READY for signal in packet["halt_signals"]):
             self.fail(
-                "halt", None, "packet is not ready-to-halt", "resolve the failing findings and recompile"
+                GateCheck.HALT,
+                None,
+                "packet is not ready-to-halt",
+                "resolve the failing findings and recompile",
             )
         for action in packet["candidate_actions"]:
             self.fail(
-                "halt",
+                GateCheck.HALT,
                 action["id"],
-                f"candidate action remains: {action['title']}",
+                "packet still has candidate_actions; resolve or record them before finalizing: "
+                f"{action['title']}",
                 "act on it and ingest the evidence that resolves it",
             )
 
     def _synthesis(self, packet: dict) -> None:
-        if not any(r["kind"] == "codex-synthesis" for r in packet["evidence"]):
+        if not any(r["kind"] == EvidenceKind.CODEX_SYNTHESIS for r in packet["evidence"]):
             self.fail(
-                "synthesis",
+                GateCheck.SYNTHESIS,
                 None,
-                "Prime's synthesis was not recorded",
+                "Codex synthesis was not recorded (Prime's synthesis: "
+                "`mythos packet compile --run-dir RUN --record-synthesis TEXT`)",
                 "`mythos packet compile --run-dir RUN --record-synthesis TEXT`",
             )
 
     def _warnings(self, packet: dict) -> None:
         for record in packet["evidence"]:
             if record["kind"] not in KNOWN_KINDS:
-                self.warn("kind", record["id"], f"uses unknown kind {record['kind']!r}")
+                self.warn(
+                    GateWarning.KIND,
+                    record["id"],
+                    f"evidence record {record['id']} uses unknown kind '{record['kind']}' — not rejected, "
+                    "but consider adding to the known-kinds set",
+                )
         for con in packet["contradictions"]:
-            if con["id"].startswith("con:auto:"):
-                self.warn("contradiction", con["id"], f"[{con['severity']}] {con['summary']}")
+            if not con["id"].startswith("con:integrity:"):
+                self.warn(GateWarning.CONTRADICTION, con["id"], f"[{con['severity']}] {con['summary']}")
         quarantine = self.run / QUARANTINE
         if quarantine.exists():
             count = sum(1 for line in quarantine.read_text("utf-8", "replace").splitlines() if line.strip())
             if count:
                 self.warn(
-                    "quarantine", QUARANTINE, f"{count} record(s) were rejected at ingest; see {QUARANTINE}"
+                    GateWarning.QUARANTINE,
+                    QUARANTINE,
+                    f"{count} record(s) were rejected at ingest; see {QUARANTINE}",
                 )
 
 
@@ -368,8 +462,10 @@ def gate_run(
     min_direct_ratio: float = 1.0,
 ) -> GateResult:
     """Run every gate check; ``passed`` is True only when the run may halt."""
+    agents = _min_agents(min_agents)
+    ratio = check_min_direct_ratio(min_direct_ratio)
     run = require_run_dir(run_dir)
-    gate = _Gate(run, root, _min_agents(min_agents), min_direct_ratio)
+    gate = _Gate(run, root, agents, ratio)
     pass_id = gate.run_checks()
     return GateResult(
         passed=not gate.failures,
@@ -377,4 +473,5 @@ def gate_run(
         warnings=gate.warnings,
         run_dir=str(run),
         pass_id=pass_id,
+        packet=gate.packet,
     )

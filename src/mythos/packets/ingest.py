@@ -26,8 +26,9 @@ from .layout import (
     run_lock,
     source_root,
 )
-from .records import FINDING_STATUSES, loads_strict, parse_evidence, parse_finding
-from .sources import HASH_ALG, REF_KINDS, SourceFiles, is_direct, parse_file_id
+from .records import loads_strict, parse_evidence, parse_finding
+from .sources import HASH_ALG, SourceFiles, is_direct, parse_file_id
+from .vocab import FINDING_STATUSES, REF_KINDS, EvidenceKind, FindingStatus
 
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 1024 * 1024
@@ -241,6 +242,24 @@ class _Normaliser:
             "observed_at": observed,
         }
 
+    def _relative_file_id(self, sid: str) -> str:
+        """``file:/abs/root/src/a.py:3`` → ``file:src/a.py:3`` when the path is inside the source root."""
+        parsed = parse_file_id(sid) if sid.startswith("file:/") else None
+        rel = self.files.root_relative(parsed[0]) if parsed else None
+        return f"file:{rel}:{parsed[1]}" if rel and parsed else sid
+
+    def _relative_ref(self, ref: object) -> object:
+        if not isinstance(ref, dict):
+            return ref
+        ref = dict(ref)
+        if isinstance(ref.get("source_id"), str):
+            ref["source_id"] = self._relative_file_id(ref["source_id"])
+        sid = ref.get("source_id")
+        kind = ref.get("kind") or (sid.split(":", 1)[0] if isinstance(sid, str) else None)
+        if kind == "file" and isinstance(ref.get("path"), str):
+            ref["path"] = self.files.root_relative(ref["path"]) or ref["path"]
+        return ref
+
     def _sources(self, record: dict, where: str) -> None:
         ids = record.get("source_ids", [])
         if not isinstance(ids, list) or any(not isinstance(sid, str) or not sid for sid in ids):
@@ -261,6 +280,8 @@ class _Normaliser:
                 fix="write source_refs as [{...}] or leave it out",
             )
         record_time = record["observed_at"]
+        ids = [self._relative_file_id(sid) for sid in ids]
+        refs_in = [self._relative_ref(ref) for ref in refs_in]
         refs = [self._ref(ref, record_time, f"{where} source_refs[{n}]") for n, ref in enumerate(refs_in)]
         declared = {ref["source_id"] for ref in refs}
         for sid in ids:
@@ -345,7 +366,7 @@ class _Normaliser:
 
     def finding(self, obj: object, where: str) -> dict:
         record = self._common(obj, where, "verifier finding")
-        status = record.setdefault("status", "pending")
+        status = record.setdefault("status", FindingStatus.PENDING.value)
         if status not in FINDING_STATUSES:
             raise PacketError(
                 f"{where}: status {status!r} is not a verifier status",
@@ -581,109 +602,114 @@ def _commit(
         if in_place is None:
             header = f"# Subagent Session {number:04d}\n\nlane: {lane}\nagent_id: {agent_id}\n\n"
             atomic_write(raw_path, header + text.strip() + "\n")
-        raw_bytes = raw_path.read_bytes()
-        session_id = f"ev-subagent-session-{number:04d}-{slug(lane, 40)}"
-        accepted_evidence = [
-            {
-                "id": session_id,
-                "kind": "subagent-session",
-                "summary": f"Captured quarantined subagent output for lane {lane}; machine records were extracted "
-                "without Prime synthesis.",
-                "source_ids": [raw_id],
-                "source_refs": [
-                    {
-                        "source_id": raw_id,
-                        "path": f"raw/subagents/{raw_rel}",
-                        "kind": "raw",
-                        "hash": fnv1a64(raw_bytes),
-                        "hash_alg": HASH_ALG,
-                        "span": None,
-                        "observed_at": observed_at,
-                    }
-                ],
-                "observed_at": observed_at,
-                "agent_id": agent_id,
-                "lane": lane,
-            }
-        ]
-        if session_id in evidence_ids:
-            raise PacketError(
-                f"session id {session_id} already exists",
-                field="id",
-                value=session_id,
-                fix="check evidence.jsonl for hand-made session records",
-            )
-        taken = set(evidence_ids) | {session_id}
-        for record in evidence:
-            if record["id"] in taken:
-                problems.append(
-                    {
-                        "kind": "evidence",
-                        **origins.get(id(record), {}),
-                        "problem": f"duplicate id {record['id']!r}",
-                        "field": "id",
-                        "fix": "give every record a run-unique id",
-                        "text": record["id"],
-                    }
-                )
-                continue
-            taken.add(record["id"])
-            if raw_id not in record["source_ids"]:
-                record["source_ids"].insert(0, raw_id)
-            accepted_evidence.append(record)
-        if blocked is not None:
-            blocker_id = f"ev-blocker-{number:04d}-{slug(lane, 40)}"
-            accepted_evidence.append(
+        try:  # until the session record is appended, nothing cites the raw copy: never leave it orphaned
+            raw_bytes = raw_path.read_bytes()
+            session_id = f"ev-subagent-session-{number:04d}-{slug(lane, 40)}"
+            accepted_evidence = [
                 {
-                    "id": blocker_id,
-                    "kind": "blocker",
-                    "summary": f"BLOCKED: {blocked}",
+                    "id": session_id,
+                    "kind": EvidenceKind.SUBAGENT_SESSION.value,
+                    "summary": f"Captured quarantined subagent output for lane {lane}; machine records were extracted "
+                    "without Prime synthesis.",
                     "source_ids": [raw_id],
+                    "source_refs": [
+                        {
+                            "source_id": raw_id,
+                            "path": f"raw/subagents/{raw_rel}",
+                            "kind": "raw",
+                            "hash": fnv1a64(raw_bytes),
+                            "hash_alg": HASH_ALG,
+                            "span": None,
+                            "observed_at": observed_at,
+                        }
+                    ],
                     "observed_at": observed_at,
                     "agent_id": agent_id,
                     "lane": lane,
                 }
-            )
-        accepted_findings: list[dict] = []
-        taken_findings: set[str] = (
-            set()
-        )  # an id reported in an earlier ingest is a status update, not a clash
-        for record in findings:
-            if record["id"] in taken_findings:
-                problems.append(
-                    {
-                        "kind": "verifier",
-                        **origins.get(id(record), {}),
-                        "problem": f"duplicate id {record['id']!r} in one output",
-                        "field": "id",
-                        "fix": "report each finding once per output",
-                        "text": record["id"],
-                    }
+            ]
+            if session_id in evidence_ids:
+                raise PacketError(
+                    f"session id {session_id} already exists",
+                    field="id",
+                    value=session_id,
+                    fix="check evidence.jsonl for hand-made session records",
                 )
-                continue
-            taken_findings.add(record["id"])
-            if raw_id not in record["source_ids"]:
-                record["source_ids"].insert(0, raw_id)
-            accepted_findings.append(record)
-        finding_ids, _ = scan_ids(run / FINDINGS)
-        accepted_evidence, accepted_findings = _drop_dangling_citations(
-            run, accepted_evidence, accepted_findings, evidence_ids, finding_ids, problems, origins
-        )
-        quarantine_lines = []
-        for rel in (EVIDENCE, FINDINGS):
-            torn = heal_torn_tail(run / rel)
-            if torn is not None:
-                quarantine_lines.append(
-                    compact(
+            taken = set(evidence_ids) | {session_id}
+            for record in evidence:
+                if record["id"] in taken:
+                    problems.append(
                         {
-                            "ingest": raw_id,
-                            "file": rel,
-                            "problem": "torn last line (a write was cut off); removed from the file",
-                            "text": torn[:2000],
+                            "kind": "evidence",
+                            **origins.get(id(record), {}),
+                            "problem": f"duplicate id {record['id']!r}",
+                            "field": "id",
+                            "fix": "give every record a run-unique id",
+                            "text": record["id"],
                         }
                     )
+                    continue
+                taken.add(record["id"])
+                if raw_id not in record["source_ids"]:
+                    record["source_ids"].insert(0, raw_id)
+                accepted_evidence.append(record)
+            if blocked is not None:
+                blocker_id = f"ev-blocker-{number:04d}-{slug(lane, 40)}"
+                accepted_evidence.append(
+                    {
+                        "id": blocker_id,
+                        "kind": EvidenceKind.BLOCKER.value,
+                        "summary": f"BLOCKED: {blocked}",
+                        "source_ids": [raw_id],
+                        "observed_at": observed_at,
+                        "agent_id": agent_id,
+                        "lane": lane,
+                    }
                 )
-        append_lines(run / EVIDENCE, [compact(r) for r in accepted_evidence])
+            accepted_findings: list[dict] = []
+            taken_findings: set[str] = (
+                set()
+            )  # an id reported in an earlier ingest is a status update, not a clash
+            for record in findings:
+                if record["id"] in taken_findings:
+                    problems.append(
+                        {
+                            "kind": "verifier",
+                            **origins.get(id(record), {}),
+                            "problem": f"duplicate id {record['id']!r} in one output",
+                            "field": "id",
+                            "fix": "report each finding once per output",
+                            "text": record["id"],
+                        }
+                    )
+                    continue
+                taken_findings.add(record["id"])
+                if raw_id not in record["source_ids"]:
+                    record["source_ids"].insert(0, raw_id)
+                accepted_findings.append(record)
+            finding_ids, _ = scan_ids(run / FINDINGS)
+            accepted_evidence, accepted_findings = _drop_dangling_citations(
+                run, accepted_evidence, accepted_findings, evidence_ids, finding_ids, problems, origins
+            )
+            quarantine_lines = []
+            for rel in (EVIDENCE, FINDINGS):
+                torn = heal_torn_tail(run / rel)
+                if torn is not None:
+                    quarantine_lines.append(
+                        compact(
+                            {
+                                "ingest": raw_id,
+                                "file": rel,
+                                "problem": "torn last line (a write was cut off); removed from the file",
+                                "text": torn[:2000],
+                            }
+                        )
+                    )
+            append_lines(run / EVIDENCE, [compact(r) for r in accepted_evidence])
+        except BaseException:
+            if in_place is None:
+                raw_path.unlink(missing_ok=True)
+            raise
         append_lines(run / FINDINGS, [compact(r) for r in accepted_findings])
         for problem in problems:
             quarantine_lines.append(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import PacketError
 from .hashing import fnv1a64
-from .layout import EVIDENCE, FINDINGS, MANIFEST, RAW, TASK
+from .layout import EVIDENCE, FINDINGS, MANIFEST, QUARANTINE, RAW, TASK
 from .records import loads_strict
 from .sources import HASH_ALG, MAX_FILE_BYTES
 
@@ -150,7 +150,40 @@ def fingerprint_file(run_dir: Path, rel: str, fingerprint: dict[str, str]) -> by
 def current_fingerprint(run_dir: Path) -> dict[str, str]:
     """sha256 of every compile input, used to tell a stale packet from a fresh one."""
     fingerprint: dict[str, str] = {}
-    for rel in (MANIFEST, TASK, EVIDENCE, FINDINGS):
+    for rel in (MANIFEST, TASK, EVIDENCE, FINDINGS, QUARANTINE):
         fingerprint_file(run_dir, rel, fingerprint)
     walk_raw(run_dir, "", fingerprint)
     return dict(sorted(fingerprint.items()))
+
+
+def read_rejected(run_dir: Path, fingerprint: dict[str, str] | None = None) -> list[dict]:
+    """The quarantine log's lines (records ingest refused), for the packet's ``rejected_records`` section.
+
+    The log is ours, but a hand-edited line must not stop a compile: an unreadable line becomes an entry that
+    says so, so nothing disappears silently.
+    """
+    path = run_dir / QUARANTINE
+    if path.is_symlink():
+        raise PacketError(
+            f"{QUARANTINE} is a symbolic link; run inputs must be the files themselves",
+            field=QUARANTINE,
+            fix=f"replace {QUARANTINE} with a copy of the file it points to",
+        )
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    if fingerprint is not None:
+        fingerprint[QUARANTINE] = hashlib.sha256(data).hexdigest()
+    lines: list[dict] = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = loads_strict(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, dict):
+            obj = {"problem": f"{QUARANTINE} line {number} is not a JSON object"}
+        lines.append(obj)
+    return lines

@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from .errors import PacketError
 
@@ -24,6 +25,7 @@ PACKET = "state/next_pass_packet.json"
 SNAPSHOT = "state/snapshot.json"
 DECISIONS = "state/decision_log.jsonl"
 INPUTS = "state/inputs.json"
+DIGEST = "state/prime_digest.json"
 LOCK = ".mythos-run.lock"
 
 MANIFEST_FIELDS = ("objective_id", "run_id", "branch_id", "pass_id", "created_at")
@@ -72,31 +74,95 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+TEMP_SUFFIX = ".tmp"
+# Directories of a run that atomic writes put temp files in (swept by ``reclaim_temps``).
+TEMP_DIRS = ("", STATE, RAW, SUBAGENTS, "worker-results", "verifier-results", "quarantine")
+
+
 def temp_beside(path: Path) -> tuple[int, str]:
-    """A temp file next to ``path`` with the permissions a plain ``open(path, "w")`` would give (not mkstemp's 0600)."""
+    """A temp file next to ``path``, flock-ed by its writer until it is renamed (see ``reclaim_temps``).
+
+    Permissions are what a plain ``open(path, "w")`` would give (not mkstemp's 0600).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            break
+        os.close(fd)  # a reclaimer took it in the instant before we locked it: make another
     os.fchmod(fd, 0o666 & ~_UMASK)
     return fd, tmp
 
 
-def atomic_write(path: Path, data: bytes | str, *, fsync: bool = True) -> None:
-    """Write via a temp file in the same directory and ``os.replace``: readers see the old or the new file."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+@contextlib.contextmanager
+def atomic_file(path: Path, *, fsync: bool = True) -> Iterator[IO[bytes]]:
+    """Yield a binary file that replaces ``path`` atomically when the block ends without an error.
+
+    The temp file stays open (and flock-ed) until after ``os.replace``, so a concurrent ``reclaim_temps`` can tell
+    a temp whose writer is alive from one left by a writer killed with ``kill -9``.
+    """
     fd, tmp = temp_beside(path)
+    handle = os.fdopen(fd, "wb")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        yield handle
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        handle.close()
     if fsync:
         _fsync_dir(path.parent)
+
+
+def atomic_write(path: Path, data: bytes | str, *, fsync: bool = True) -> None:
+    """Write via a temp file in the same directory and ``os.replace``: readers see the old or the new file."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_file(path, fsync=fsync) as handle:
+        handle.write(payload)
+
+
+def reclaim_temps(run_dir: Path) -> list[str]:
+    """Delete temp files whose writer died (``kill -9``, power loss); return their run-relative paths.
+
+    A live writer holds an flock on its temp file until the rename; the kernel drops it when the writer dies, so
+    a temp we can lock is an orphan. Compile calls this before reading its inputs (an orphan under raw/ would
+    otherwise be hashed into the packet).
+    """
+    removed: list[str] = []
+    for rel in TEMP_DIRS:
+        directory = run_dir / rel if rel else run_dir
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live writer holds it
+            try:
+                os.unlink(entry.path)
+                removed.append(f"{rel}/{entry.name}" if rel else entry.name)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:

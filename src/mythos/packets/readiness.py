@@ -14,6 +14,7 @@ from .ingest import ingest_text
 from .layout import PACKET
 from .runs import init_run
 from .schema import validate
+from .vocab import EvidenceKind, FindingStatus
 
 
 def lane_output(agent: str, line: int, claim: str, *, finding: str | None = None) -> str:
@@ -23,7 +24,7 @@ def lane_output(agent: str, line: int, claim: str, *, finding: str | None = None
         + json.dumps(
             {
                 "id": f"ev-{agent}-1",
-                "kind": "observation",
+                "kind": EvidenceKind.OBSERVATION.value,
                 "summary": claim,
                 "source_ids": [f"file:src/app.py:{line}"],
             }
@@ -37,7 +38,7 @@ def lane_output(agent: str, line: int, claim: str, *, finding: str | None = None
                 {
                     "id": f"vf-{agent}-1",
                     "summary": finding,
-                    "status": "passed",
+                    "status": FindingStatus.PASSED.value,
                     "verifier_score": 1.0,
                     "source_ids": ["test:tests/test_app.py::test_lines"],
                 }

@@ -7,6 +7,7 @@ serde's struct order in the reference, which the byte-for-byte packet depends on
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -44,7 +45,6 @@ FINDING_FIELDS = (
 # observed_at is stamped on findings at ingest (as the reference does) but is not part of a packet finding.
 FINDING_ACCEPTED = (*FINDING_FIELDS, "observed_at")
 REF_FIELDS = ("source_id", "path", "kind", "hash", "hash_alg", "span", "observed_at")
-FINDING_STATUSES = ("pending", "proposed", "passed", "failed", "skipped")
 
 _intern = sys.intern
 
@@ -64,9 +64,36 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if type(value) is dict:
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if type(value) is list:
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
 def loads_strict(text: str) -> Any:
-    """``json.loads`` without NaN/Infinity and without silently merged duplicate keys."""
-    return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    """``json.loads`` without NaN/Infinity, without silently merged duplicate keys, and without lone surrogates.
+
+    ``"\\ud800"`` is valid JSON text but not a Unicode string: it cannot be written back as UTF-8, so it is
+    refused here (the reference's parser rejects it too) instead of crashing the writer later.
+    """
+    value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise ValueError(
+            "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair); "
+            "write the character itself or a valid surrogate pair"
+        )
+    return value
 
 
 def _problem(where: str, field: str, message: str, fix: str, value: object = None) -> PacketError:

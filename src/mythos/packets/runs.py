@@ -9,11 +9,18 @@ from pathlib import Path
 from .appendlog import compact
 from .errors import PacketError
 from .layout import EVIDENCE, FINDINGS, MANIFEST, STATE, SUBAGENTS, TASK, atomic_write, write_manifest
+from .vocab import EvidenceKind, FindingStatus
 
 SYNTHESIS_PENDING_ID = "vf-synthesis-pending"
 
 
-def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = None) -> Path:
+def init_run(
+    run_dir: str | Path,
+    *,
+    task: str = "",
+    root: str | Path | None = None,
+    contradictions: str | None = None,
+) -> Path:
     """Create a run (see docs/packets.md) and compile its first packet, so Prime always has one to read."""
     run = Path(run_dir)
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
@@ -66,7 +73,7 @@ def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = N
         compact(
             {
                 "id": "ev-objective",
-                "kind": "objective",
+                "kind": EvidenceKind.OBJECTIVE.value,
                 "summary": objective,
                 "source_ids": ["raw:objective.md"],
                 "observed_at": created_at,
@@ -80,7 +87,7 @@ def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = N
             {
                 "id": SYNTHESIS_PENDING_ID,
                 "summary": "Prime has not yet recorded a synthesis of the compiled packet",
-                "status": "pending",
+                "status": FindingStatus.PENDING.value,
                 "verifier_score": 0.0,
                 "source_ids": ["raw:objective.md"],
             }
@@ -91,5 +98,5 @@ def init_run(run_dir: str | Path, *, task: str = "", root: str | Path | None = N
     assert (run / MANIFEST).is_file()
     from .compiler import compile_run
 
-    compile_run(run, root=root, return_packet=False)
+    compile_run(run, root=root, return_packet=False, contradictions=contradictions)
     return run

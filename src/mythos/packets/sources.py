@@ -10,13 +10,11 @@ from pathlib import Path
 
 from .errors import PacketError
 from .hashing import fnv1a64, line_count
+from .vocab import DIRECT_PREFIXES
 
-# Prefixes whose ids must carry a matching source_ref on the same record.
-DIRECT_PREFIXES = ("file:", "command:", "test:", "log:")
 # Prefixes the contradiction detector groups by. The reference leaves out log:; we keep log: in (it is direct
 # evidence everywhere else, so two agents disagreeing about one log are a contradiction too).
 CONTRADICTION_PREFIXES = DIRECT_PREFIXES
-REF_KINDS = ("file", "raw", "command", "test", "log", "packet", "verifier", "evidence", "objective")
 HASH_ALG = "fnv1a-64"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -56,7 +54,7 @@ def check_relative_path(path: str, *, field: str) -> None:
         )
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or path.startswith("~"):
         raise PacketError(
-            f"file path {path!r} is absolute; packets must not leak machine paths",
+            f"file path {path!r} is absolute; packets must not leak machine-specific paths",
             field=field,
             value=path,
             fix="cite the path relative to the source root (see --root)",
@@ -93,6 +91,24 @@ class SourceFiles:
                 fix="cite only files inside the source root; symlinks and '..' may not leave it",
             )
         return real
+
+    def root_relative(self, path: str) -> str | None:
+        """An absolute ``path`` inside the root as a root-relative POSIX path; None when it is not one.
+
+        Subagents cite absolute paths all the time; the reference rewrote those inside its root, so we do too.
+        The path is matched as written (after collapsing ``.``/``..``) and, failing that, with symlinks resolved
+        (``/tmp`` vs ``/private/tmp``); anything outside the root is left for ``resolve`` to refuse.
+        """
+        if not path.startswith("/"):
+            return None
+        for candidate in (Path(os.path.normpath(path)), Path(os.path.realpath(path))):
+            try:
+                rel = candidate.relative_to(self.root)
+            except ValueError:
+                continue
+            text = rel.as_posix()
+            return text if text not in ("", ".") else None
+        return None
 
     def facts(self, path: str, *, field: str = "path") -> FileFacts:
         cached = self._cache.get(path)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .compiler import is_stale
+from .compiler import packet_state
 from .layout import PACKET, QUARANTINE, read_manifest, require_run_dir
+from .vocab import FindingStatus
 
 
 def run_status(run_dir: str | Path) -> dict:
@@ -17,6 +18,7 @@ def run_status(run_dir: str | Path) -> dict:
         "pass_id": manifest["pass_id"],
         "packet": None,
         "stale": True,
+        "packet_state": "missing",
         "evidence": 0,
         "verifier_findings": 0,
         "failing_findings": 0,
@@ -30,12 +32,14 @@ def run_status(run_dir: str | Path) -> dict:
         packet = None
     if isinstance(packet, dict):
         findings = packet.get("verifier_findings", [])
+        state = packet_state(run)
         status.update(
             packet=str(run / PACKET),
-            stale=is_stale(run),
+            stale=state != "fresh",
+            packet_state=state,
             evidence=len(packet.get("evidence", [])),
             verifier_findings=len(findings),
-            failing_findings=sum(f.get("status") != "passed" for f in findings),
+            failing_findings=sum(f.get("status") != FindingStatus.PASSED for f in findings),
             contradictions=len(packet.get("contradictions", [])),
             halt=(packet.get("halt_signals") or [{}])[0].get("kind"),
         )

@@ -9,6 +9,7 @@ from .appendlog import append_lines, compact, heal_torn_tail
 from .errors import PacketError
 from .ingest import now_iso
 from .layout import EVIDENCE, FINDINGS, atomic_write, read_manifest, run_lock, write_manifest
+from .vocab import EvidenceKind, FindingStatus
 
 # Both seeds count: ours (init) and the reference driver's, so reference-made runs can advance too.
 PENDING_IDS = ("vf-synthesis-pending", "vf-codex-synthesis-pending")
@@ -56,9 +57,15 @@ def record_synthesis_inputs(run, text: str) -> str:
                 obj = json.loads(line) if line.strip() else None
             except ValueError:
                 obj = None
-            if isinstance(obj, dict) and obj.get("id") in PENDING_IDS and obj.get("status") != "passed":
+            if (
+                isinstance(obj, dict)
+                and obj.get("id") in PENDING_IDS
+                and obj.get("status") != FindingStatus.PASSED
+            ):
                 obj.update(
-                    status="passed", verifier_score=0.9, summary=f"Synthesis consumed packet state: {summary}"
+                    status=FindingStatus.PASSED.value,
+                    verifier_score=0.9,
+                    summary=f"Synthesis consumed packet state: {summary}",
                 )
                 obj["source_ids"] = list(dict.fromkeys([*(obj.get("source_ids") or []), raw_id]))
                 line = compact(obj)
@@ -70,7 +77,7 @@ def record_synthesis_inputs(run, text: str) -> str:
                     {
                         "id": f"vf-synthesis-{pass_id}",
                         "summary": f"Synthesis consumed packet state: {summary}",
-                        "status": "passed",
+                        "status": FindingStatus.PASSED.value,
                         "verifier_score": 0.9,
                         "source_ids": [raw_id],
                     }
@@ -84,7 +91,7 @@ def record_synthesis_inputs(run, text: str) -> str:
                 compact(
                     {
                         "id": f"ev-synthesis-{pass_id}",
-                        "kind": "codex-synthesis",
+                        "kind": EvidenceKind.CODEX_SYNTHESIS.value,
                         "summary": summary,
                         "source_ids": [raw_id],
                         "observed_at": observed_at,

@@ -1,4 +1,5 @@
-"""LLM backends behind one small async protocol: OpenAI-compatible servers, Anthropic, and a scripted fake.
+"""LLM backends behind one small async protocol: OpenAI-compatible servers and Anthropic (the scripted and
+replay backends live in ``scripted.py``).
 
 A backend makes exactly one attempt per ``complete`` call and classifies every failure into a
 ``BackendError`` kind; retries, repair and deadlines live in the engine (``calls.py``) so they can be counted
@@ -7,8 +8,8 @@ and recorded. SDK retries are switched off (``max_retries=0``) for the same reas
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+import json
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,11 +20,13 @@ JSON_MODES = ("off", "object", "schema")
 
 
 class BackendError(Exception):
-    """One failed attempt. ``kind`` is one of: timeout, connection, http_429, http_5xx, http_4xx, garbage."""
+    """One failed attempt. ``kind`` is one of: timeout, connection, http_429, http_5xx, http_4xx, garbage
+    (replays add deadline, run_deadline, cancelled). ``retry_after``: seconds the server asked us to wait."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.kind = kind
+        self.retry_after = retry_after
 
     @property
     def retryable(self) -> bool:
@@ -63,6 +66,80 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def retry_after_s(headers) -> float | None:
+    """Seconds from a ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms`` header; None if absent."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def status_error(status: int, message: str, headers=None) -> BackendError:
+    """A BackendError for an HTTP error status, with the server's own words (the real cause) kept."""
+    return BackendError(_status_kind(status), f"HTTP {status}: {message[:300]}", retry_after_s(headers))
+
+
+def _error_message(exc) -> str:
+    """The server's own error text (``{"error": {"message": …}}`` or the body), not the SDK's wrapper."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    return str(getattr(exc, "message", "") or exc)
+
+
+def _from_events(text: str, messages: list[Message], model: str) -> Completion:
+    """Parse a server-sent-events body (``data: {chunk}`` lines) into one completion."""
+    parts: list[str] = []
+    finish = None
+    usage = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise BackendError("garbage", f"an event is not JSON ({data[:80]!r})") from None
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            content = (choice.get("delta") or choice.get("message") or {}).get("content")
+            if content:
+                parts.append(content)
+            finish = choice.get("finish_reason") or finish
+    joined = "".join(parts)
+    if usage and usage.get("prompt_tokens") is not None:
+        return Completion(
+            joined, usage["prompt_tokens"], usage.get("completion_tokens") or 0, False, finish, model
+        )
+    tokens_in = sum(estimate_tokens(m["content"]) for m in messages)
+    return Completion(joined, tokens_in, estimate_tokens(joined), True, finish, model)
+
+
 def _status_kind(status: int) -> str:
     if status == 429:
         return "http_429"
@@ -83,6 +160,7 @@ class OpenAIBackend:
         base_url: str | None = None,
         api_key: str | None = None,
         json_mode: str | bool = "off",
+        stream: bool = False,
     ):
         import openai
 
@@ -96,6 +174,8 @@ class OpenAIBackend:
         if mode not in JSON_MODES:
             raise ValueError(f"json_mode={json_mode!r} is invalid: use one of {', '.join(JSON_MODES)}")
         self.json_mode = mode
+        self.stream = stream  # also switched on when the server turns out to stream only
+        self.on_text = None  # called with each streamed piece of text (``mythos think --stream``)
         # a placeholder key keeps local servers (which ignore it) from failing on a missing key
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
@@ -120,25 +200,42 @@ class OpenAIBackend:
                 "type": "json_schema",
                 "json_schema": {"name": schema.get("title", "reply"), "schema": schema},
             }
+        request = dict(
+            model=self.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout=timeout,
+            **extra,
+        )
         try:
-            response = await self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                timeout=timeout,
-                **extra,
-            )
+            if self.stream:
+                return await self._streamed(request, messages)
+            response = await self.client.chat.completions.create(**request)
         except openai.APITimeoutError as exc:
             raise BackendError("timeout", f"no response within {timeout:.1f}s") from exc
         except openai.APIConnectionError as exc:
             raise BackendError("connection", f"cannot reach the server: {exc}") from exc
         except openai.APIStatusError as exc:
-            raise BackendError(
-                _status_kind(exc.status_code), f"HTTP {exc.status_code}: {str(exc)[:200]}"
-            ) from exc
+            message = _error_message(exc)
+            if not self.stream and exc.status_code == 400 and "stream" in message.lower():
+                self.stream = True  # a server that only streams says so in a 400: switch and try again
+                return await self.complete(
+                    messages,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    timeout=timeout,
+                    tag=tag,
+                    schema=schema,
+                )
+            raise status_error(exc.status_code, message, getattr(exc.response, "headers", None)) from exc
         except openai.APIResponseValidationError as exc:
             raise BackendError("garbage", f"the response body is not a chat completion: {exc}") from exc
+        if isinstance(response, str) and response.lstrip().startswith("data:"):
+            # a streaming-only server answered a plain request with server-sent events: read them, and
+            # stream from now on
+            self.stream = True
+            return _from_events(response, messages, self.model)
         # An HTTP 200 with an HTML/plain body comes back as a str, not a completion object.
         choices = getattr(response, "choices", None)
         if not choices:
@@ -159,6 +256,59 @@ class OpenAIBackend:
             finish_reason=getattr(choices[0], "finish_reason", None),
             model=getattr(response, "model", "") or self.model,
         )
+
+    async def _streamed(self, request: dict, messages: list[Message]) -> Completion:
+        """The same request with ``stream=True``; chunks are joined, usage read from the last one if sent."""
+        stream = await self.client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        parts: list[str] = []
+        finish = None
+        usage = None
+        model = self.model
+        async for chunk in stream:
+            model = getattr(chunk, "model", None) or model
+            if getattr(chunk, "usage", None) is not None:
+                usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or []:
+                delta = getattr(choice, "delta", None)
+                if delta is not None and getattr(delta, "content", None):
+                    parts.append(delta.content)
+                    if self.on_text is not None:
+                        self.on_text(delta.content)
+                finish = getattr(choice, "finish_reason", None) or finish
+        text = "".join(parts)
+        if usage is not None and getattr(usage, "prompt_tokens", None) is not None:
+            tokens_in, tokens_out, estimated = usage.prompt_tokens, usage.completion_tokens or 0, False
+        else:
+            tokens_in = sum(estimate_tokens(m["content"]) for m in messages)
+            tokens_out, estimated = estimate_tokens(text), True
+        return Completion(text, tokens_in, tokens_out, estimated, finish, model)
+
+    async def server_slots(self, timeout: float = 2.0) -> int | None:
+        """How many requests the server decodes at once, where it says (llama.cpp's ``/props``
+        ``total_slots`` or the length of ``/slots``); None for servers that do not report it."""
+        import httpx
+
+        root = str(self.client.base_url).rstrip("/")
+        root = root[: -len("/v1")] if root.endswith("/v1") else root
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                for path in ("/props", "/slots"):
+                    try:
+                        response = await client.get(root + path)
+                    except httpx.HTTPError:
+                        return None
+                    if response.status_code != 200:
+                        continue
+                    data = response.json()
+                    if isinstance(data, dict) and isinstance(data.get("total_slots"), int):
+                        return data["total_slots"] if data["total_slots"] > 0 else None
+                    if isinstance(data, list) and data:
+                        return len(data)
+        except (ValueError, httpx.HTTPError):
+            return None
+        return None
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -199,8 +349,8 @@ class AnthropicBackend:
         except anthropic.APIConnectionError as exc:
             raise BackendError("connection", f"cannot reach the server: {exc}") from exc
         except anthropic.APIStatusError as exc:
-            raise BackendError(
-                _status_kind(exc.status_code), f"HTTP {exc.status_code}: {str(exc)[:200]}"
+            raise status_error(
+                exc.status_code, _error_message(exc), getattr(exc.response, "headers", None)
             ) from exc
         except anthropic.APIResponseValidationError as exc:
             raise BackendError("garbage", f"the response body is not a message: {exc}") from exc
@@ -225,143 +375,3 @@ class AnthropicBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
-
-
-# ------------------------------------------------------------------------------------------------- scripted
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A scripted failure: ``hang`` sleeps until cancelled; the others raise or return what the kind says."""
-
-    kind: str  # hang | timeout | connection | http_429 | http_5xx | http_4xx | garbage | empty | text
-    text: str = ""
-
-
-@dataclass(frozen=True)
-class ScriptedRequest:
-    tag: str
-    messages: list[Message]
-    attempt: int  # 1-based count of requests with this tag so far
-
-
-Responder = Callable[[ScriptedRequest], "str | Fault | Awaitable[str | Fault]"]
-
-
-class ScriptedBackend:
-    """Deterministic in-process backend: a responder maps each request (by tag) to a reply or a Fault.
-
-    Token counts are whitespace word counts of the prompt and the reply — the scripted backend's own exact
-    accounting, so tests can assert sums. ``latency`` (seconds per call, or a function of the tag) lets
-    tests and benchmarks exercise real concurrency without a network.
-    """
-
-    name = "scripted"
-
-    def __init__(
-        self,
-        responder: Responder | None = None,
-        *,
-        model: str = "scripted",
-        latency: float | Callable[[str], float] = 0.0,
-    ):
-        if responder is None:
-            from mythos.reason.canned import canned_responder
-
-            responder = canned_responder()
-        self.responder = responder
-        self.model = model
-        self.latency = latency
-        self.requests: list[ScriptedRequest] = []
-        self._attempts: dict[str, int] = {}
-
-    async def complete(
-        self,
-        messages: list[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout: float,
-        tag: str,
-        schema: dict | None = None,
-    ) -> Completion:
-        self._attempts[tag] = self._attempts.get(tag, 0) + 1
-        request = ScriptedRequest(tag=tag, messages=list(messages), attempt=self._attempts[tag])
-        self.requests.append(request)
-        delay = self.latency(tag) if callable(self.latency) else self.latency
-        if delay > timeout:
-            await asyncio.sleep(timeout)
-            raise BackendError("timeout", f"no response within {timeout:.1f}s")
-        if delay:
-            await asyncio.sleep(delay)
-        reply = self.responder(request)
-        if asyncio.iscoroutine(reply) or isinstance(reply, Awaitable):
-            reply = await reply
-        if isinstance(reply, Fault):
-            if reply.kind == "hang":
-                await asyncio.sleep(timeout)
-                raise BackendError("timeout", f"no response within {timeout:.1f}s")
-            if reply.kind == "empty":
-                reply = ""
-            elif reply.kind == "text":
-                reply = reply.text
-            else:
-                raise BackendError(reply.kind, reply.text or f"scripted {reply.kind}")
-        prompt_words = sum(len(m["content"].split()) for m in messages)
-        return Completion(
-            text=reply,
-            tokens_in=prompt_words,
-            tokens_out=len(reply.split()),
-            finish_reason="stop",
-            model=self.model,
-        )
-
-    async def aclose(self) -> None:
-        return None
-
-
-class ReplayBackend:
-    """Re-runs a recorded run offline: each tag gets back exactly what its attempts got the first time.
-
-    The engine is deterministic given its replies, so a replay reproduces the route, rounds, halting and
-    rendered text of the original run (timings aside) — the run record is a test fixture.
-    """
-
-    name = "replay"
-
-    def __init__(self, record: dict):
-        self.model = str(record.get("backend", {}).get("model", "replay"))
-        self.replies: dict[str, list[dict[str, str]]] = {}
-        for call in record.get("calls", []):
-            self.replies.setdefault(call["tag"], []).extend(call.get("replies", []))
-        self._next: dict[str, int] = {}
-
-    async def complete(
-        self,
-        messages: list[Message],
-        *,
-        max_tokens: int,
-        temperature: float,
-        timeout: float,
-        tag: str,
-        schema: dict | None = None,
-    ) -> Completion:
-        index = self._next.get(tag, 0)
-        self._next[tag] = index + 1
-        recorded = self.replies.get(tag, [])
-        if index >= len(recorded):
-            raise BackendError("http_4xx", f"the recording has no reply #{index + 1} for {tag!r}")
-        reply = recorded[index]
-        if "error" in reply:
-            raise BackendError(reply["error"], f"recorded {reply['error']}")
-        text = reply.get("text", "")
-        return Completion(
-            text=text,
-            tokens_in=sum(len(m["content"].split()) for m in messages),
-            tokens_out=len(text.split()),
-            estimated=True,
-            model=self.model,
-        )
-
-    async def aclose(self) -> None:
-        return None

@@ -1,21 +1,18 @@
-"""``mythos calibrate``: the five calibration questions across modes, scored from the run records.
+"""Calibration: the five calibration questions across modes, scored from the run records (the library
+behind ``mythos calibrate``; the command lives in ``cli.py``).
 
 Two scores, as the protocol asks (§10.2/§10.4): the *upstream-literal* 38 checks of the original runner,
 computed automatically, and *engine-extended* checks (footers, halting, budgets, header counts, parallel
 evidence). Every check is tagged structural (decided by the engine) or content (decided by the model's
-words: keywords, preserved tension); on the scripted backend both must pass, on a real model the content
-share is what calibration is for.
+words: keywords, preserved tension). The scripted and replay backends measure structure only: their content
+checks are reported as not applicable (their words are canned), never as passed.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import re
-import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mythos.reason.backends import LLMBackend
@@ -102,7 +99,9 @@ VISIBLE_ROUNDS = re.compile(r"^#{2,3} (Round|Subagent|Prelude)\b", re.MULTILINE)
 FOOTERS = {
     "direct": re.compile(r"^\*Depth: 0 rounds\. Mode: direct\.\*$", re.MULTILINE),
     "silent": re.compile(
-        r"^\*Depth: \d+ latent passes\. Mode: silent( \(single call\))?\. Lens path: .+\.\*$"
+        r"^\*Depth: \d+ latent passes\. Mode: silent\. Lens path: .+\.\*$"
+        r"|^\*Depth: 1 call \(\d+ lens passes planned, not observable\)\. Mode: silent \(single call\)\. "
+        r"Planned lens path: .+\.\*$"
         r"|^\*Lens path: .+\(\d+ rounds?, converged\)\.\*$",
         re.MULTILINE,
     ),
@@ -115,6 +114,9 @@ FOOTERS = {
 }
 
 
+STRUCTURE_ONLY = ("scripted", "replay")  # backends whose words are canned: content checks do not apply
+
+
 @dataclass
 class Check:
     name: str
@@ -122,6 +124,7 @@ class Check:
     kind: str  # structural | content
     suite: str  # upstream | extended
     detail: str = ""
+    applicable: bool = True  # False: a content check on a backend that measures structure only
 
 
 @dataclass
@@ -159,9 +162,14 @@ def score(run: CaseRun) -> list[Check]:
     text = rec.rendered
     checks: list[Check] = []
 
+    structure_only = rec.backend.get("name") in STRUCTURE_ONLY
+
     def add(
         name: str, passed: bool, kind: str = "structural", suite: str = "upstream", detail: str = ""
     ) -> None:
+        if kind == "content" and structure_only:
+            checks.append(Check(name, False, kind, suite, "not applicable: canned words", applicable=False))
+            return
         checks.append(Check(name, bool(passed), kind, suite, detail))
 
     if mode == "silent":
@@ -273,12 +281,14 @@ async def run_calibration(
 
 def summarize(runs: list[CaseRun]) -> dict:
     def tally(checks: list[Check]) -> dict:
-        passed = sum(c.passed for c in checks)
+        scored = [c for c in checks if c.applicable]
+        passed = sum(c.passed for c in scored)
         return {
             "checks": len(checks),
             "pass": passed,
-            "fail": len(checks) - passed,
-            "pass_rate": round(100.0 * passed / len(checks), 1) if checks else 100.0,
+            "fail": len(scored) - passed,
+            "not_applicable": len(checks) - len(scored),
+            "pass_rate": round(100.0 * passed / len(scored), 1) if scored else None,
         }
 
     main = [r for r in runs if not r.literal]
@@ -308,17 +318,23 @@ def report_markdown(runs: list[CaseRun], summary: dict, backend: LLMBackend, sta
         "(silent runs of the c>=4 cases use `quick`, [D-28]; their literal upstream invocations are scored "
         "separately at the end).",
         "",
-        "| score | checks | pass | fail | pass % |",
-        "|---|---:|---:|---:|---:|",
+        "Content checks on the scripted/replay backends are not applicable (n/a): their words are canned.",
+        "",
+        "| score | checks | pass | fail | n/a | pass % of applicable |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for key in ("upstream_literal", "structural", "content", "engine_extended"):
         t = summary[key]
         lines.append(
-            f"| {key.replace('_', ' ')} | {t['checks']} | {t['pass']} | {t['fail']} | {t['pass_rate']} |"
+            f"| {key.replace('_', ' ')} | {t['checks']} | {t['pass']} | {t['fail']} | {t['not_applicable']} "
+            f"| {t['pass_rate'] if t['pass_rate'] is not None else 'n/a'} |"
         )
-    lines += ["", "| mode | checks | pass | fail | pass % |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "| mode | checks | pass | fail | n/a | pass % |", "|---|---:|---:|---:|---:|---:|"]
     for mode, t in summary["by_mode"].items():
-        lines.append(f"| {mode} | {t['checks']} | {t['pass']} | {t['fail']} | {t['pass_rate']} |")
+        rate = t["pass_rate"] if t["pass_rate"] is not None else "n/a"
+        lines.append(
+            f"| {mode} | {t['checks']} | {t['pass']} | {t['fail']} | {t['not_applicable']} | {rate} |"
+        )
     for run in runs:
         rec = run.record
         assert rec is not None
@@ -332,7 +348,7 @@ def report_markdown(runs: list[CaseRun], summary: dict, backend: LLMBackend, sta
             "",
         ]
         for check in run.checks:
-            mark = "PASS" if check.passed else "FAIL"
+            mark = "N/A" if not check.applicable else "PASS" if check.passed else "FAIL"
             detail = f" — {check.detail}" if check.detail else ""
             lines.append(f"- [{mark}] {check.name} ({check.kind}, {check.suite}){detail}")
     t = summary["literal_silent_variants"]
@@ -351,103 +367,27 @@ def report_markdown(runs: list[CaseRun], summary: dict, backend: LLMBackend, sta
     return "\n".join(lines) + "\n"
 
 
-def calibrate_cli(argv: list[str]) -> int:
-    from mythos.reason.cli import backend_options, engine_config
-    from mythos.reason.config import (
-        NotConfigured,
-        build_backend,
-        load_config_file,
-        resolve_settings,
-        write_atomic,
-    )
+def write_report(runs: list[CaseRun], summary: dict, backend: LLMBackend, out: Path, stamp: str) -> Path:
+    """Write the markdown report and its JSON twin (atomically) under ``out``; returns the markdown path."""
+    from mythos.reason.config import write_atomic
 
-    parser = argparse.ArgumentParser(
-        prog="mythos calibrate",
-        description="Run the five calibration questions across modes and score the "
-        "structural checks from the run records.",
-    )
-    parser.add_argument(
-        "--scripted", action="store_true", help="use the built-in scripted backend (no model)"
-    )
-    parser.add_argument(
-        "--out",
-        default="calibration-reports",
-        help="directory for the report (default ./calibration-reports)",
-    )
-    parser.add_argument("--cases", help="comma-separated case ids, e.g. Q1,Q3 (default: all five)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    backend_options(parser)
-    args = parser.parse_args(argv)
-    try:
-        file_cfg = load_config_file(args.config)
-        settings = resolve_settings(
-            provider="scripted" if args.scripted else args.provider,
-            base_url=args.base_url,
-            model=args.model,
-            file_cfg=file_cfg,
-            json_mode=args.json_mode,
-        )
-        cfg = engine_config(args, file_cfg).validate()
-        cfg.packets_dir = str(Path(args.out) / "packets")
-        backend = build_backend(settings)
-    except NotConfigured as exc:
-        print(str(exc).replace("mythos think", "mythos calibrate").rstrip(), file=sys.stderr)
-        print("(or run the suite on the scripted backend: mythos calibrate --scripted)", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"mythos calibrate: {exc}", file=sys.stderr)
-        return 2
-    if settings.provider == "scripted":
-        backend.latency = 0.03  # a little service time, so parallel overlap is measured, not assumed
-    case_ids = [c.strip().upper() for c in args.cases.split(",")] if args.cases else None
-    known = {c.id for c in CASES}
-    if case_ids and not set(case_ids) <= known:
-        print(
-            f"mythos calibrate: unknown case id(s) {sorted(set(case_ids) - known)}; use {sorted(known)}",
-            file=sys.stderr,
-        )
-        return 2
-
-    async def main() -> list[CaseRun]:
-        try:
-            return await run_calibration(backend, cfg, case_ids)
-        finally:
-            await backend.aclose()
-
-    runs = asyncio.run(main())
-    summary = summarize(runs)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
-    out = Path(args.out)
     path = out / f"calibration-report-{stamp}.md"
     write_atomic(path, report_markdown(runs, summary, backend, stamp))
-    write_atomic(
-        path.with_suffix(".json"),
-        json.dumps(
+    payload = {
+        "summary": summary,
+        "runs": [
             {
-                "summary": summary,
-                "runs": [
-                    {
-                        "case": r.case.id,
-                        "mode": r.mode,
-                        "invocation": r.invocation,
-                        "literal": r.literal,
-                        "checks": [c.__dict__ for c in r.checks],
-                        "record": r.record.to_dict() if r.record else None,
-                    }
-                    for r in runs
-                ],
-            },
-            indent=1,
-            sort_keys=True,
-            ensure_ascii=False,
-        )
-        + "\n",
+                "case": r.case.id,
+                "mode": r.mode,
+                "invocation": r.invocation,
+                "literal": r.literal,
+                "checks": [c.__dict__ for c in r.checks],
+                "record": r.record.to_dict() if r.record else None,
+            }
+            for r in runs
+        ],
+    }
+    write_atomic(
+        path.with_suffix(".json"), json.dumps(payload, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     )
-    if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        for key in ("upstream_literal", "structural", "content", "engine_extended"):
-            t = summary[key]
-            print(f"{key.replace('_', ' '):>17}: {t['pass']}/{t['checks']} ({t['pass_rate']} %)")
-        print(f"report: {path}")
-    return 0 if summary["structural"]["fail"] == 0 else 1
+    return path

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mythos.reason.backends import Fault, ScriptedRequest
+from mythos.reason import prompts
 from mythos.reason.lenses import LENSES, base_lens
+
+if TYPE_CHECKING:
+    from mythos.reason.scripted import Fault, ScriptedRequest
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,6 @@ class CannedPlan:
     sequence: tuple[str, ...] | None = None
     sequence_reason: str | None = None
     round_status: dict[int, str] = field(default_factory=lambda: {4: "stable"})
-    answer_terms: tuple[str, ...] = ()
     topic: str = "the question"
 
 
@@ -35,7 +37,6 @@ CALIBRATION_PLANS: dict[str, CannedPlan] = {
         checks=("ambiguous_tradeoffs", "hidden_assumptions"),
         drivers=("Trade-offs",),
         round_status={3: "stable"},
-        answer_terms=("concurrent", "framing"),
         topic="the embedded database choice",
     ),
     "Our startup has 3 months of runway and our product has good reviews but declining retention. Pivot or stay?": CannedPlan(
@@ -46,7 +47,6 @@ CALIBRATION_PLANS: dict[str, CannedPlan] = {
         sequence_reason="a bet-the-company choice: enumerate alternatives, learn from startup failure "
         "patterns, then weigh the trade-offs",
         round_status={5: "stable"},
-        answer_terms=("alternative", "pivot", "stay"),
         topic="the runway decision",
     ),
     "Design a caching strategy for a read-heavy API serving 10M users": CannedPlan(
@@ -55,14 +55,12 @@ CALIBRATION_PLANS: dict[str, CannedPlan] = {
         problem_type="technical_design",
         sequence_reason="a technical design: boundaries break caches",
         round_status={3: "stable"},
-        answer_terms=("stampede", "expiry", "cold"),
         topic="the cache design",
     ),
     "What would make our code review process 10x more effective?": CannedPlan(
         checks=("multi_hop", "ambiguous_tradeoffs", "hidden_assumptions"),
         drivers=("Hidden assumptions",),
         round_status={3: "breakthrough", 4: "stable"},
-        answer_terms=("bottleneck", "framing", "quality"),
         topic="the review process",
     ),
     "Is it ethical to train AI on public web data without consent?": CannedPlan(
@@ -71,7 +69,6 @@ CALIBRATION_PLANS: dict[str, CannedPlan] = {
         problem_type="debate",
         sequence_reason="a contested ethical question: build both sides before judging",
         round_status={5: "stable"},
-        answer_terms=("tension", "indeterminate", "framework"),
         topic="consent and public data",
     ),
 }
@@ -182,11 +179,12 @@ def _merge(messages: list[dict[str, str]], plan: CannedPlan) -> dict[str, Any]:
 
 
 def _coda(plan: CannedPlan, tag: str) -> dict[str, Any]:
-    terms = ", ".join(plan.answer_terms) if plan.answer_terms else "the stated constraints"
+    # Structure only: the answer never contains a calibration case's keywords, so a content check run on the
+    # scripted backend could not pass by construction (calibration reports them as not applicable).
     return {
         "trajectory": [f"{tag}: the steps above"],
         "cross_check": "consistent with every step",
-        "final_answer": f"For {plan.topic}, the answer depends on {terms}; choose the option whose failure "
+        "final_answer": f"For {plan.topic}, the answer depends on the stated constraints; choose the option whose failure "
         "modes you can afford and revisit it when the constraints change.",
         "residual_uncertainty": ["the real workload and constraints are assumed, not measured"],
         "load_bearing_assumptions": f"the constraints of {plan.topic} are as stated",
@@ -207,16 +205,18 @@ def canned_reply(tag: str, messages: list[dict[str, str]]) -> str:
         data = _subagent(parts[1], parts[2], plan)
     elif phase == "merge":
         data = _merge(messages, plan)
+    elif phase == "verify":
+        data = {"verdict": "unsure", "check": "the scripted backend cannot check an answer"}
+    elif phase == "sample":
+        data = {"reasoning": f"{tag}: the steps", "final_answer": f"the constraints of {plan.topic}"}
     else:  # coda, direct, silent
         data = _coda(plan, tag)
     return json.dumps(data, ensure_ascii=False)
 
 
 def tag_of(messages: list[dict[str, str]]) -> str:
-    for message in messages:
-        if message["role"] == "system" and message["content"].startswith("mythos-call: "):
-            return message["content"].split("\n", 1)[0][len("mythos-call: ") :].strip()
-    return "coda"
+    """The call's tag (``prompts.tag_of``), or "coda" for a prompt without one."""
+    return prompts.tag_of(messages) or "coda"
 
 
 def canned_responder(faults: dict[str, Fault | list[Fault | None]] | None = None):
@@ -236,3 +236,23 @@ def canned_responder(faults: dict[str, Fault | list[Fault | None]] | None = None
         return canned_reply(request.tag, request.messages)
 
     return respond
+
+
+PHASE_MODELS = {
+    "prelude": "PreludeReply",
+    "reprelude": "PreludeReply",
+    "round": "RoundReply",
+    "sub": "SubagentReply",
+    "recovery": "SubagentReply",
+    "merge": "MergeReply",
+    "verify": "VerifyReply",
+    "sample": "SampleReply",
+}
+
+
+def template_reply(tag: str) -> str:
+    """What a small model too often returns: the prompt's reply shape copied verbatim, placeholders and all."""
+    from mythos.reason import schemas
+
+    model = getattr(schemas, PHASE_MODELS.get(tag.split(":")[0], "CodaReply"))
+    return json.dumps(schemas.shape_dict(model), ensure_ascii=False)

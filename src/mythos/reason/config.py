@@ -131,7 +131,7 @@ def resolve_settings(
 
 def build_backend(settings: BackendSettings) -> LLMBackend:
     if settings.provider == "scripted":
-        from mythos.reason.backends import ScriptedBackend
+        from mythos.reason.scripted import ScriptedBackend
 
         return ScriptedBackend(model=settings.model)
     if settings.provider == "openai":

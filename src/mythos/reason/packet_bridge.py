@@ -8,12 +8,9 @@ record says so.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mythos.reason.record import SubagentRecord
-
-if TYPE_CHECKING:
-    from mythos.reason.engine import Engine
 
 
 def _direct_findings(subs: list[SubagentRecord]) -> list[dict[str, Any]]:
@@ -32,17 +29,17 @@ def _direct_findings(subs: list[SubagentRecord]) -> list[dict[str, Any]]:
 
 
 def compile_findings(
-    engine: Engine, subs: list[SubagentRecord]
+    subs: list[SubagentRecord], *, question: str, packets: bool, packets_dir: str | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Return (findings for the merge prompt, packet info for the run record)."""
-    if not engine.config.packets:
+    if not packets:
         return _direct_findings(subs), {"used": False, "reason": "packets switched off in the config"}
     try:
         from mythos.reason import packet_ingest
     except ImportError as exc:
         return _direct_findings(subs), {"used": False, "reason": f"packet compiler unavailable: {exc}"}
     try:
-        return packet_ingest.through_packet(engine, subs)
+        return packet_ingest.through_packet(question, packets_dir, subs)
     except packet_ingest.PacketUnavailable as exc:
         return _direct_findings(subs), {"used": False, "reason": str(exc)}
     except Exception as exc:  # a bug in another wing must not cost the user the answer

@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mythos.packets import PacketError, compile_run, ingest_text, init_run, record_synthesis
 from mythos.reason.record import SubagentRecord
-
-if TYPE_CHECKING:
-    from mythos.reason.engine import Engine
 
 CONFIDENCE = {"high": 0.9, "medium": 0.6, "low": 0.3, "n/a": 0.5}
 
@@ -66,14 +63,17 @@ def _label(confidence: float | None) -> str:
     return "high" if confidence >= 0.8 else "low" if confidence <= 0.35 else "medium"
 
 
-def through_packet(engine: Engine, subs: list[SubagentRecord]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    base = Path(engine.config.packets_dir) if engine.config.packets_dir else None
+def through_packet(
+    question: str, packets_dir: str | None, subs: list[SubagentRecord]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Ingest, compile, read back. ``packets_dir``: where run directories go (None: the system temp dir)."""
+    base = Path(packets_dir) if packets_dir else None
     try:
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="mythos-packet-", dir=base))
         run_dir = root / "run"
-        init_run(run_dir, task=engine.inv.question, root=root)
+        init_run(run_dir, task=question, root=root)
         ingested = {}
         for sub in subs:
             result = ingest_text(

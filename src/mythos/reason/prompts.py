@@ -1,16 +1,30 @@
 """Prompt builders, one per phase. Every prompt re-sends the verbatim question (the re-injected input).
 
-The first line of each system prompt names the call (``mythos-call: round:3:Challenge``) so transcripts,
-scripted backends and the loopback test server can tell phases apart without parsing prose.
+The last line of each prompt names the call (``mythos-call: round:3:Challenge``) so transcripts, scripted
+backends and the loopback test server can tell phases apart without parsing prose. It comes last so every
+call of a run shares the longest possible prefix (system prompt, question, Prelude) for a server's prefix
+cache. Reply shapes are rendered from the pydantic models in ``schemas.py``: placeholders are descriptions
+in angle brackets, never plausible values a small model could copy as its answer.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from mythos.reason.backends import Message
 from mythos.reason.lenses import DRIVERS, LENSES, SEQUENCES, base_lens
+from mythos.reason.schemas import (
+    CodaReply,
+    MergeReply,
+    PreludeReply,
+    RoundReply,
+    SampleReply,
+    SubagentReply,
+    VerifyReply,
+    shape_text,
+)
+
+TAG_PREFIX = "mythos-call: "
 
 ROLE = (
     "You are one step of a structured reasoning engine. Think carefully, be concrete and specific to the "
@@ -18,12 +32,22 @@ ROLE = (
 )
 
 
-def _system(tag: str, extra: str = "") -> Message:
-    return {"role": "system", "content": f"mythos-call: {tag}\n{ROLE}{(' ' + extra) if extra else ''}"}
+def _messages(tag: str, body: list[str]) -> list[Message]:
+    """System prompt (the same for every call), then the body with the call tag as its last line."""
+    return [
+        {"role": "system", "content": ROLE},
+        {"role": "user", "content": "\n\n".join(body) + f"\n\n{TAG_PREFIX}{tag}"},
+    ]
 
 
-def _shape(example: dict[str, Any]) -> str:
-    return "Reply with JSON of this shape:\n" + json.dumps(example, indent=1, ensure_ascii=False)
+def tag_of(messages: list[Message]) -> str | None:
+    """The call tag a prompt carries (the last ``mythos-call:`` line of any message), or None."""
+    found = None
+    for message in messages:
+        for line in message.get("content", "").splitlines():
+            if line.startswith(TAG_PREFIX):
+                found = line[len(TAG_PREFIX) :].strip()
+    return found
 
 
 def question_block(question: str) -> str:
@@ -61,28 +85,8 @@ def prelude_messages(
             "This is a RE-DIAGNOSIS: the earlier diagnosis missed a driver. Insights so far:\n"
             + "\n".join(f"R{i + 1}: {s}" for i, s in enumerate(prior_chain))
         )
-    body.append(
-        _shape(
-            {
-                "question_restated": "one precise sentence",
-                "not_asking": ["a misreading to avoid"],
-                "complexity_checks": {
-                    "multi_hop": True,
-                    "ambiguous_tradeoffs": False,
-                    "hidden_assumptions": True,
-                    "novel_domain": False,
-                    "high_stakes": False,
-                },
-                "primary_drivers": ["Multi-hop"],
-                "difficulty_diagnosis": "what makes this hard",
-                "problem_type": "standard",
-                "sequence": None,
-                "sequence_reason": None,
-                "success_criterion": "what makes the answer good enough",
-            }
-        )
-    )
-    return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
+    body.append(shape_text(PreludeReply))
+    return _messages(tag, body)
 
 
 def lens_block(lens_id: str) -> str:
@@ -124,23 +128,8 @@ def round_messages(
         "breakthrough (a reframing that changes the answer), stable (the view is settled) or "
         "negative-delta (this round makes things worse). If the diagnosis missed a driver, name it."
     )
-    body.append(
-        _shape(
-            {
-                "analysis": "the lens applied, briefly",
-                "new_insight": "one sentence",
-                "what_changed": "before -> now",
-                "contradicts": [],
-                "better_supported_than_contradicted": None,
-                "non_trivial": True,
-                "introduces_confusion": False,
-                "status": "evolving",
-                "missed_driver": None,
-                "needs_user_verification": False,
-            }
-        )
-    )
-    return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
+    body.append(shape_text(RoundReply))
+    return _messages(tag, body)
 
 
 def subagent_messages(
@@ -169,16 +158,9 @@ def subagent_messages(
         "Give one specific, novel, falsifiable finding in one sentence — or exactly 'No novel insight under "
         "this lens — <reason>' rather than padding. Do not drift toward what you guess the others will say. "
         "Explain your reasoning in 3-8 sentences that reference the question.",
-        _shape(
-            {
-                "independent_finding": "one sentence",
-                "reasoning": "3-8 sentences",
-                "confidence": "high|medium|low",
-                "tension_flag": "where another lens would disagree, or null",
-            }
-        ),
+        shape_text(SubagentReply),
     ]
-    return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
+    return _messages(tag, body)
 
 
 def merge_messages(
@@ -190,6 +172,7 @@ def merge_messages(
     tag: str = "merge",
     silent_merge: bool = False,
     from_packet: bool = False,
+    vote: str | None = None,
 ) -> list[Message]:
     lines = []
     for f in packet_findings:
@@ -212,6 +195,8 @@ def merge_messages(
             "POSSIBLE BLIND SPOTS (a tension raised by only one subagent — weigh it extra):\n"
             + "\n".join(lone_tensions)
         )
+    if vote:
+        body.append(vote)
     if silent_merge:
         body.append(
             "Too few findings were usable to warrant a forced synthesis: integrate what there is "
@@ -222,23 +207,8 @@ def merge_messages(
         "findings, the claim, which side is better supported); write a synthesis that preserves "
         "irreducible tensions instead of a false compromise; and check coverage."
     )
-    body.append(
-        _shape(
-            {
-                "convergent_points": ["a point at least two findings share"],
-                "tensions": [
-                    {
-                        "between": ["A", "C"],
-                        "claim": "what they disagree on",
-                        "better_supported": "A|C|neither",
-                    }
-                ],
-                "synthesis": "the integrated view",
-                "coverage": {"all_represented": True, "dropped": [], "low_confidence_flagged": False},
-            }
-        )
-    )
-    return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
+    body.append(shape_text(MergeReply))
+    return _messages(tag, body)
 
 
 def coda_messages(
@@ -248,6 +218,7 @@ def coda_messages(
     trajectory: list[str],
     notes: list[str],
     tag: str = "coda",
+    vote: str | None = None,
 ) -> list[Message]:
     body = [
         question_block(question),
@@ -256,23 +227,15 @@ def coda_messages(
     ]
     if notes:
         body.append("NOTES FROM THE ENGINE:\n" + "\n".join(f"- {n}" for n in notes))
+    if vote:
+        body.append(vote)
     body.append(
         "Write the Coda: review the trajectory, cross-check the answer against every step, then give "
         "the final answer (the answer itself, 1-5 paragraphs, not a summary of the process), the residual "
         "uncertainty, and one line naming the load-bearing assumptions."
     )
-    body.append(
-        _shape(
-            {
-                "trajectory": ["one line per step"],
-                "cross_check": "is the answer consistent with every step?",
-                "final_answer": "the answer",
-                "residual_uncertainty": ["what is unknown or would change the answer"],
-                "load_bearing_assumptions": "one line",
-            }
-        )
-    )
-    return [_system(tag), {"role": "user", "content": "\n\n".join(body)}]
+    body.append(shape_text(CodaReply))
+    return _messages(tag, body)
 
 
 def direct_messages(question: str, prelude: dict[str, Any]) -> list[Message]:
@@ -281,9 +244,9 @@ def direct_messages(question: str, prelude: dict[str, Any]) -> list[Message]:
         prelude_summary(prelude),
         "This is a simple question: answer it directly in 1-3 sentences and note any residual uncertainty "
         "briefly (or 'none').",
-        _shape({"final_answer": "the answer", "residual_uncertainty": ["none"]}),
+        shape_text(CodaReply),
     ]
-    return [_system("direct"), {"role": "user", "content": "\n\n".join(body)}]
+    return _messages("direct", body)
 
 
 def silent_single_messages(question: str, prelude: dict[str, Any], lens_path: list[str]) -> list[Message]:
@@ -293,14 +256,28 @@ def silent_single_messages(question: str, prelude: dict[str, Any], lens_path: li
         "Apply these lenses in order in your own hidden reasoning, re-reading the question before each, "
         "stopping early once the view is settled: " + " -> ".join(lens_path) + ". Do not show the rounds; "
         "return only the Coda.",
-        _shape(
-            {
-                "trajectory": lens_path,
-                "cross_check": "consistent?",
-                "final_answer": "the answer",
-                "residual_uncertainty": ["…"],
-                "load_bearing_assumptions": "one line",
-            }
-        ),
+        shape_text(CodaReply),
     ]
-    return [_system("silent"), {"role": "user", "content": "\n\n".join(body)}]
+    return _messages("silent", body)
+
+
+def verify_messages(question: str, candidate: str, support: str, tag: str) -> list[Message]:
+    """The verifier of the vote step: check one candidate answer on its own merits, not on its vote count."""
+    body = [
+        question_block(question),
+        f"CANDIDATE ANSWER: {candidate}\nSUPPORT (one analyst's reasoning for it):\n{support or '(none given)'}",
+        "Check the candidate yourself, step by step, from the question alone: is it correct? How many "
+        "analysts proposed it does not matter. Say unsure when the question cannot be checked.",
+        shape_text(VerifyReply),
+    ]
+    return _messages(tag, body)
+
+
+def sample_messages(question: str, tag: str) -> list[Message]:
+    """One independent step-by-step sample (self-consistency): reasoning, then a short final answer."""
+    body = [
+        question_block(question),
+        "Think step by step, then give the final answer.",
+        shape_text(SampleReply),
+    ]
+    return _messages(tag, body)

@@ -113,6 +113,18 @@ def _agent_blocks(rec: RunRecord) -> list[str]:
     return out
 
 
+def _vote_line(rec: RunRecord) -> list[str]:
+    vote = rec.vote
+    if not vote or not vote.get("discrete"):
+        return []
+    parts = []
+    for c in vote["candidates"]:
+        verdict = f", verifier: {c['verdict']}" if c.get("verdict") else ""
+        parts.append(f"{c['answer']!r} {c['count']}/{vote['voters']}{verdict}")
+    decision = f"{vote['winner']!r} ({vote['decided_by']})" if vote.get("winner") else vote.get("decided_by")
+    return ["", f"**Vote:** {'; '.join(parts)} → {decision}"]
+
+
 def footer(rec: RunRecord) -> str:
     mode = rec.route.get("final_mode", "direct")
     coda: dict[str, Any] = rec.coda
@@ -127,16 +139,22 @@ def footer(rec: RunRecord) -> str:
             item["lens"] for item in rec.budget for _ in range(item["count"])
         )
         n = len(rec.rounds) if rec.rounds else sum(item["count"] for item in rec.budget)
-        strategy = " (single call)" if rec.config.get("silent_strategy") == "single_call" else ""
         esc = rec.escalation
-        if esc and esc.get("to") == "agent":
+        if rec.halting.get("reason") == "single_call":
+            # one call was made; the lens passes inside it were asked for, not observed
+            planned = sum(item["count"] for item in rec.budget)
+            lines = [
+                f"*Depth: 1 call ({planned} lens passes planned, not observable). Mode: silent (single call). "
+                f"Planned lens path: {path}.*"
+            ]
+        elif esc and esc.get("to") == "agent":
             k = len(rec.subagents)
             lines = [
                 f"*Depth: {n} latent passes + {k} parallel subagents merged. Mode: silent → agent (escalated "
                 f"after the re-Prelude at round {esc['after_round']}). Lens path: {path}.*"
             ]
         else:
-            lines = [f"*Depth: {n} latent passes. Mode: silent{strategy}. Lens path: {path}.*"]
+            lines = [f"*Depth: {n} latent passes. Mode: silent. Lens path: {path}.*"]
     elif mode == "trace":
         n = len(rec.rounds)
         discarded = sum(1 for r in rec.rounds if r.discarded)
@@ -180,11 +198,19 @@ def footer(rec: RunRecord) -> str:
                 + "*"
             ]
         elif row == "recovered":
-            k = sum(1 for s in rec.subagents if s.status in ("recovered", "recovery_failed"))
-            lines = [
-                f"*Depth: {n} parallel subagents merged. Mode: agent ({k} subagents failed; recovered via "
-                "silent single-pass).*"
-            ]
+            won = sum(1 for s in rec.subagents if s.status == "recovered")
+            lost = sum(1 for s in rec.subagents if s.status in ("recovery_failed", "failed"))
+            no_insight = sum(
+                1 for s in rec.subagents if s.status == "no_insight" and s.recovery_call is not None
+            )
+            k = won + lost + no_insight
+            if lost == 0:
+                how = "recovered via silent single-pass"
+            elif won + no_insight == 0:
+                how = "not recovered: the single-pass recovery failed too"
+            else:
+                how = f"{won + no_insight} recovered via silent single-pass, {lost} not recovered"
+            lines = [f"*Depth: {n} parallel subagents merged. Mode: agent ({k} subagents failed; {how}).*"]
         elif rec.merge is None:  # the run stopped (deadline, budget) before the merge
             reason = (halting.get("reason") or "unknown").replace("_", " ")
             lines = [f"*Depth: {n} parallel subagents dispatched, not merged ({reason}). Mode: agent.*"]
@@ -205,6 +231,7 @@ def render(rec: RunRecord) -> str:
         body += _round_blocks(rec) if mode == "trace" else _agent_blocks(rec)
         if mode == "trace" and rec.escalation and rec.escalation.get("to") == "agent":
             body += _agent_blocks(rec)
+        body += _vote_line(rec)
         body.append("")
     elif mode == "direct" and rec.config.get("show_prelude_for_direct") and rec.prelude:
         p = rec.prelude
@@ -215,5 +242,6 @@ def render(rec: RunRecord) -> str:
             "",
         ]
     answer = rec.coda.get("final_answer") or "(no answer)"
+    # a run without a real answer keeps the heading (tools look for it); its first line says "No answer: …"
     body += ["## Answer", answer, "", "---", rec.footer or footer(rec)]
     return "\n".join(body) + "\n"

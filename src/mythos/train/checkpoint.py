@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mythos.model.locate import LATEST_POINTER, find_checkpoint
+from mythos.model.locate import LATEST_POINTER, checkpoint_problem, find_checkpoint
 
 STATE_FILE = "train_state.pt"
 LATEST = LATEST_POINTER
@@ -111,16 +111,40 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step_*") if (p / STATE_FILE).exists())
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint named by ``latest``, else the newest complete one, else None."""
-    root = Path(run_dir) / "checkpoints"
-    pointer = root / LATEST
-    if pointer.exists():
-        named = root / pointer.read_text().strip()
-        if (named / STATE_FILE).exists():
-            return named
+def _candidates(run_dir: str | Path) -> list[Path]:
+    """Checkpoints to resume from, best first: what ``latest`` names, then the others newest first."""
     found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    pointer = Path(run_dir) / "checkpoints" / LATEST
+    if pointer.exists():
+        named = pointer.parent / pointer.read_text().strip()
+        if named in found:
+            found.remove(named)
+            found.append(named)
+    return found[::-1]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint named by ``latest``, else the newest complete one, else None (no integrity check)."""
+    found = _candidates(run_dir)
+    return found[0] if found else None
+
+
+def load_latest(run_dir: str | Path, log=print) -> tuple[Path | None, dict[str, Any] | None]:
+    """(checkpoint, its train state) to resume from: the newest *intact* checkpoint.
+
+    A damaged one (truncated weights, an unreadable train_state.pt: a disk filled up, a copy cut short) is
+    skipped with a warning through ``log`` and the previous one is used, so a run never dies on, or silently
+    starts over because of, one bad file.
+    """
+    for ckpt in _candidates(run_dir):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            try:
+                return ckpt, read_train_state(ckpt)
+            except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a cut-short file
+                problem = f"{STATE_FILE} cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+        log(f"warning: skipping damaged checkpoint {ckpt}: {problem}; falling back to an earlier one")
+    return None, None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -31,7 +31,9 @@ def train_parser() -> argparse.ArgumentParser:
         prog="mythos train",
         description="Train a Recurrent-Depth Transformer. Under "
         "torchrun it runs data-parallel (DDP) or sharded (FSDP2). Re-running the same "
-        "command resumes from the run folder's latest checkpoint.",
+        "command resumes from the run folder's latest intact checkpoint; a different model or data is "
+        "refused. Ctrl-C checkpoints and exits 130. Exit codes: 0 done, 1 the run failed (non-finite "
+        "losses, out of memory), 2 bad input.",
     )
     p.add_argument("--out", default=d["out"].default, help="run folder (checkpoints, telemetry.jsonl)")
     p.add_argument("--model", default=d["model"].default, help="model preset (tiny, small, 1b, …)")
@@ -69,6 +71,12 @@ def train_parser() -> argparse.ArgumentParser:
     sysg.add_argument("--keep-checkpoints", type=int, default=d["keep_checkpoints"].default)
     sysg.add_argument("--max-bad-steps", type=int, default=d["max_bad_steps"].default)
     sysg.add_argument("--stop-after", type=int, help="end this invocation after N steps (resume later)")
+    sysg.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="on resume, apply changed optimisation settings (--lr, --seq-len, --batch-size, …) from the "
+        "checkpoint on instead of refusing; the model and data can never change within a run folder",
+    )
     sysg.add_argument("--no-progress", action="store_true")
     sysg.add_argument("--tensorboard", action="store_true")
     return p
@@ -124,16 +132,28 @@ def train_main(argv: list[str]) -> int:
         print(f"mythos train: {exc}", file=sys.stderr)
         return 2
     from . import distributed as D
+    from .runfolder import TrainingInterrupted
     from .trainer import NonFiniteLoss, train
 
     try:
-        result = train(cfg, stop_after=args.stop_after)
+        result = train(cfg, stop_after=args.stop_after, allow_changes=args.allow_changes)
     except NonFiniteLoss as exc:
         print(f"mythos train: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # bad option, missing data, missing package
+        return 1  # the run failed (issue 11: one rule, 1 = the work failed)
+    except TrainingInterrupted as exc:
+        print(f"mythos train: {exc}", file=sys.stderr)
+        return 128 + exc.signum  # 130 for Ctrl-C, 143 for SIGTERM: the shell's convention
+    except (ValueError, FileNotFoundError) as exc:  # bad option, mismatched run folder, missing or bad data
         print(f"mythos train: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError:
+        raise  # a missing optional package: mythos.cli names the extra to install
+    except ImportError as exc:  # a package present but unusable (e.g. the hf: sources' datasets)
+        print(f"mythos train: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as exc:  # the work failed (out of memory, disk full, a device error)
+        print(f"mythos train: error: {type(exc).__name__}: {str(exc).strip()[:500]}", file=sys.stderr)
+        return 1
     finally:
         D.teardown()
     if os.environ.get("RANK", "0") != "0":

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .textio import ReadReport, binary_reason, iter_jsonl, safe_pieces, stream_text_file
+
 EOS_TOKEN = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 INDEX_NAME = "index.json"
@@ -29,24 +31,57 @@ def _text_of(record: dict, field: str, where: str) -> str:
     return str(record[field])
 
 
-def iter_documents(source: str | Path, text_field: str = "text", limit: int | None = None) -> Iterator[str]:
+def iter_documents(
+    source: str | Path,
+    text_field: str = "text",
+    limit: int | None = None,
+    report: ReadReport | None = None,
+    stream: bool = False,
+) -> Iterator[str] | Iterator[Iterator[str]]:
     """Yield documents from a text file, a folder, a JSONL or Parquet file, or ``hf:NAME[:CONFIG[:SPLIT]]``.
 
     A plain text file is one document; a folder is walked in sorted order so the corpus order is reproducible.
+    ``stream=True`` yields each document as an iterator of pieces (consume it before the next document): a
+    large file is then never held in memory whole. ``report`` collects what was read and skipped.
     """
+    report = report if report is not None else ReadReport()
     count = 0
-    for doc in _iter_source(str(source), text_field):
-        if not doc:
+    for pieces in _iter_source(str(source), text_field, report):
+        first = next(pieces, None)
+        while first == "":
+            first = next(pieces, None)
+        if first is None:
             continue
-        yield doc
         count += 1
+        report.documents += 1
+        if stream:
+            yield _counted(first, pieces, report)
+        else:
+            text = "".join(_counted(first, pieces, report))
+            yield text
         if limit is not None and count >= limit:
             return
 
 
-def _iter_source(source: str, text_field: str) -> Iterator[str]:
+def _counted(first: str, rest: Iterator[str], report: ReadReport) -> Iterator[str]:
+    report.chars += len(first)
+    yield first
+    for piece in rest:
+        report.chars += len(piece)
+        yield piece
+
+
+def _one(text: str) -> Iterator[str]:
+    yield text
+
+
+def _iter_source(
+    source: str, text_field: str, report: ReadReport, top: bool = True
+) -> Iterator[Iterator[str]]:
+    """Each document as an iterator of its pieces."""
     if source.startswith("hf:"):
-        yield from _iter_hf(source[3:], text_field)
+        for doc in _iter_hf(source[3:], text_field):
+            yield _one(doc)
         return
     path = Path(source)
     if not path.exists():
@@ -54,13 +89,21 @@ def _iter_source(source: str, text_field: str) -> Iterator[str]:
     if path.is_dir():
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
             if child.suffix in TEXT_SUFFIXES + (".jsonl", ".parquet"):
-                yield from _iter_source(str(child), text_field)
+                yield from _iter_source(str(child), text_field, report, top=False)
+            else:
+                report.skipped.append((str(child), f"suffix {child.suffix or '(none)'} not read"))
         return
+    if path.suffix not in (".jsonl", ".parquet"):
+        reason = binary_reason(path)
+        if reason is not None:
+            if top:
+                raise ValueError(f"{path} is not a text file ({reason}); give UTF-8 text, .jsonl or .parquet")
+            report.skipped.append((str(path), reason))
+            return
+    report.files[path.suffix] += 1
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    yield _text_of(json.loads(line), text_field, f"{path}:{lineno}")
+        for text in iter_jsonl(path, text_field):
+            yield safe_pieces(text)
         return
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -71,9 +114,13 @@ def _iter_source(source: str, text_field: str) -> Iterator[str]:
                 f"{path}: no column {text_field!r} (columns: {table.schema_arrow.names}); pass --text-field"
             )
         for batch in table.iter_batches(columns=[text_field]):
-            yield from (str(t) for t in batch.column(0).to_pylist() if t is not None)
+            yield from (safe_pieces(str(t)) for t in batch.column(0).to_pylist() if t is not None)
         return
-    yield path.read_text(encoding="utf-8", errors="replace")
+    yield stream_text_file(path)
+
+
+class MissingPackage(RuntimeError, ImportError):
+    """An optional package a data source needs is not installed (bad input for the command: exit 2)."""
 
 
 def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
@@ -81,7 +128,7 @@ def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
     try:
         import datasets
     except ImportError as exc:
-        raise RuntimeError(
+        raise MissingPackage(
             "hf: sources need the `datasets` package: `.venv/bin/pip install datasets` (and network access)"
         ) from exc
     name, _, rest = spec.partition(":")
@@ -89,6 +136,9 @@ def _iter_hf(spec: str, text_field: str) -> Iterator[str]:
     stream = datasets.load_dataset(name, config or None, split=split or "train", streaming=True)
     for record in stream:
         yield _text_of(record, text_field, f"hf:{spec}")
+
+
+TRAIN_PIECE_CHARS = 1 << 16
 
 
 def train_tokenizer(documents: Iterable[str], vocab_size: int, path: str | Path):
@@ -106,7 +156,20 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, path: str | Path)
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(documents, trainer=trainer)
+    seen = [0]
+
+    def texts() -> Iterator[str]:  # small pieces: the trainer buffers 256 items from the iterator at a time
+        for doc in documents:
+            for piece in [doc] if isinstance(doc, str) else doc:
+                seen[0] += len(piece)
+                yield from safe_pieces(piece, TRAIN_PIECE_CHARS)
+
+    tok.train_from_iterator(texts(), trainer=trainer)
+    if not seen[0]:  # a 257-token tokenizer trained on nothing would be silently reused by the next run
+        raise ValueError(
+            "no text was read to train the tokenizer on: the data source is empty or holds no readable files "
+            "(nothing was saved)"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -147,60 +210,92 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+class _ShardWriter:
+    """Appends token ids to ``shard_XXXXX.bin`` files as they come (temp + rename per shard): memory stays flat."""
+
+    def __init__(self, out: Path, dtype: type, shard_tokens: int) -> None:
+        self.out, self.dtype, self.shard_tokens = out, dtype, shard_tokens
+        self.shards: list[dict] = []
+        self.fh = None
+        self.count = 0
+
+    def write(self, ids: np.ndarray) -> None:
+        if self.fh is None:
+            self.fh = open(self.out / f"shard_{len(self.shards):05d}.bin.tmp", "wb")  # noqa: SIM115
+        self.fh.write(ids.astype(self.dtype).tobytes())
+        self.count += len(ids)
+        if self.count >= self.shard_tokens:
+            self.close()
+
+    def close(self) -> None:
+        if self.fh is None:
+            return
+        name = f"shard_{len(self.shards):05d}.bin"
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.out / (name + ".tmp"), self.out / name)
+        self.shards.append({"file": name, "tokens": self.count})
+        self.fh, self.count = None, 0
+
+
 def write_shards(
-    documents: Iterable[str],
+    documents: Iterable[str] | Iterable[Iterable[str]],
     tokenizer,
     out_dir: str | Path,
     shard_tokens: int = 50_000_000,
     batch_docs: int = 256,
+    batch_chars: int = 1 << 20,
 ) -> dict:
     """Tokenize documents once into ``shard_XXXXX.bin`` memmaps plus an index; returns the index.
 
-    The index is written last, so a folder without one is an interrupted job, never a half-valid dataset.
+    A document is a string or an iterator of pieces (``iter_documents(..., stream=True)``); pieces are encoded
+    in batches of about ``batch_chars`` and written straight to disk, so peak memory does not grow with the
+    corpus or with one huge file. The index is written last, so a folder without one is an interrupted job,
+    never a half-valid dataset.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vocab = tokenizer.get_vocab_size()
     dtype = np.uint16 if vocab <= 65536 else np.uint32
     eos = eos_id(tokenizer)
-    shards: list[dict] = []
-    buffer: list[np.ndarray] = []
-    buffered = 0
+    writer = _ShardWriter(out, dtype, shard_tokens)
+    encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: less memory
+    pending: list[str] = []
+    ends: list[bool] = []  # an EOS follows this piece: it closes a document
+    pending_chars = 0
     n_docs = 0
 
-    def flush() -> None:
-        nonlocal buffer, buffered
-        if not buffered:
-            return
-        name = f"shard_{len(shards):05d}.bin"
-        data = np.concatenate(buffer).astype(dtype)
-        tmp = out / (name + ".tmp")
-        data.tofile(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out / name)
-        shards.append({"file": name, "tokens": int(len(data))})
-        buffer, buffered = [], 0
+    def encode() -> None:
+        nonlocal pending, ends, pending_chars
+        for enc, end in zip(encode_batch(pending), ends, strict=True):
+            ids = np.asarray(enc.ids + [eos] if end else enc.ids, dtype=np.int64)
+            if len(ids):
+                writer.write(ids)
+        pending, ends, pending_chars = [], [], 0
 
-    def encode(batch: list[str]) -> None:
-        nonlocal buffered, n_docs
-        for enc in tokenizer.encode_batch(batch):
-            ids = np.asarray(enc.ids + [eos], dtype=np.int64)
-            buffer.append(ids)
-            buffered += len(ids)
+    try:
+        for doc in documents:
+            for piece in [doc] if isinstance(doc, str) else doc:
+                for part in safe_pieces(piece, max(4096, batch_chars // 8)):  # several per batch: parallel
+                    pending.append(part)
+                    ends.append(False)
+                    pending_chars += len(part)
+                    if pending_chars >= batch_chars:
+                        encode()
+            pending.append("")  # the document's end: encodes to nothing, then its EOS
+            ends.append(True)
             n_docs += 1
-            if buffered >= shard_tokens:
-                flush()
-
-    pending: list[str] = []
-    for doc in documents:
-        pending.append(doc)
-        if len(pending) >= batch_docs:
-            encode(pending)
-            pending = []
-    if pending:
-        encode(pending)
-    flush()
+            if len(pending) >= batch_docs:
+                encode()
+        if pending:
+            encode()
+        writer.close()
+    finally:
+        if writer.fh is not None:  # failed mid-shard: leave no temp file behind
+            writer.fh.close()
+            Path(writer.fh.name).unlink(missing_ok=True)
+    shards = writer.shards
     if not shards:
         raise ValueError("no documents were read: the data source is empty")
     index = {

@@ -13,8 +13,19 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .data import TokenShards, WindowSampler, iter_documents, load_tokenizer, train_tokenizer, write_shards
+from .data import (
+    TEXT_SUFFIXES,
+    TokenShards,
+    WindowSampler,
+    iter_documents,
+    load_tokenizer,
+    train_tokenizer,
+    write_shards,
+)
 from .tasks import IGNORE, make_task
+from .textio import ReadReport
+
+SUFFIXES_READ = TEXT_SUFFIXES + (".jsonl", ".parquet")
 
 
 @dataclass
@@ -57,11 +68,20 @@ class TextSource:
                 tokenizer = load_tokenizer(tok_path)
             else:
                 log(f"training a {cfg.vocab_size}-token BPE tokenizer on {cfg.data}")
-                tokenizer = train_tokenizer(
-                    iter_documents(cfg.data, cfg.text_field, cfg.max_documents), cfg.vocab_size, tok_path
-                )
+                seen = ReadReport()
+                try:
+                    tokenizer = train_tokenizer(
+                        iter_documents(cfg.data, cfg.text_field, cfg.max_documents, report=seen, stream=True),
+                        cfg.vocab_size,
+                        tok_path,
+                    )
+                except ValueError as exc:  # say what was (not) read: the usual cause is the wrong suffixes
+                    raise ValueError(f"{exc}; {cfg.data}: {seen.summary(SUFFIXES_READ)}") from None
             log(f"tokenizing {cfg.data} into {shard_dir}")
-            write_shards(iter_documents(cfg.data, cfg.text_field, cfg.max_documents), tokenizer, shard_dir)
+            report = ReadReport()  # streamed: memory stays flat whatever the file sizes
+            docs = iter_documents(cfg.data, cfg.text_field, cfg.max_documents, report=report, stream=True)
+            write_shards(docs, tokenizer, shard_dir)
+            log(report.summary(SUFFIXES_READ))
         candidates = [Path(cfg.tokenizer)] if cfg.tokenizer else []
         candidates.append(shard_dir / "tokenizer.json")
         # travels with every checkpoint, so `mythos generate/serve` can speak text to the model

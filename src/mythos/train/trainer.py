@@ -14,15 +14,22 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import distributed as D
-from .checkpoint import latest_checkpoint, read_train_state, rng_state, set_rng_state, write_checkpoint
+from .checkpoint import load_latest, rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
+from .runfolder import (
+    StopRequest,
+    TrainingInterrupted,
+    check_environment,
+    check_resume,
+    clean_stale_temps,
+    write_run_config,
+)
 from .sources import IGNORE, make_source
 from .telemetry import Telemetry
 
@@ -128,19 +135,32 @@ def _max_A(model: torch.nn.Module) -> float:
         return float("nan")
 
 
-def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig, log=print, stop_after: int | None = None, allow_changes: bool = False
+) -> TrainResult:
     """Run (or resume) the training run described by ``cfg`` in ``cfg.out``.
 
     ``stop_after`` ends this call after that many steps (checkpointing there), e.g. to time-slice a long run.
+    Resuming with a different model or data raises ``RunMismatch``; changed optimisation settings need
+    ``allow_changes`` (see ``runfolder.check_resume``). Ctrl-C / SIGTERM finish the current step, checkpoint
+    and raise ``TrainingInterrupted``.
     """
     from mythos.model import Mythos
     from mythos.model.checkpoint import load_checkpoint
 
+    check_environment(cfg)
     info = D.setup(cfg.device)
     run_dir = Path(cfg.out)
+    quiet = log if info.is_main else (lambda *_: None)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(cfg.to_json(), encoding="utf-8")
+        for stale in clean_stale_temps(run_dir):
+            log(f"removed {stale.name}, left by a checkpoint write that was killed")
+    # Refuse a command that describes another run *before* writing anything: train_config.json is what runs.
+    resume_from, state = load_latest(run_dir, quiet)
+    for note in check_resume(cfg, resume_from, allow_changes):
+        quiet(note)
+    if info.is_main:
+        write_run_config(run_dir, cfg)
     _seed_everything(cfg.seed)
     # Only rank 0 may tokenize into the shard folder; the others wait for it, then open the finished shards.
     if info.enabled and not info.is_main:
@@ -148,10 +168,7 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
     source = make_source(cfg, log if info.is_main else (lambda *_: None))
     if info.enabled and info.is_main:
         torch.distributed.barrier()
-    resume_from = latest_checkpoint(run_dir)
-    state: dict[str, Any] | None = None
-    if resume_from is not None:  # the checkpoint's own architecture wins over today's command line
-        state = read_train_state(resume_from)
+    if resume_from is not None:  # the checkpoint's own architecture (check_resume made sure it is the same)
         model = load_checkpoint(resume_from).to(info.device)
         model_cfg = model.cfg
     else:
@@ -177,6 +194,11 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
             )
         D.load_optimizer_state(model, optimizer, state["optimizer"], info)
         scheduler.load_state_dict(state["scheduler"])
+        if allow_changes:  # the saved optimizer/scheduler state carries the old hyper-parameters: use today's
+            scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+            for group, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0), strict=False):
+                group.update(betas=(cfg.beta1, cfg.beta2), weight_decay=wd)
+                group["lr"] = cfg.lr * lr_lambda(cfg)(scheduler.last_epoch)
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -225,7 +247,9 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
         )
 
     end_step = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
+    stop = StopRequest()
     try:
+        stop.__enter__()
         for step in range(start_step, end_step):
             t0 = time.perf_counter()
             step_lr = optimizer.param_groups[0]["lr"]
@@ -336,11 +360,16 @@ def train(cfg: TrainConfig, log=print, stop_after: int | None = None) -> TrainRe
                     "step_s": dt,
                 }
             )
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end_step:
+            stopping = D.any_rank(stop.requested, info)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end_step or stopping:
                 path = save(step + 1)
                 if path is not None:
                     last_ckpt = path
+            if stopping:
+                telemetry.write(f"step {step + 1}: stopped by signal {stop.signal}; checkpoint {last_ckpt}")
+                raise TrainingInterrupted(stop.signal or 2, step + 1, last_ckpt)
     finally:
+        stop.__exit__()
         telemetry.close()
     if info.enabled:  # leave together: rank 0 may still be writing the last checkpoint when the others finish
         torch.distributed.barrier()
