@@ -12,6 +12,7 @@ Resumable: ``--resume`` keeps the results already there (same settings), otherwi
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
 import sys
@@ -38,7 +39,7 @@ def main() -> int:
     argv = [
         "--local-model", "--local-threads", str(args.threads), "--set", "arithmetic,lookup",
         "--per-set", str(max(1, args.limit)), "--limit", str(args.limit), "--budget", str(args.budget),
-        "--time-limit", str(args.time_limit), "--out", str(run_dir),
+        "--time-limit", str(args.time_limit), "--out", os.path.relpath(run_dir),
     ]  # fmt: skip
     status = bench_main(argv)
     if status != 0 or not (run_dir / "summary.md").exists():

@@ -181,6 +181,7 @@ def test_every_strategy_runs_on_the_loopback_server_and_writes_table_json_png(tm
     with LoopbackServer() as server:
         proc = _bench(
             "--base-url", server.base_url, "--model", "ok", "--limit", "2", "--per-set", "1", "--out", str(out),
+            "--budget", "8000",  # room for a full agent fan-out (the engine reserves it before dispatching)
         )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
