@@ -32,14 +32,18 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=2700.0, help="seconds before no new item starts")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1)")
     parser.add_argument("--resume", action="store_true", help="keep the results already in the run directory")
+    parser.add_argument(
+        "--json-mode", choices=("off", "schema"), default="off", help="engine calls schema-constrained (off)"
+    )
     args = parser.parse_args()
-    run_dir = RESULTS / "reason_bench"
+    name = "reason_bench" if args.json_mode == "off" else f"reason_bench_{args.json_mode}"
+    run_dir = RESULTS / name
     if run_dir.exists() and not args.resume:
         shutil.rmtree(run_dir)
     argv = [
         "--local-model", "--local-threads", str(args.threads), "--set", "arithmetic,lookup",
         "--per-set", str(max(1, args.limit)), "--limit", str(args.limit), "--budget", str(args.budget),
-        "--time-limit", str(args.time_limit), "--out", os.path.relpath(run_dir),
+        "--time-limit", str(args.time_limit), "--out", os.path.relpath(run_dir), "--json-mode", args.json_mode,
     ]  # fmt: skip
     status = bench_main(argv)
     if status != 0 or not (run_dir / "summary.md").exists():
@@ -47,13 +51,13 @@ def main() -> int:
     note = (
         f"\nMachine: {platform.machine()}, {platform.python_version()}, 2 shared cores under load from other "
         "processes; wall times are noisy, tokens and calls are exact. Every reply is in "
-        "[reason_bench/results.jsonl](reason_bench/results.jsonl).\n"
+        f"[{name}/results.jsonl]({name}/results.jsonl).\n"
     )
-    (RESULTS / "reason_bench.md").write_text((run_dir / "summary.md").read_text() + note)
-    shutil.copyfile(run_dir / "summary.json", RESULTS / "reason_bench.json")
+    (RESULTS / f"{name}.md").write_text((run_dir / "summary.md").read_text() + note)
+    shutil.copyfile(run_dir / "summary.json", RESULTS / f"{name}.json")
     if (run_dir / "summary.png").exists():
-        shutil.copyfile(run_dir / "summary.png", RESULTS / "reason_bench.png")
-    print(f"written: {RESULTS / 'reason_bench.md'}", file=sys.stderr)
+        shutil.copyfile(run_dir / "summary.png", RESULTS / f"{name}.png")
+    print(f"written: {RESULTS / name}.md", file=sys.stderr)
     return 0
 
 

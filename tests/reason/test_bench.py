@@ -244,6 +244,11 @@ def test_resume_with_other_settings_is_refused_and_bad_input_exits_2(tmp_path, o
         "--budget", "999",
     )  # fmt: skip
     assert other.returncode == 2 and "budget=2000" in other.stderr and "Traceback" not in other.stderr
+    schema = _bench(
+        "--base-url", url, "--model", "o", "--limit", "1", "--strategies", "direct", "--out", str(out),
+        "--json-mode", "schema",
+    )  # fmt: skip
+    assert schema.returncode == 2 and "json_mode='off'" in schema.stderr
     for args, message in [
         (("--strategies", "direct,cot"), "--strategies"),
         (("--set", "poetry"), "unknown set"),

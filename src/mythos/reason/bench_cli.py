@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--base-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8080/v1")
     b.add_argument("--model", help="model name (env MYTHOS_REASON_MODEL)")
     b.add_argument("--config", help="TOML config file (default ~/.config/mythos/reason.toml)")
+    b.add_argument(
+        "--json-mode",
+        choices=("off", "schema"),
+        default="off",
+        help="schema: the engine's calls ask the server for schema-constrained JSON (llama.cpp, vLLM, OpenAI); "
+        "the baselines' calls carry no schema and are unchanged (default off)",
+    )
     return parser
 
 
@@ -183,7 +190,11 @@ def _run(args, argv, cfg, questions, server) -> int:
     try:
         file_cfg = load_config_file(args.config)
         settings = resolve_settings(
-            provider=args.provider, base_url=args.base_url, model=args.model, file_cfg=file_cfg
+            provider=args.provider,
+            base_url=args.base_url,
+            model=args.model,
+            file_cfg=file_cfg,
+            json_mode=args.json_mode,
         )
         backend = build_backend(settings)
         judge_backend = None
@@ -205,7 +216,7 @@ def _run(args, argv, cfg, questions, server) -> int:
         "title": f"mythos bench: {settings.model}",
         "command": "mythos bench " + shlex.join(argv),
         "model": settings.model if server is None else f"{settings.model} ({Path(server.model_path).name})",
-        "backend": {"provider": settings.provider, "model": settings.model},
+        "backend": {"provider": settings.provider, "model": settings.model, "json_mode": settings.json_mode},
         "backend_url": "bundled llama.cpp (xllamacpp), 127.0.0.1" if server else settings.base_url or "",
         "engine_commit": _engine_commit(),
         "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
