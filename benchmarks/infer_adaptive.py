@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import bench_report  # benchmarks/bench_report.py: the results file
 from mythos.infer.engine import Engine
 from mythos.model import Mythos, MythosConfig
 from mythos.model.checkpoint import load_checkpoint, save_checkpoint
@@ -130,7 +131,9 @@ def main() -> None:
         help="comma-separated ponder weights, one model each (default 0.003,0; quick 0.003)",
     )
     ap.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "mythos-infer-bench"))
+    bench_report.add_results_flag(ap, "infer_adaptive")
     args = ap.parse_args()
+    bench_report.start(args)
     torch.set_num_threads(1)
     steps = args.steps or (100 if args.quick else 400)
     ponders = args.ponder or ("0.003" if args.quick else "0.003,0")
@@ -180,3 +183,4 @@ def report(model: Mythos, n: int, steps: int, ponder: float) -> None:
 
 if __name__ == "__main__":
     main()
+    bench_report.finish()

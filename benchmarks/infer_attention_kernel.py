@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+import bench_report  # benchmarks/bench_report.py: the results file
+
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "mythos" / "infer" / "native" / "latent_attention.c"
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
 BLOCK = 32
@@ -144,7 +146,9 @@ def main() -> None:
         "--no-check", action="store_true", help="skip the output check (for deliberately broken variants)"
     )
     ap.add_argument("--quick", action="store_true", help="S = 128 and 2048, 5 repetitions")
+    bench_report.add_results_flag(ap, "infer_attention_kernel")
     args = ap.parse_args()
+    bench_report.start(args)
     if args.quick:
         args.sizes, args.reps = [128, 2048], 5
     torch.set_num_threads(1)
@@ -188,3 +192,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    bench_report.finish()

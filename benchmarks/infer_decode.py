@@ -24,6 +24,8 @@ import time
 
 import torch
 
+import bench_report  # benchmarks/bench_report.py: the results file
+
 SMALL = dict(
     vocab_size=4096,
     dim=256,
@@ -117,7 +119,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared; default 1)")
     ap.add_argument("--wall", action="store_true", help="time with the wall clock instead of thread CPU time")
     ap.add_argument("--attn", default="mla", help="mla, gqa or mla,gqa (the small-gqa variant: 2 KV heads)")
+    bench_report.add_results_flag(ap, "infer_decode")
     args = ap.parse_args()
+    bench_report.start(args)
     global CLOCK
     if args.wall:
         CLOCK = time.perf_counter
@@ -220,3 +224,4 @@ def print_cache_bytes(ref_cache: dict, model, attn: str) -> None:
 
 if __name__ == "__main__":
     main()
+    bench_report.finish()

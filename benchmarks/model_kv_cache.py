@@ -16,6 +16,7 @@ import time
 
 import torch
 
+import bench_report  # benchmarks/bench_report.py: the results file
 from mythos.model.params import kv_cache_bytes_per_token
 
 SMALL = dict(
@@ -94,7 +95,9 @@ def main() -> None:
         help="torch threads (default 1: on a shared CPU, idle OpenMP threads spin against other jobs and the "
         "timings swing 5x; use 0 for torch's default on a dedicated machine)",
     )
+    bench_report.add_results_flag(parser, "model_kv_cache")
     args = parser.parse_args()
+    bench_report.start(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     loops = SMALL["max_loop_iters"]
@@ -120,3 +123,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    bench_report.finish()

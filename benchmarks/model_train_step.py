@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import bench_report  # benchmarks/bench_report.py: the results file
+
 SMALL = dict(
     vocab_size=4096, dim=256, n_heads=8, n_kv_heads=2, max_seq_len=1024, max_loop_iters=4, prelude_layers=1,
     coda_layers=1, kv_lora_rank=64, q_lora_rank=128, qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32,
@@ -196,7 +198,9 @@ def main() -> None:
     parser.add_argument(
         "--act", action="store_true", help="let ACT halting end the loop early (default: both run every loop)"
     )
+    bench_report.add_results_flag(parser, "model_train_step")
     args = parser.parse_args()
+    bench_report.start(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     steps = args.steps or (2 if args.quick else 6)
@@ -234,3 +238,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    bench_report.finish()

@@ -20,6 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+import bench_report  # benchmarks/bench_report.py: the results file
+
 CONFIG = dict(
     vocab_size=512,
     dim=128,
@@ -122,7 +124,9 @@ def saved_for_backward(loops: int, mode: str, batch: int, seq: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    bench_report.add_results_flag(p, "train_throughput")
     args = p.parse_args()
+    bench_report.start(args)
     torch.set_num_threads(1)
     batch, seq = (4, 64) if args.quick else (8, 128)
     loops = 4
@@ -153,3 +157,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    bench_report.finish()

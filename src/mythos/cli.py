@@ -20,7 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mythos.train.cli:train_main",
         "train a Recurrent-Depth Transformer (single process or torchrun)",
     ),
-    "eval": ("mythos.train.cli:eval_main", "print the accuracy grid (chain length x loops) for a checkpoint"),
+    "eval": (
+        "mythos.train.cli:eval_main",
+        "evaluate a checkpoint per test-time depth (bits per byte on text, accuracy grid on tasks)",
+    ),
+    "study": (
+        "mythos.train.cli:study_main",
+        "`mythos study depth`: looped vs dense baselines on real text (bits per byte per depth)",
+    ),
     "plot": ("mythos.train.cli:plot_main", "draw PNG charts from a training run's telemetry"),
     "model": ("mythos.model.cli:model_main", "inspect model presets (`mythos model info PRESET`)"),
     "doctor": (

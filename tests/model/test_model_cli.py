@@ -28,7 +28,9 @@ def test_list_names_every_preset(capsys):
     for name in PRESETS:
         assert name in out
     assert model_main(["list", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["ok"] is True
+    rows = listing["presets"]
     assert {row["name"] for row in rows} == set(PRESETS)
     assert all(row["total"] == count_params(get_preset(row["name"])).total for row in rows)
 

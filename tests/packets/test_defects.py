@@ -157,7 +157,7 @@ def test_surrogate_written_into_evidence_jsonl_fails_compile_cleanly(tmp_path: P
 _WRITER = """
 import sys, time
 from pathlib import Path
-from mythos.packets.layout import atomic_file
+from mythos.fsutil import atomic_file
 with atomic_file(Path(sys.argv[1])) as handle:
     handle.write(b"{ partial packet")
     handle.flush()

@@ -134,8 +134,8 @@ def test_a_failed_run_without_checkpoint_can_be_rerun_with_fixed_data(tmp_path):
     run = tmp_path / "run"
     code = tmp_path / "code"
     code.mkdir()
-    for i in range(5):
-        (code / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n")
+    for i in range(5):  # binary files only: nothing to read (any text file, .py included, is read)
+        (code / f"m{i}.bin").write_bytes(bytes(range(256)) * 8)
     result = mythos("train", "--data", str(code), "--out", str(run), "--vocab-size", "300", "--no-progress")
     assert result.returncode == 2
     assert "no text was read" in result.stderr and "skipped 5 files" in result.stderr
@@ -254,10 +254,10 @@ def test_binary_files_are_skipped_with_a_report_and_bad_jsonl_names_file_and_lin
     (folder / "d.py").write_text("x = 1\n")
     report = ReadReport()
     docs = list(iter_documents(folder, report=report))
-    assert len(docs) == 2 and report.files == {".txt": 1, ".md": 1}
-    assert sorted(Path(p).name for p, _ in report.skipped) == ["b.txt", "d.py"]
-    summary = report.summary((".txt", ".md"))
-    assert "read 2 files" in summary and "skipped 2 files" in summary and "binary" in summary
+    assert len(docs) == 3 and report.files == {".txt": 1, ".md": 1, ".py": 1}  # any text file is read
+    assert [Path(p).name for p, _ in report.skipped] == ["b.txt"]
+    summary = report.summary()
+    assert "read 3 files" in summary and "skipped 1 files" in summary and "binary" in summary
     with pytest.raises(ValueError, match="b.txt is not a text file"):
         list(iter_documents(folder / "b.txt"))
     bad = tmp_path / "bad.jsonl"

@@ -6,6 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from mythos import envelope
+
+
+def _failed(command: str, exc: Exception, as_json: bool) -> int:
+    """Bad input (exit 2): one line on stderr, and the failure envelope on stdout with --json."""
+    if as_json:
+        print(envelope.dumps(envelope.failure(str(exc))))
+    print(f"mythos {command}: {exc}", file=sys.stderr)
+    return 2
+
 
 def export_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
@@ -27,14 +37,17 @@ def export_main(argv: list[str]) -> int:
         metavar="TEXT",
         help="held-out text (file, folder or .jsonl) for the lm-eval perplexity task (default: a shipped text)",
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON (see docs/cli.md)")
     args = p.parse_args(argv)
     from .export import ExportError, export_hf
 
     try:
         out = export_hf(args.source, args.hf, force=args.force, eval_file=args.eval, heldout=args.heldout)
     except (ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"mythos export: {exc}", file=sys.stderr)
-        return 2
+        return _failed("export", exc, args.json)
+    if args.json:
+        print(envelope.dumps(envelope.success(out=str(out))))
+        return 0
     print(f"mythos export: wrote {out}")
     print(f"  load: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
     print(
@@ -51,6 +64,7 @@ def import_main(argv: list[str]) -> int:
     )
     p.add_argument("--hf", required=True, metavar="DIR", help="the exported Hugging Face directory")
     p.add_argument("--out", metavar="CHECKPOINT", help="checkpoint directory to write (default: DIR-mythos)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (see docs/cli.md)")
     args = p.parse_args(argv)
     from .export import ExportError, import_hf
 
@@ -58,7 +72,9 @@ def import_main(argv: list[str]) -> int:
     try:
         model = import_hf(args.hf, out)
     except (ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"mythos import: {exc}", file=sys.stderr)
-        return 2
+        return _failed("import", exc, args.json)
+    if args.json:
+        print(envelope.dumps(envelope.success(out=str(out), parameters=model.num_parameters())))
+        return 0
     print(f"mythos import: wrote {out} ({model.num_parameters():,} parameters)")
     return 0

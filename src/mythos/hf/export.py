@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mythos.fsutil import atomic_copy, replace_dir, temp_dir_beside
+
 REMOTE_DIR = Path(__file__).with_name("remote")
 MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 ROOT_MODULES = ("model", "exits")  # everything the wrapper imports from mythos.model, plus their imports
@@ -207,7 +209,7 @@ def export_hf(
     special = _special_tokens(tokenizer_text) if tokenizer_text else {}
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = temp_dir_beside(target)
     try:
         state = {
             WEIGHT_PREFIX + k: v.detach().contiguous().cpu()
@@ -228,22 +230,11 @@ def export_hf(
         facts["tokenizer"] = tokenizer_kind or "none (vocab_size < 256 and the run had no tokenizer.json)"
         facts["lm_eval_tasks"] = write_tasks(tmp / TASK_DIR, target / TASK_DIR, heldout)
         (tmp / "README.md").write_text(model_card(model, facts, cache_layout(cfg)), encoding="utf-8")
-        _replace_dir(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rmdir(old)
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -301,10 +292,7 @@ def import_hf(directory: str | os.PathLike[str], out: str | os.PathLike[str]):
             raise ExportError(f"{d}: {exc}") from None
         save_checkpoint(model, target)
         if (d / "tokenizer.json").is_file():
-            fd, tmp = tempfile.mkstemp(prefix=".tokenizer.json.", dir=target)
-            os.close(fd)
-            shutil.copyfile(d / "tokenizer.json", tmp)
-            os.replace(tmp, target / "tokenizer.json")
+            atomic_copy(d / "tokenizer.json", target / "tokenizer.json")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return model

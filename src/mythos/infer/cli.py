@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from mythos import envelope
 from mythos.infer.engine import Engine
 from mythos.infer.sampling import SamplingParams, sample
 from mythos.infer.tokenizer import StreamDecoder, load_tokenizer
@@ -56,6 +59,8 @@ def _load_or_fail(prog: str, args):
     try:
         return _model_and_tokenizer(args)
     except (ValueError, OSError) as exc:
+        if getattr(args, "json", False):
+            print(envelope.dumps(envelope.failure(str(exc), field="model")))
         print(f"{prog}: {exc}", file=sys.stderr)
         return None
 
@@ -139,6 +144,9 @@ def generate_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated (one prompt)")
     p.add_argument(
+        "--json", action="store_true", help="print the completions (and loops run) as JSON (see docs/cli.md)"
+    )
+    p.add_argument(
         "--stats", action="store_true", help="print timing and adaptive-depth statistics to stderr"
     )
     p.add_argument(
@@ -160,6 +168,8 @@ def generate_main(argv: list[str]) -> int:
         p.error(str(exc))
     if args.stream and len(args.prompt) > 1:
         p.error("--stream prints one sequence: give a single --prompt")
+    if args.stream and args.json:
+        p.error("--stream and --json are exclusive: --json prints one object when generation ends")
 
     loaded = _load_or_fail("mythos generate", args)
     if loaded is None:
@@ -180,6 +190,7 @@ def generate_main(argv: list[str]) -> int:
     ]
     decoders = [StreamDecoder(tokenizer) for _ in range(B)]
     done = [False] * B
+    generated = [0] * B
     t0 = time.perf_counter()
     logits = engine.prefill(0, prompts)
     loops_run = [engine.last_loops.tolist()]  # loops the forward producing each step's tokens ran, per row
@@ -194,6 +205,7 @@ def generate_main(argv: list[str]) -> int:
             if tokenizer.eos_id is not None and tok == tokenizer.eos_id:
                 done[i] = True
                 continue
+            generated[i] += 1
             delta = decoders[i].push(tok)
             if args.stream:
                 sys.stdout.write(delta)
@@ -206,6 +218,17 @@ def generate_main(argv: list[str]) -> int:
     t_decode = time.perf_counter() - t1
     if args.stream:
         sys.stdout.write(decoders[0].flush() + "\n")
+    elif args.json:
+        for d in decoders:
+            d.flush()
+        completions = [
+            {"prompt": args.prompt[i], "text": d.sent, "tokens": generated[i]} for i, d in enumerate(decoders)
+        ]
+        print(
+            envelope.dumps(
+                envelope.success(completions=completions, n_loops=n_loops, loops_per_step=loops_run)
+            )
+        )
     else:
         for i, d in enumerate(decoders):
             d.flush()
@@ -239,20 +262,74 @@ def serve_main(argv: list[str]) -> int:
         prog="mythos serve", description="Serve a checkpoint over an OpenAI-compatible API."
     )
     _engine_args(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (0 = any free port)")
     p.add_argument("--slots", type=int, default=16, help="sequences decoded together (continuous batching)")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=256,
+        help="requests that may wait for a slot; beyond it: 429 + Retry-After",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("MYTHOS_API_KEY"),
+        help="require 'Authorization: Bearer KEY' (default: $MYTHOS_API_KEY; none = open)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client may take to send headers or body chunks",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds in-flight requests may take to finish",
+    )
     p.add_argument("--name", default=None, help="model id reported by /v1/models (default: the argument)")
     p.add_argument("--max-tokens", type=int, default=16, help="default max_tokens when a request omits it")
     p.add_argument("--seed", type=int, default=0, help="weights seed for presets")
     p.add_argument("--verbose", action="store_true", help="log every HTTP request")
     args = p.parse_args(argv)
+    for flag, value, low in [
+        ("--slots", args.slots, 1),
+        ("--max-queue", args.max_queue, 0),
+        ("--max-tokens", args.max_tokens, 1),
+        ("--n-loops", args.n_loops, 1),
+    ]:
+        if value is not None and value < low:
+            p.error(f"{flag}={value} is invalid: use an integer >= {low}")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port={args.port} is invalid: use 0..65535 (0 = any free port)")
+    for flag, value in [("--read-timeout", args.read_timeout), ("--drain-timeout", args.drain_timeout)]:
+        if not value > 0:
+            p.error(f"{flag}={value} is invalid: use a number of seconds > 0")
+    if args.api_key is not None and not args.api_key:
+        p.error("--api-key is empty: give a key, or omit the flag to serve without one")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.slots < 1:
-        p.error(f"--slots={args.slots} must be >= 1")
-    from mythos.infer.scheduler import Scheduler
-    from mythos.infer.server import ServeState, make_server
+    try:
+        from mythos.infer.scheduler import Scheduler
+        from mythos.infer.server import HttpServer, ServeState, bind_socket
+    except ImportError as exc:
+        print(
+            f"mythos serve needs the serve extra ({exc.name} is missing): pip install 'mythos[serve]'",
+            file=sys.stderr,
+        )
+        return 2
+    try:  # bind before loading the model: a port in use is reported at once
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        p.error(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc} (pick another --port or --host)"
+        )
+    if args.api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"mythos serve: warning: listening on {args.host} without --api-key: anyone who can reach it can use it",
+            file=sys.stderr,
+        )
 
     loaded = _load_or_fail("mythos serve", args)
     if loaded is None:
@@ -266,16 +343,26 @@ def serve_main(argv: list[str]) -> int:
             flush=True,
         )
         print(f"compiled widths {engine.warm_up()}", file=sys.stderr, flush=True)
-    scheduler = Scheduler(engine).start()
+    scheduler = Scheduler(engine, max_waiting=args.max_queue).start()
     name = args.name or (Path(args.model).name if Path(args.model).is_dir() else args.model)
-    state = ServeState(scheduler, tokenizer, name, default_max_tokens=args.max_tokens)
-    server = make_server(state, args.host, args.port, verbose=args.verbose)
+    state = ServeState(
+        scheduler,
+        tokenizer,
+        name,
+        default_max_tokens=args.max_tokens,
+        api_key=args.api_key,
+        max_queue=args.max_queue,
+        read_timeout=args.read_timeout,
+    )
+    server = HttpServer(state, sock, verbose=args.verbose, drain_timeout=args.drain_timeout)
     host, port = server.server_address[:2]
     print(
         f"mythos serve: {name} on http://{host}:{port}/v1 ({args.slots} slots, "
         f"{engine.max_len} tokens context, tokenizer {tokenizer.name})",
         flush=True,
     )
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal: let that end here, not kill the process
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -283,4 +370,5 @@ def serve_main(argv: list[str]) -> int:
     finally:
         server.server_close()
         scheduler.stop()
+    print("mythos serve: drained and stopped", file=sys.stderr, flush=True)
     return 0

@@ -75,9 +75,8 @@ def linear(x: Tensor, w: Tensor) -> Tensor:
     """``x @ w.T``; in a compiled step with few rows, as a multiply-and-sum over the input dim.
 
     Batch-1 decode on CPU is bound by streaming weights from memory. Inductor turns the multiply-and-sum
-    into one vectorized reduction loop (fused with whatever feeds ``x``) that streams a weight matrix 2-3x
-    as fast as MKL's matrix-vector call on this CPU (a 4 MB fp32 matrix from memory: ~28 vs ~10 GB/s; see
-    docs/infer.md). Eager mode keeps ``F.linear``: there the product would materialise.
+    into one vectorized reduction loop (fused with whatever feeds ``x``) that streams a weight matrix faster
+    than MKL's matrix-vector call on CPUs where MKL takes its AVX2 path (docs/infer.md). Eager mode keeps ``F.linear``: there the product would materialise.
     """
     if torch.compiler.is_compiling() and x.numel() <= GEMV_ROWS * x.shape[-1]:
         return (x.unsqueeze(-2) * w.to(x.dtype)).sum(-1)  # a low-precision weight widens as it is read
@@ -168,9 +167,9 @@ def moe_gathered(x: Tensor, m: MoEWeights) -> Tensor:
 
 GATHERED_EXPERT_READS = 4
 """Compiled decode reads only the selected experts while tokens x top_k is at most this many times the expert
-count. Measured at the small config (8 experts, top-2), compiled decode steps of 4 / 8 / 16 rows took
-1.4 / 2.4–2.8 / 2.9 ms with gathered experts against 2.5–2.9 / 4.6–5.0 / 5.0–6.5 ms with every expert run
-densely (the dense path reads each expert once per row in a fused reduction, or goes through a small-M GEMM)."""
+count. At the small config (8 experts, top-2), compiled decode steps of 4, 8 and 16 rows were faster with
+gathered experts than with every expert run densely (the dense path reads each expert once per row in a fused
+reduction, or goes through a small-M GEMM); benchmarks/infer_decode.py and infer_serve.py measure it."""
 
 
 def moe(x: Tensor, m: MoEWeights, decode_below: int = 64) -> Tensor:

@@ -3,7 +3,7 @@
 A decode step's inputs — weights, cache, and per-variant token/loop buffers the caller refills before each
 step — are the same tensors at every step. So after dynamo has traced and inductor compiled a variant, the
 compiled graph can be called with those tensors directly, skipping dynamo's per-call frame handling and
-guard checks (~0.1 ms of a ~0.5 ms batch-1 CPU step). A replay trusts that those tensors are still the
+guard checks (a noticeable share of a batch-1 CPU step). A replay trusts that those tensors are still the
 step's inputs: the caller must never replace them (call :meth:`ReplayedStep.compile` again after doing so).
 """
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mythos import envelope
+
 from .params import (
     buffer_elements,
     cached_layers,
@@ -23,9 +25,12 @@ from .params import (
 )
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, as_json: bool = False, *, field: str | None = None, code: int = 2) -> int:
+    """One line on stderr (and, with --json, the failure envelope on stdout); returns the exit code."""
+    if as_json:
+        print(envelope.dumps(envelope.failure(message, field=field)))
     print(f"mythos: {message}", file=sys.stderr)
-    return 2
+    return code
 
 
 # ---------------------------------------------------------------------------------------------- resolve
@@ -192,7 +197,7 @@ def _info(argv: list[str]) -> int:
         cfg, label, checkpoint_dir = resolve_config(args.target)
         report = model_report(cfg, args.loops)
     except (ValueError, OSError) as error:
-        return _fail(str(error))
+        return _fail(str(error), args.json, field="target")
     if checkpoint_dir is not None:
         from .locate import WEIGHTS_NAME, safetensors_problem
 
@@ -202,7 +207,7 @@ def _info(argv: list[str]) -> int:
         elif (checkpoint_dir / WEIGHTS_NAME).is_file():
             report["checkpoint_problem"] = safetensors_problem(checkpoint_dir / WEIGHTS_NAME)
     if args.json:
-        print(json.dumps({"target": label, **report}, indent=2, sort_keys=True))
+        print(envelope.dumps(envelope.success(target=label, **report), sort_keys=True))
     else:
         print(format_report(label, report))
     return 0
@@ -230,7 +235,7 @@ def _list(argv: list[str]) -> int:
             }
         )
     if args.json:
-        print(json.dumps(rows, indent=2, sort_keys=True))
+        print(envelope.dumps(envelope.success(presets=rows), sort_keys=True))
         return 0
     print(f"{'preset':<11}{'attn':<6}{'dim':>7}{'loops':>7}{'experts':>9}{'total':>10}{'active':>10}")
     for row in rows:
@@ -362,35 +367,37 @@ def doctor_main(argv: list[str]) -> int:
         f"one of {', '.join(INVARIANTS)}",
     )
     args = parser.parse_args(argv)
+
+    def fail(message: str, field: str | None, code: int = 2) -> int:
+        if args.json:
+            print(envelope.dumps(envelope.failure(message, field=field)))
+        print(f"mythos doctor: {message}", file=sys.stderr)
+        return code
+
     if args.probe_tokens < 2:
-        print(f"mythos doctor: --probe-tokens={args.probe_tokens} must be >= 2", file=sys.stderr)
-        return 2
+        return fail(f"--probe-tokens={args.probe_tokens} must be >= 2", "probe_tokens")
     unknown = sorted(set(args.allow) - set(INVARIANTS))
     if unknown:
-        print(
-            f"mythos doctor: --allow {unknown[0]} names no invariant; valid: {', '.join(INVARIANTS)}",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(f"--allow {unknown[0]} names no invariant; valid: {', '.join(INVARIANTS)}", "allow")
     try:
         model, label = load_doctor_target(args.target, args.max_params, args.seed)
     except (ValueError, OSError) as error:
-        print(f"mythos doctor: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error), "target")
     try:
         findings = run_doctor(model, args.probe_tokens, args.seed, allow=args.allow)
     except DoctorResourceError as error:
-        print(f"mythos doctor: error: {error}", file=sys.stderr)
-        return 1
+        return fail(f"error: {error}", None, 1)
     failed = has_violation(findings, args.strict)
     if args.json:
         from dataclasses import asdict
 
-        print(
-            json.dumps(
-                {"target": label, "ok": not failed, "findings": [asdict(f) for f in findings]}, indent=2
-            )
-        )
+        payload = {"target": label, "findings": [asdict(f) for f in findings]}
+        if failed:  # the work ran and found a violation: exit 1, so ok is false; the findings say which
+            message = "a finding fails the check (a violation, or a warning under --strict)"
+            print(envelope.dumps(envelope.failure(message, field="target", **payload)))
+            print(f"mythos doctor: {message}", file=sys.stderr)
+        else:
+            print(envelope.dumps(envelope.success(**payload)))
     else:
         print(f"mythos doctor: {label}")
         print(format_findings(findings))

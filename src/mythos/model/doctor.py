@@ -729,6 +729,38 @@ def check_experts(model: nn.Module, probe: Probe) -> list[Finding]:
     ]
 
 
+DEPTH_COLLAPSE_FRACTION = 0.5  # mean ACT depth below this share of the loops asked for is a collapse
+DEPTH_FIX = (
+    "train with ACT off and random depth, the text recipe (`mythos train --set act=false --loops 1:N`, depth "
+    "drawn per sequence), then pick the depth at test time or exit per token (`mythos eval --exit kl:0.01`); "
+    "with ACT kept on, start the halting bias at logit(1/N) (fresh models do: ACTHalting) and backprop "
+    "through the loops where halting is counted"
+)
+
+
+@_checked("depth_collapse", DEPTH_FIX)
+def check_depth_collapse(model: nn.Module, probe: Probe) -> list[Finding]:
+    """ACT's mean depth on a real forward (no cache, early exit allowed) against the loops asked for."""
+    cfg = model.cfg
+    if not cfg.act:
+        return [Finding("depth_collapse", "ok", "ACT is off: every token runs the loops it is given")]
+    asked = max(cfg.max_loop_iters, probe.n_loops)
+    with torch.no_grad():
+        out = model(probe.input_ids, n_loops=asked, return_aux=True)
+    depth = out.aux.mean_depth
+    if asked >= 4 and depth < DEPTH_COLLAPSE_FRACTION * asked:
+        return [
+            Finding(
+                "depth_collapse",
+                "warning",
+                f"depth collapse: ACT halts after {depth:.2f} loops on average of the {asked} asked for "
+                f"(halting bias {float(model.recurrent.act.halt.bias.detach().float().mean()):+.2f})",
+                DEPTH_FIX,
+            )
+        ]
+    return [Finding("depth_collapse", "ok", f"ACT uses {depth:.2f} of {asked} loops on average")]
+
+
 # ---------------------------------------------------------------------------------------------- runner
 
 CHECKS: tuple[Callable[[nn.Module, Probe], list[Finding]], ...] = (
@@ -743,6 +775,7 @@ CHECKS: tuple[Callable[[nn.Module, Probe], list[Finding]], ...] = (
     check_cache_no_early_exit,
     check_hidden_norms,
     check_experts,
+    check_depth_collapse,
 )
 
 

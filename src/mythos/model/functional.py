@@ -60,7 +60,7 @@ def rotate_real(xf: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 def rotate_complex(xf: Tensor, freqs: Tensor) -> Tensor:
     """The same rotation as one complex multiply (``freqs`` = cos + i sin, broadcast over the pairs).
 
-    One fused kernel in eager mode: about 6x faster on CPU than :func:`rotate_real`.
+    One fused kernel in eager mode instead of :func:`rotate_real`'s four strided products (much faster on CPU).
     """
     if xf.stride(-1) != 1 or xf.storage_offset() % 2 or any(st % 2 for st in xf.stride()[:-1]):
         xf = xf.contiguous()  # view_as_complex needs (real, imag) pairs adjacent and aligned

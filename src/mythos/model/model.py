@@ -78,8 +78,12 @@ class Mythos(nn.Module):
         return_aux: bool = False,
         grad_loops: int | None = None,
         checkpoint_loops: bool = False,
+        row_loops: torch.Tensor | None = None,
     ) -> torch.Tensor | MythosOutput:
         """Logits (batch, time, vocab); ``MythosOutput(logits, aux)`` when ``return_aux``.
+
+        ``row_loops`` (batch,) gives every row its own depth (training with depth sampled per sequence): the
+        batch runs to the largest and each row keeps its state after its own last loop. Not with a cache.
 
         With ``cache`` the tokens continue the cached sequence at ``cache.pos`` (prefill, chunked prefill or
         decode) and the cache advances by ``time``.
@@ -94,12 +98,25 @@ class Mythos(nn.Module):
                     f"n_loops={n_loops} but the cache was built for n_loops={cache.n_loops}: every loop depth "
                     "needs its own cache slot; call model.new_cache(..., n_loops=...) with the depth you want"
                 )
+            if row_loops is not None:
+                raise ValueError("row_loops (a depth per row) is for training forwards, not with a KV cache")
             if batch != cache.batch_size:
                 raise ValueError(f"input batch {batch} != cache batch_size {cache.batch_size}")
             n_loops = cache.n_loops
             cache.check_room(length)
             start = cache.pos
         else:
+            if row_loops is not None:
+                row_loops = torch.as_tensor(row_loops, dtype=torch.long)
+                if row_loops.shape != (batch,) or int(row_loops.min()) < 1:
+                    raise ValueError(
+                        f"row_loops must be ({batch},) integers >= 1 (one depth per row), got "
+                        f"shape {tuple(row_loops.shape)}"
+                    )
+                deepest = int(row_loops.max())
+                n_loops = deepest if n_loops is None else n_loops
+                if deepest > n_loops:
+                    raise ValueError(f"row_loops has a depth {deepest} > n_loops={n_loops}")
             n_loops = n_loops if n_loops is not None else cfg.max_loop_iters
             start = 0
         if n_loops < 1:
@@ -126,6 +143,7 @@ class Mythos(nn.Module):
             start=start,
             grad_loops=grad_loops,
             checkpoint_loops=checkpoint_loops,
+            row_loops=row_loops,
         )
         for i, layer in enumerate(self.coda):
             x = layer(x, rope, cache.coda_slot(i) if cache is not None else None, start)

@@ -24,7 +24,7 @@ class RMSNorm(nn.Module):
 
 class _RMSNormFn(torch.autograd.Function):
     """fp32 RMSNorm with a hand-written backward: the same forward ops, but about half the kernels of
-    autograd's chain-rule backward through pow/mean/rsqrt/mul (measured ~2x faster fwd+bwd at 2048x256)."""
+    autograd's chain-rule backward through pow/mean/rsqrt/mul, which is what a CPU training step pays for."""
 
     @staticmethod
     def forward(ctx, x, weight, eps):  # type: ignore[no-untyped-def]

@@ -1,8 +1,8 @@
 """fp32 linear layers through oneDNN on CPU.
 
-Why: PyTorch sends an fp32 CPU matmul to MKL, and MKL takes its AVX2 code path on non-Intel CPUs — about
-80 GFLOPS for one core of this project's AMD EPYC — while oneDNN, which ships inside PyTorch (it runs the
-bf16 matmuls), JIT-compiles AVX-512 kernels for the same product: about 170–200 GFLOPS. Same IEEE fp32
+Why: PyTorch sends an fp32 CPU matmul to MKL, and MKL takes its AVX2 code path on non-Intel CPUs, while
+oneDNN, which ships inside PyTorch (it runs the bf16 matmuls), JIT-compiles AVX-512 kernels for the same
+product — on an AVX-512 AMD CPU about twice the throughput (docs/model.md, "Speed"). Same IEEE fp32
 arithmetic with a different blocking, so results agree with ``F.linear`` to float rounding (~1e-6 relative).
 Training steps are two thirds matmul at the small configuration; see benchmarks/model_train_step.py.
 

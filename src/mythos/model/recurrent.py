@@ -27,13 +27,10 @@ from .attention import Rope
 from .block import TransformerBlock
 from .cache import KVCache
 from .config import MythosConfig
+from .functional import A_MAX, act_step, halt_prob, lora_add, lora_delta, lora_scale, lti_A, lti_update
 from .norm import RMSNorm
 
-A_MAX = 1.0 - 2.0**-8
-"""Largest A: the largest bfloat16 below 1 (exactly representable in fp16 and fp32 too), so A < 1 in every dtype."""
-LOG_RATE_MIN = math.log(-math.log(A_MAX))
-"""log(dt * rate) at which A reaches A_MAX; the reference's floor of -20 lets A round to exactly 1.0."""
-LOG_RATE_MAX = 20.0
+__all__ = ["A_MAX", "ACTHalting", "DepthLoRA", "LTIInjection", "LoopEmbedding", "LoopStats", "RecurrentBlock"]
 
 
 class LTIInjection(nn.Module):
@@ -47,11 +44,10 @@ class LTIInjection(nn.Module):
 
     def get_A(self) -> torch.Tensor:
         """Diagonal of A in the parameters' dtype, computed in fp32; every entry in (0, A_MAX]."""
-        log_rate = (self.log_dt.float() + self.log_A.float()).clamp(LOG_RATE_MIN, LOG_RATE_MAX)
-        return torch.exp(-torch.exp(log_rate)).clamp(max=A_MAX).to(self.log_A.dtype)
+        return lti_A(self.log_A, self.log_dt)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(torch.addcmul(out, self.B, e), self.get_A(), h)  # fused multiply-adds
+        return lti_update(h, self.get_A(), self.B, e, out)
 
 
 class LoopEmbedding(nn.Module):
@@ -88,25 +84,37 @@ class DepthLoRA(nn.Module):
         self.scale = nn.Embedding(max_loops, rank)
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
-        return (self.down(x) * s) @ self.B
+        return lora_delta(x, self.down.weight, self.B, lora_scale(self.scale.weight, t))
 
     def add_to(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """``x + self(x, t)`` with the addition inside the matmul (one pass over x fewer)."""
-        s = self.scale.weight[min(t, self.scale.num_embeddings - 1)]
-        low = (self.down(x) * s).reshape(-1, self.B.shape[0])
-        return torch.addmm(x.reshape(-1, x.shape[-1]), low, self.B).view(x.shape)
+        return lora_add(x, self.down.weight, self.B, lora_scale(self.scale.weight, t))
 
 
 class ACTHalting(nn.Module):
-    """Per-position halting probability sigmoid(w . h + b) (Graves, 2016)."""
+    """Per-position halting probability sigmoid(w . h + b) (Graves, 2016).
 
-    def __init__(self, dim: int) -> None:
+    The bias starts at logit(1 / max_loops): p ~ 1/N per loop spends about N loops before the cumulative
+    probability crosses the threshold. A bias near 0 (p ~ 0.5) halts every token after 2 loops at init and
+    nothing in the loss pushes depth back up (depth collapse).
+    """
+
+    def __init__(self, dim: int, max_loops: int | None = None) -> None:
         super().__init__()
         self.halt = nn.Linear(dim, 1)
+        if max_loops is not None:
+            with torch.no_grad():
+                self.halt.bias.fill_(halting_bias(max_loops))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.halt(h)).squeeze(-1)
+        return halt_prob(h, self.halt.weight, self.halt.bias)
+
+
+def halting_bias(max_loops: int) -> float:
+    """logit(1/N): the halting bias whose constant p = 1/N per loop uses about N loops (N = 1: halt at once)."""
+    if max_loops <= 1:
+        return 4.0
+    return -math.log(max_loops - 1)
 
 
 @dataclass
@@ -129,7 +137,7 @@ class RecurrentBlock(nn.Module):
         self.injection = LTIInjection(cfg.dim)
         self.loop_embedding = LoopEmbedding(cfg.dim, cfg.loop_dim, cfg.loop_theta)
         self.lora = DepthLoRA(cfg.dim, cfg.lora_rank, cfg.max_loop_iters)
-        self.act = ACTHalting(cfg.dim)
+        self.act = ACTHalting(cfg.dim, None if cfg.reference_compat else cfg.max_loop_iters)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
 
     @staticmethod
@@ -158,7 +166,14 @@ class RecurrentBlock(nn.Module):
         start: int = 0,
         grad_loops: int | None = None,
         checkpoint_loops: bool = False,
+        row_loops: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, LoopStats]:
+        """Loop ``n_loops`` times; ``row_loops`` (batch,) gives each row its own depth <= n_loops.
+
+        A row past its depth keeps its state (its exit). With ``grad_loops`` each row backpropagates through
+        its own last ``grad_loops`` loops, and ACT counts halting only inside that window: a token that halted
+        in a no-grad loop would contribute a constant and train nothing (the ACT + truncation defect).
+        """
         cfg = self.cfg
         lead = h.shape[:-1]
         dev = h.device
@@ -169,44 +184,58 @@ class RecurrentBlock(nn.Module):
         h_out = torch.zeros(h.shape, device=dev, dtype=torch.float32)
         load = torch.zeros(cfg.n_experts, device=dev)
         norms = []
-        no_grad_loops = n_loops - grad_loops if grad_loops is not None else 0
+        per_row = row_loops is not None
+        if per_row:
+            depth = row_loops.to(dev).view(-1, *([1] * (len(lead) - 1))).expand(lead)  # (batch, time)
+        else:
+            depth = torch.full(lead, n_loops, device=dev, dtype=torch.long)
+        window = grad_loops if grad_loops is not None else n_loops
+        first_grad = (depth - window).clamp(min=0)  # first loop inside each position's gradient window
+        # loops before every row's window need no autograd graph at all
+        no_grad_loops = n_loops - grad_loops if (grad_loops is not None and not per_row) else 0
+        if per_row and grad_loops is not None:
+            no_grad_loops = int(first_grad.min())
         for t in range(n_loops):
             truncated = t < no_grad_loops
             with torch.set_grad_enabled(torch.is_grad_enabled() and not truncated):
                 if t == no_grad_loops and no_grad_loops > 0:
                     h = h.detach()
+                if per_row and grad_loops is not None and t > no_grad_loops:
+                    h = torch.where((first_grad == t).unsqueeze(-1), h.detach(), h)
                 if checkpoint_loops and torch.is_grad_enabled() and cache is None:
-                    h = checkpoint(self.step, h, e, rope, t, None, start, use_reentrant=False)
+                    h_new = checkpoint(self.step, h, e, rope, t, None, start, use_reentrant=False)
                 else:
-                    h = self.step(h, e, rope, t, cache, start)
+                    h_new = self.step(h, e, rope, t, cache, start)
+                active = t < depth
+                h = torch.where(active.unsqueeze(-1), h_new, h) if per_row else h_new
                 moe_load = self.block.ffn.last_load
                 if moe_load is not None:
                     load = load + moe_load
                 norms.append(h.detach().float().norm(dim=-1).mean())
                 if not cfg.act:
                     continue
-                running = (~halted).float()
+                in_window = t >= first_grad
+                running = ((~halted) & in_window & active).float()
                 p = self.act(h).float()
-                crossing = cumulative + p >= cfg.act_threshold
-                if not cfg.reference_compat and t == n_loops - 1:
-                    crossing = torch.ones_like(crossing)  # pay the remainder to whoever is still running
-                remainder = (1.0 - cumulative).clamp(min=0)
-                weight = torch.where(crossing, remainder, p) * running
-                h_out = torch.addcmul(h_out, weight.unsqueeze(-1), h.float())
-                remainder_paid = (
-                    remainder_paid + torch.where(crossing, remainder, torch.zeros_like(p)) * running
-                )
+                # a row's last loop pays the remainder to whoever is still running (not in reference mode)
+                final = (t == depth - 1) if not cfg.reference_compat else False
+                step = act_step(p, cumulative, running, cfg.act_threshold, final=final)
+                h_out = torch.addcmul(h_out, step.weight.unsqueeze(-1), h.float())
+                remainder_paid = remainder_paid + torch.where(step.crossing, step.weight, torch.zeros_like(p))
                 used = used + running
-                cumulative = cumulative + p * running
+                cumulative = step.cumulative
                 halted = halted | (cumulative >= cfg.act_threshold)
+                if not cfg.reference_compat:
+                    halted = halted | (t >= depth - 1)
                 if cache is None and cfg.act_early_exit and t < n_loops - 1 and self._all_halted(halted):
                     break  # every later weight would be 0: skipping the loops changes nothing but time
         if cfg.act:
             out = h_out.to(h.dtype)
             ponder = (used + remainder_paid).mean()
+            used = used + first_grad.float()  # loops run before the window count toward depth
         else:
             out = h
-            used = torch.full(lead, float(n_loops), device=dev)
+            used = depth.float()
             ponder = torch.zeros((), device=dev)
         stats = LoopStats(
             ponder_cost=ponder,

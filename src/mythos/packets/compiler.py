@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mythos.fsutil import atomic_file, atomic_write, slug
+
 from .contradictions import detect_contradictions
 from .digest import build_digest
 from .errors import PacketError
@@ -29,8 +31,6 @@ from .layout import (
     SNAPSHOT,
     STATE,
     TASK,
-    atomic_file,
-    atomic_write,
     read_manifest,
     reclaim_temps,
     require_run_dir,
@@ -408,7 +408,7 @@ def _derived(c: Compiled) -> dict:
             continue
         patterns.append(
             {
-                "id": f"failure:{_slug(summary)}",
+                "id": f"failure:{slug(summary, None, default='')}",
                 "summary": summary,
                 "count": count,
                 "last_seen_at": created_at,
@@ -467,19 +467,6 @@ def _derived(c: Compiled) -> dict:
         "patterns": patterns,
         "halt": [halt],
     }
-
-
-def _slug(text: str) -> str:
-    out: list[str] = []
-    dash = False
-    for char in text:
-        if char.isascii() and char.isalnum():
-            out.append(char.lower())
-            dash = False
-        elif not dash:
-            out.append("-")
-            dash = True
-    return "".join(out).strip("-")
 
 
 def _validate_sources(c: Compiled, derived: dict) -> None:

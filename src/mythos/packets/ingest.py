@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mythos.fsutil import atomic_write
+from mythos.fsutil import slug as _fs_slug
+
 from .appendlog import append_lines, compact, heal_torn_tail, scan_ids
 from .errors import PacketError
 from .hashing import fnv1a64, fnv1a64_text, is_hex16
@@ -21,7 +24,6 @@ from .layout import (
     FINDINGS,
     QUARANTINE,
     SUBAGENTS,
-    atomic_write,
     require_run_dir,
     run_lock,
     source_root,
@@ -65,8 +67,8 @@ def now_iso() -> str:
 
 
 def slug(text: str, limit: int = 64) -> str:
-    value = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
-    return value or "subagent"
+    """The house slug rule (``mythos.fsutil.slug``) with this module's fallback name."""
+    return _fs_slug(text, limit, default="subagent")
 
 
 def extract_blocks(text: str) -> list[tuple[str, int, str]]:

@@ -6,10 +6,10 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+
+from mythos.fsutil import TEMP_SUFFIX, atomic_write
 
 from .errors import PacketError
 
@@ -65,66 +65,8 @@ def run_lock(run_dir: Path, *, shared: bool = False) -> Iterator[None]:
         os.close(fd)  # closing drops the flock
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-TEMP_SUFFIX = ".tmp"
 # Directories of a run that atomic writes put temp files in (swept by ``reclaim_temps``).
 TEMP_DIRS = ("", STATE, RAW, SUBAGENTS, "worker-results", "verifier-results", "quarantine")
-
-
-def temp_beside(path: Path) -> tuple[int, str]:
-    """A temp file next to ``path``, flock-ed by its writer until it is renamed (see ``reclaim_temps``).
-
-    Permissions are what a plain ``open(path, "w")`` would give (not mkstemp's 0600).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if os.fstat(fd).st_nlink:
-            break
-        os.close(fd)  # a reclaimer took it in the instant before we locked it: make another
-    os.fchmod(fd, 0o666 & ~_UMASK)
-    return fd, tmp
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, *, fsync: bool = True) -> Iterator[IO[bytes]]:
-    """Yield a binary file that replaces ``path`` atomically when the block ends without an error.
-
-    The temp file stays open (and flock-ed) until after ``os.replace``, so a concurrent ``reclaim_temps`` can tell
-    a temp whose writer is alive from one left by a writer killed with ``kill -9``.
-    """
-    fd, tmp = temp_beside(path)
-    handle = os.fdopen(fd, "wb")
-    try:
-        yield handle
-        handle.flush()
-        if fsync:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    finally:
-        handle.close()
-    if fsync:
-        _fsync_dir(path.parent)
-
-
-def atomic_write(path: Path, data: bytes | str, *, fsync: bool = True) -> None:
-    """Write via a temp file in the same directory and ``os.replace``: readers see the old or the new file."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_file(path, fsync=fsync) as handle:
-        handle.write(payload)
 
 
 def reclaim_temps(run_dir: Path) -> list[str]:
@@ -163,15 +105,6 @@ def reclaim_temps(run_dir: Path) -> list[str]:
             finally:
                 os.close(fd)
     return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def read_manifest(run_dir: Path) -> dict:

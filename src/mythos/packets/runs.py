@@ -6,9 +6,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mythos.fsutil import atomic_write
+
 from .appendlog import compact
 from .errors import PacketError
-from .layout import EVIDENCE, FINDINGS, MANIFEST, STATE, SUBAGENTS, TASK, atomic_write, write_manifest
+from .layout import EVIDENCE, FINDINGS, MANIFEST, STATE, SUBAGENTS, TASK, write_manifest
 from .vocab import EvidenceKind, FindingStatus
 
 SYNTHESIS_PENDING_ID = "vf-synthesis-pending"

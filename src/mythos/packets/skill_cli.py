@@ -10,10 +10,11 @@ as the reference did; the Prime digest (state/prime_digest.json) is written eith
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mythos.fsutil import slug
 
 from .errors import PacketError
 
@@ -58,10 +59,6 @@ def _flags(argv: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], lis
     return values, rest
 
 
-def _slug(text: str, limit: int = 48) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "objective"
-
-
 def _print_packet(run: Path) -> None:
     from .layout import PACKET
 
@@ -87,7 +84,7 @@ def _compile(argv: list[str]) -> int:
         from .runs import init_run
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        run = Path(".mythos") / "runs" / f"{stamp}-{_slug(objective)}"
+        run = Path(".mythos") / "runs" / f"{stamp}-{slug(objective, 48, default='objective')}"
         init_run(run, task=objective, root=root, contradictions="pairwise")
         packet = compile_run(run, root=root, return_packet=False)
     print(

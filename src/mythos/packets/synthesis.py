@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+from mythos.fsutil import atomic_write
+
 from .appendlog import append_lines, compact, heal_torn_tail
 from .errors import PacketError
 from .ingest import now_iso
-from .layout import EVIDENCE, FINDINGS, atomic_write, read_manifest, run_lock, write_manifest
+from .layout import EVIDENCE, FINDINGS, read_manifest, run_lock, write_manifest
 from .vocab import EvidenceKind, FindingStatus
 
 # Both seeds count: ours (init) and the reference driver's, so reference-made runs can advance too.

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, TrainConfigError
@@ -45,6 +46,12 @@ def train_parser() -> argparse.ArgumentParser:
     src.add_argument("--vocab-size", type=int, default=d["vocab_size"].default)
     src.add_argument("--text-field", default=d["text_field"].default)
     src.add_argument("--max-documents", type=int)
+    src.add_argument(
+        "--heldout",
+        type=float,
+        default=d["heldout"].default,
+        help="fraction of whole documents/files held out at data preparation (for mythos eval)",
+    )
     src.add_argument("--seq-len", type=int, default=d["seq_len"].default)
     src.add_argument("--task", help="synthetic task instead of text: binding, graph or carry")
     src.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE")
@@ -58,7 +65,16 @@ def train_parser() -> argparse.ArgumentParser:
         "--ponder-weight", type=float, help="weight of ACT's ponder cost (default: the model config's)"
     )
     rec = p.add_argument_group("recurrence")
-    rec.add_argument("--loops", default=d["loops"].default, help="N, or MIN:MAX sampled per step")
+    rec.add_argument(
+        "--loops",
+        default=d["loops"].default,
+        help="training depth: N, MIN:MAX (uniform) or plognormal:MEAN[:MAX] (heavy-tailed, Huginn's)",
+    )
+    rec.add_argument(
+        "--depth-per",
+        choices=["sequence", "step"],
+        help="draw the depth per step (default: measured best on text) or per sequence (rows of a batch differ)",
+    )
     rec.add_argument("--grad-loops", type=int, help="backprop through only the last K loops")
     rec.add_argument("--checkpoint-loops", action="store_true", help="activation checkpointing per loop")
     rec.add_argument("--no-router-balance", action="store_true")
@@ -93,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         vocab_size=args.vocab_size,
         text_field=args.text_field,
         max_documents=args.max_documents,
+        heldout=args.heldout,
         seq_len=args.seq_len,
         task=args.task,
         task_options=_key_values(args.task_option, "--task-option"),
@@ -108,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         beta2=args.beta2,
         grad_clip=args.grad_clip,
         loops=args.loops,
+        depth_per=args.depth_per,
         grad_loops=args.grad_loops,
         checkpoint_loops=args.checkpoint_loops,
         ponder_weight=args.ponder_weight,
@@ -186,3 +204,92 @@ def plot_main(argv: list[str]) -> int:
     from .plot import plot_main as run
 
     return run(argv)
+
+
+def study_main(argv: list[str]) -> int:
+    """``mythos study depth``: looped vs dense baselines on real text (see mythos.train.study)."""
+    from .study import MODELS, StudyConfig
+
+    d = StudyConfig()
+    p = argparse.ArgumentParser(
+        prog="mythos study",
+        description="depth: train (a) the looped model, (b) a dense model with the same unique parameters and "
+        "(c) a dense model with the same applied depth at equal training tokens on the same text; write "
+        "OUT/study.json and OUT/study.png and print held-out bits per byte per test-time depth. Re-running the "
+        "same command resumes a killed study.",
+    )
+    p.add_argument("study", choices=["depth"], help="the study to run")
+    p.add_argument("--out", default=d.out)
+    p.add_argument(
+        "--quick", action="store_true", help="seconds-long pipeline check (tests); no quality claims"
+    )
+    p.add_argument(
+        "--data", default=d.data, help="folder/file of text, stdlib: (default) or hf:NAME[:CONFIG[:SPLIT]]"
+    )
+    p.add_argument("--max-documents", type=int)
+    p.add_argument("--heldout", type=float, default=d.heldout, help="fraction of whole files held out")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seq-len", type=int, default=d.seq_len)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--dim", type=int, default=d.dim)
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size)
+    p.add_argument(
+        "--loops", default=d.loops, help="the looped model's training depth (N, MIN:MAX, plognormal:…)"
+    )
+    p.add_argument("--depth-per", default=d.depth_per, choices=["sequence", "step"])
+    p.add_argument("--grad-loops", type=int, default=d.grad_loops, help="0: backprop through every loop")
+    p.add_argument("--act", action="store_true", help="train the looped model with ACT halting on")
+    p.add_argument(
+        "--eval-loops", default=",".join(map(str, d.eval_loops)), help="test-time depths, e.g. 1,2,4,8,16"
+    )
+    p.add_argument("--exit", action="append", metavar="CRITERION:THRESHOLD", help="adaptive-exit rows")
+    p.add_argument("--eval-tokens", type=int, default=d.eval_tokens)
+    p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    from .study import format_table, run_study
+
+    try:
+        if args.quick:
+            cfg = StudyConfig.quick(args.out, args.data)
+        else:
+            loops = [int(v) for v in args.eval_loops.split(",") if v]
+            if not loops or min(loops) < 1:
+                raise ValueError(f"--eval-loops {args.eval_loops!r}: integers >= 1, e.g. 1,2,4,8,16")
+            for name in ("steps", "batch_size", "seq_len", "dim", "eval_tokens"):
+                if getattr(args, name) < 1:
+                    raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
+            cfg = StudyConfig(
+                out=args.out,
+                data=args.data,
+                max_documents=args.max_documents,
+                heldout=args.heldout,
+                vocab_size=args.vocab_size,
+                seq_len=args.seq_len,
+                batch_size=args.batch_size,
+                steps=args.steps,
+                lr=args.lr,
+                loops=args.loops,
+                depth_per=args.depth_per,
+                grad_loops=args.grad_loops or None,
+                act=args.act,
+                dim=args.dim,
+                eval_loops=loops,
+                exits=args.exit if args.exit is not None else d.exits,
+                eval_tokens=args.eval_tokens,
+                models=tuple(m for m in args.models.split(",") if m),
+                seed=args.seed,
+                progress=not args.no_progress,
+            )
+        study = run_study(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (TrainConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"mythos study: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # a missing optional package, a non-finite run
+        print(f"mythos study: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(study))
+    print(f"wrote {Path(cfg.out) / 'study.json'} and {study['png']}")
+    return 0

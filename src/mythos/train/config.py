@@ -21,17 +21,14 @@ class TrainConfigError(ValueError):
 
 
 def parse_loops(text: str | int) -> tuple[int, int]:
-    """``"8"`` -> (8, 8) fixed depth; ``"2:8"`` -> loop count sampled uniformly in 2..8 each step."""
-    raw = str(text)
+    """``"8"`` -> (8, 8) fixed; ``"2:8"`` -> (2, 8) uniform; ``"plognormal:6:16"`` -> (1, 16) (see sampler)."""
+    from .sampler import DepthSampler, DepthSpecError
+
     try:
-        lo, _, hi = raw.partition(":")
-        low = int(lo)
-        high = int(hi) if hi else low
-    except ValueError:
-        raise TrainConfigError("loops", text, "must be N or MIN:MAX with integers, e.g. 8 or 2:12") from None
-    if low < 1 or high < low:
-        raise TrainConfigError("loops", text, "needs 1 <= MIN <= MAX")
-    return low, high
+        sampler = DepthSampler.parse(text)
+    except DepthSpecError as exc:
+        raise TrainConfigError("loops", text, str(exc)) from None
+    return sampler.low, sampler.high
 
 
 @dataclass
@@ -49,6 +46,7 @@ class TrainConfig:
     vocab_size: int = 4096  # for a freshly trained tokenizer
     text_field: str = "text"
     max_documents: int | None = None
+    heldout: float = 0.05  # fraction of whole documents/files set aside at data preparation (mythos eval)
     seq_len: int = 128
     # --- data: synthetic task ---
     task: str | None = None  # binding | graph | carry
@@ -66,7 +64,8 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     # --- recurrence ---
-    loops: str = "4"  # N or MIN:MAX (sampled per step, same on every rank)
+    loops: str = "4"  # N, MIN:MAX or plognormal:MEAN[:MAX] (see train/sampler.py)
+    depth_per: str | None = None  # "sequence" or "step"; None: per step (measured best, docs/train.md)
     grad_loops: int | None = None  # backprop through only the last k loops
     checkpoint_loops: bool = False
     ponder_weight: float | None = None  # weight of aux.ponder_cost; None: the model config's ponder_weight
@@ -115,6 +114,10 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise TrainConfigError(name, getattr(self, name), "must be in [0, 1)")
         parse_loops(self.loops)
+        if self.depth_per not in (None, "sequence", "step"):
+            raise TrainConfigError("depth_per", self.depth_per, "must be 'sequence' or 'step'")
+        if not isinstance(self.heldout, int | float) or not 0 <= self.heldout < 1:
+            raise TrainConfigError("heldout", self.heldout, "must be a fraction in [0, 1), e.g. 0.05")
         if self.grad_loops is not None and self.grad_loops < 1:
             raise TrainConfigError("grad_loops", self.grad_loops, "must be >= 1 or None (full backprop)")
         if self.precision not in PRECISIONS:
@@ -136,6 +139,12 @@ class TrainConfig:
     @property
     def loop_range(self) -> tuple[int, int]:
         return parse_loops(self.loops)
+
+    @property
+    def depth_mode(self) -> str:
+        """Where depth is drawn. Default per step: on text it matched or beat per sequence at fewer FLOPs
+        (benchmarks/results/depth_recipe.md: a per-sequence batch runs to its deepest row)."""
+        return self.depth_per if self.depth_per is not None else "step"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

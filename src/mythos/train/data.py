@@ -19,7 +19,6 @@ import numpy as np
 from .textio import ReadReport, binary_reason, iter_jsonl, safe_pieces, stream_text_file
 
 EOS_TOKEN = "<|endoftext|>"
-TEXT_SUFFIXES = (".txt", ".md", ".text")
 INDEX_NAME = "index.json"
 
 
@@ -83,15 +82,21 @@ def _iter_source(
         for doc in _iter_hf(source[3:], text_field):
             yield _one(doc)
         return
+    if source == STDLIB:
+        for child in stdlib_files():
+            report.files[child.suffix] += 1
+            yield stream_text_file(child)
+        return
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"data source {source!r} does not exist; give a file, a folder or hf:NAME")
+        raise FileNotFoundError(
+            f"data source {source!r} does not exist; give a file, a folder, {STDLIB} or hf:NAME"
+        )
     if path.is_dir():
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            if child.suffix in TEXT_SUFFIXES + (".jsonl", ".parquet"):
-                yield from _iter_source(str(child), text_field, report, top=False)
-            else:
-                report.skipped.append((str(child), f"suffix {child.suffix or '(none)'} not read"))
+            if _hidden(child, path):
+                continue  # dot-folders, editor backups, __pycache__: never training text
+            yield from _iter_source(str(child), text_field, report, top=False)
         return
     if path.suffix not in (".jsonl", ".parquet"):
         reason = binary_reason(path)
@@ -121,6 +126,25 @@ def _iter_source(
 
 class MissingPackage(RuntimeError, ImportError):
     """An optional package a data source needs is not installed (bad input for the command: exit 2)."""
+
+
+STDLIB = "stdlib:"
+"""Data source naming the running interpreter's standard-library .py files: real text on any machine, no download."""
+
+
+def stdlib_files() -> list[Path]:
+    """The running interpreter's standard-library ``.py`` files in sorted order (about 12 MB on CPython 3.11);
+    installed packages and the test suites (generated data, odd encodings) are left out."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+    return sorted(p for p in root.rglob("*.py") if p.is_file() and not skip & set(p.relative_to(root).parts))
+
+
+def _hidden(child: Path, root: Path) -> bool:
+    """Dot-files and dot-folders (.git, editor state) and ``__pycache__`` under a data folder are never read."""
+    return any(part.startswith(".") or part == "__pycache__" for part in child.relative_to(root).parts)
 
 
 def _iter_hf(spec: str, text_field: str) -> Iterator[str]:

@@ -59,9 +59,11 @@ def wrap(model: nn.Module, mode: str, info: DistInfo) -> nn.Module:
         return model
     # ACT's early exit is data-dependent: ranks would run different loop counts and FSDP/DDP collectives would
     # deadlock. With several ranks every rank runs all the loops it was asked for (outputs are unchanged).
+    # Only the loop's own copy changes: the model's config (saved into every checkpoint) keeps the user's choice.
     cfg = getattr(model, "cfg", None)
-    if cfg is not None and hasattr(cfg, "act_early_exit"):
-        cfg.act_early_exit = False
+    loop = getattr(model, "recurrent", None)
+    if loop is not None and getattr(loop.cfg, "act_early_exit", False):
+        loop.cfg = loop.cfg.replace(act_early_exit=False)
     if mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 

@@ -152,21 +152,48 @@ def grid_for_checkpoint(
     return Grid(lengths, loops, acc, cfg.train_hops, cfg.loop_range, cfg.task)
 
 
+def _is_text_run(path: str) -> bool:
+    """True when the run (or checkpoint) was trained on text (its train_config.json has no task)."""
+    from .checkpoint import resolve_checkpoint
+
+    try:
+        cfg_path = resolve_checkpoint(path) / "train_config.json"
+        return cfg_path.exists() and not json.loads(cfg_path.read_text()).get("task")
+    except (FileNotFoundError, ValueError, OSError):
+        return False
+
+
 def eval_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="mythos eval",
-        description="Print the accuracy grid (chain length x loop "
-        "count) of a checkpoint trained on a synthetic task.",
+        description="Evaluate a checkpoint at several test-time depths: held-out bits per byte for a run "
+        "trained on text, the accuracy grid (chain length x loop count) for one trained on a synthetic task.",
     )
     p.add_argument("checkpoint", help="checkpoint folder, or a run folder (uses its latest checkpoint)")
-    p.add_argument("--lengths", help="chain lengths, e.g. 1:12 or 1,2,4,8")
+    p.add_argument("--lengths", help="(task runs) chain lengths, e.g. 1:12 or 1,2,4,8")
     p.add_argument("--loops", help="loop counts, e.g. 1:16 or 1,2,4,8,16")
-    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--samples", type=int, default=256, help="(task runs) programs per length")
     p.add_argument(
         "--seed", type=int, help="seed of the held-out programs (default: the run's seed + 1000, as the demo)"
     )
-    p.add_argument("--json", help="also write the grid to this JSON file")
+    p.add_argument(
+        "--exit",
+        action="append",
+        default=[],
+        metavar="CRITERION:THRESHOLD",
+        help="(text runs) add an adaptive row with per-token exits, e.g. kl:0.01, delta:0.05, argmax:2",
+    )
+    p.add_argument("--max-tokens", type=int, default=32768, help="(text runs) held-out tokens to score")
+    p.add_argument("--png", help="(text runs) plot path (default: RUN/eval_bpb.png)")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        help="print JSON to stdout (text runs), or write the task grid/text result to this file",
+    )
     args = p.parse_args(argv)
+    if _is_text_run(args.checkpoint):
+        return _text_eval_main(args)
     try:
         grid = grid_for_checkpoint(
             args.checkpoint,
@@ -178,7 +205,42 @@ def eval_main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"mythos eval: {exc}", file=sys.stderr)
         return 2
+    if args.json == "-":
+        print(json.dumps(grid.to_dict(), sort_keys=True))
+        return 0
     print(grid.format())
     if args.json:
         Path(args.json).write_text(json.dumps(grid.to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def _text_eval_main(args: argparse.Namespace) -> int:
+    from mythos.model.exits import ExitCriterion
+
+    from .checkpoint import resolve_checkpoint
+    from .text_eval import evaluate_run, plot_text_eval
+
+    try:
+        loops = _parse_list(args.loops) if args.loops else None
+        if loops is not None and (not loops or min(loops) < 1):
+            raise ValueError(f"--loops {args.loops!r}: loop counts must be integers >= 1, e.g. 1,2,4,8,16")
+        exits = [ExitCriterion.parse(text) for text in args.exit]
+        if args.max_tokens < 1:
+            raise ValueError(f"--max-tokens {args.max_tokens}: must be >= 1")
+        result = evaluate_run(args.checkpoint, loops, exits, args.max_tokens)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"mythos eval: {exc}", file=sys.stderr)
+        return 2
+    ckpt = resolve_checkpoint(args.checkpoint)
+    run_dir = ckpt.parent.parent  # RUN/checkpoints/step_N
+    png = Path(args.png) if args.png else run_dir / "eval_bpb.png"
+    plot_text_eval({run_dir.name: result}, png)
+    payload = {**result.to_dict(), "png": str(png)}
+    if args.json == "-":
+        print(json.dumps(payload, sort_keys=True))
+        return 0
+    print(result.format())
+    print(f"plot: {png}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(payload, indent=2, sort_keys=True))
     return 0

@@ -30,6 +30,7 @@ from .runfolder import (
     clean_stale_temps,
     write_run_config,
 )
+from .sampler import DepthSampler, depth_histogram
 from .sources import IGNORE, make_source
 from .telemetry import Telemetry
 
@@ -57,11 +58,17 @@ class TrainResult:
 
 
 def loop_count(cfg: TrainConfig, step: int) -> int:
-    """Loop count for a step: fixed, or drawn from a generator seeded by (seed, step) — identical on all ranks."""
-    low, high = cfg.loop_range
-    if low == high:
-        return low
-    return int(np.random.default_rng([cfg.seed, 2, step]).integers(low, high + 1))
+    """Loops the whole step runs (its deepest row) — a pure function of (seed, step), identical on all ranks."""
+    return int(step_depths(cfg, step, 1 if cfg.depth_mode == "step" else _global_rows(cfg, 1)).max())
+
+
+def _global_rows(cfg: TrainConfig, world: int) -> int:
+    return cfg.batch_size * cfg.grad_accum * world
+
+
+def step_depths(cfg: TrainConfig, step: int, rows: int) -> np.ndarray:
+    """Depth of every row of the step's global batch (micro-steps x ranks x batch, the sources' order)."""
+    return DepthSampler.parse(cfg.loops).step_depths(cfg.seed, step, rows, cfg.depth_mode)
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -253,7 +260,9 @@ def train(
         for step in range(start_step, end_step):
             t0 = time.perf_counter()
             step_lr = optimizer.param_groups[0]["lr"]
-            n_loops = loop_count(cfg, step)
+            depths = step_depths(cfg, step, _global_rows(cfg, info.world))
+            n_loops = int(depths.max())  # every rank runs to the global batch's deepest row
+            per_row = cfg.depth_mode == "sequence" and int(depths.min()) != n_loops
             grad_loops = min(cfg.grad_loops, n_loops) if cfg.grad_loops else None
             model.train()
             optimizer.zero_grad(set_to_none=True)
@@ -272,10 +281,13 @@ def train(
                     if amp_dtype is not None
                     else contextlib.nullcontext()
                 )
+                first = (micro * info.world + info.rank) * cfg.batch_size
+                rows = torch.from_numpy(depths[first : first + inputs.shape[0]]) if per_row else None
                 with sync, autocast:
                     out = model(
                         inputs,
                         n_loops=n_loops,
+                        row_loops=rows,
                         grad_loops=grad_loops,
                         checkpoint_loops=cfg.checkpoint_loops,
                         return_aux=True,
@@ -348,6 +360,7 @@ def train(
                     "lr": step_lr,
                     "grad_norm": grad_norm,
                     "n_loops": n_loops,
+                    **depth_histogram(depths),
                     "max_A": _max_A(raw_model),
                     "hidden_norms": [float(x) for x in aux.hidden_norms.detach().float().cpu()]
                     if aux is not None

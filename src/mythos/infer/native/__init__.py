@@ -1,9 +1,9 @@
 """Native decode kernels: C/C++ source shipped with the package, built on first use and cached.
 
 Why C: decode attention over an MLA cache is a (heads x 80) by (80 x S) product, a softmax and a
-(heads x S) by (S x 64) product — shapes too thin for BLAS (MKL runs them at a fraction of its speed on
-this AMD CPU) and too small to amortise torch's per-op overhead. One fused pass over the keys with an
-online softmax runs ~2.8x faster per attention site at S = 2048 (benchmarks/infer_attention_kernel.py).
+(heads x S) by (S x 64) product — shapes too thin for BLAS to run at speed and too small to amortise
+torch's per-op overhead. One fused pass over the keys with an online softmax is faster per attention site
+(benchmarks/infer_attention_kernel.py writes the comparison).
 
 Why C++ around it: the kernel is the torch operator ``mythos::latent_attention``, registered from C++
 (``torch_op.cpp``), so a compiled decode step calls it through the dispatcher without coming back to

@@ -1,0 +1,105 @@
+"""Which depth recipe to train a looped model on text with? Side by side, one process, same data and tokens.
+
+Variants of the looped model of `mythos study depth` (smaller, so they fit beside it on a shared CPU):
+ACT off + random depth per sequence (the recipe), per step instead, ACT on (halting counted in the gradient
+window, halting bias at logit(1/N)), and a fixed depth. Writes benchmarks/results/depth_recipe.{json,md}.
+
+    python benchmarks/depth_recipe.py [--quick] [--out runs/depth-recipe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from mythos.train.study import StudyConfig, run_study
+
+VARIANTS = {
+    "act-off, 1:6 per sequence (recipe)": dict(),
+    "act-on, 1:6 per sequence": dict(act=True),
+    "act-off, fixed 6": dict(loops="6"),
+    "act-off, 1:6 per step": dict(depth_per="step"),
+}
+
+
+def write(rows: dict, base: dict, quick: bool) -> str:
+    """The table so far (written after every variant, so a cut-short run still leaves its measurements)."""
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    loops = base["eval_loops"]
+    lines = [
+        f"# Depth recipe on text ({base['steps']} steps x {base['batch_size']} x {base['seq_len']} tokens, "
+        f"dim {base['dim']}, stdlib sources, held-out bits per byte)",
+        "",
+        "| variant | " + " | ".join(f"L={n}" for n in loops) + " | train GFLOPs | adaptive (bpb @ loops) |",
+        "|---|" + "---|" * (len(loops) + 2),
+    ]
+    for name, r in rows.items():
+        ad = "; ".join(
+            f"{a['exit']}: {a['bits_per_byte']:.4f} @ {a['mean_loops']:.2f}" for a in r["adaptive"]
+        )
+        cells = " | ".join(f"{b:.4f}" for b in r["bits_per_byte"])
+        lines.append(f"| {name} | {cells} | {r['train_flops'] / 1e9:.1f} | {ad} |")
+    lines += ["", "Command: `python benchmarks/depth_recipe.py" + (" --quick" if quick else "") + "`"]
+    if not quick:
+        (results / "depth_recipe.json").write_text(json.dumps(rows, indent=2, sort_keys=True))
+        (results / "depth_recipe.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="runs/depth-recipe")
+    p.add_argument("--steps", type=int, default=150)
+    args = p.parse_args()
+    root = Path(args.out)
+    base = dict(
+        max_documents=200,
+        vocab_size=1024,
+        seq_len=64,
+        batch_size=8,
+        steps=args.steps,
+        warmup=20,
+        loops="1:6",
+        grad_loops=3,
+        dim=48,
+        n_heads=4,
+        expert_dim=32,
+        eval_loops=[1, 2, 3, 4, 6, 8, 12],
+        exits=["kl:0.01", "delta:0.05"],
+        eval_tokens=8192,
+        models=("looped",),
+        progress=False,
+    )
+    if args.quick:
+        base.update(max_documents=30, vocab_size=300, steps=3, dim=32, eval_loops=[1, 2], eval_tokens=256)
+    rows = {}
+    shared = None
+    for name, change in VARIANTS.items():
+        out = root / name.split(" (")[0].replace(", ", "_").replace(" ", "")
+        out.mkdir(parents=True, exist_ok=True)
+        if shared is not None and not (out / "shards").exists():
+            os.symlink(shared.resolve(), out / "shards")  # one tokenizer and held-out split for every variant
+        cfg = StudyConfig(out=str(out), **{**base, **change})
+        print(f"{name}: training {cfg.steps} steps", file=sys.stderr, flush=True)
+        study = run_study(cfg)
+        shared = out / "shards"
+        m = study["models"]["looped"]
+        rows[name] = {
+            "loops": m["loops"],
+            "bits_per_byte": m["bits_per_byte"],
+            "adaptive": m["adaptive"],
+            "train_flops": m["train_flops"],
+            "targets": study["targets"],
+        }
+        write(rows, base, args.quick)
+    print(write(rows, base, args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
