@@ -329,3 +329,30 @@ def test_summaries_recheck_stored_replies_with_the_current_checker(oracle, tmp_p
     again = _bench(*args, "--strategies", "step-by-step")
     assert again.returncode == 0 and "0 items run, 1 resumed" in again.stderr
     assert json.loads((out / "summary.json").read_text())["strategies"]["step-by-step"]["correct"] == 1
+
+
+def test_json_prints_one_envelope_on_success_and_on_failure(oracle, tmp_path):
+    _, url = oracle({})
+    ok = _bench(
+        "--base-url",
+        url,
+        "--model",
+        "o",
+        "--limit",
+        "1",
+        "--strategies",
+        "direct",
+        "--out",
+        str(tmp_path / "a"),
+        "--json",
+    )
+    data = json.loads(ok.stdout)
+    assert ok.returncode == 0 and data["ok"] is True and data["strategies"]["direct"]["n"] == 1
+    bad = _bench("--base-url", url, "--model", "o", "--budget", "8", "--out", str(tmp_path / "b"), "--json")
+    data = json.loads(bad.stdout)
+    assert bad.returncode == 2 and data["ok"] is False and "--budget" in data["error"]
+    down = _bench(
+        "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--limit", "1", "--strategies", "direct",
+        "--out", str(tmp_path / "c"), "--call-deadline", "5", "--json",
+    )  # fmt: skip
+    assert down.returncode == 1 and json.loads(down.stdout)["ok"] is False

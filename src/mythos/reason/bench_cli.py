@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shlex
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mythos import envelope
 from mythos.reason.bench import STRATEGIES, BenchConfig, BenchSettingsMismatch, run_bench
 from mythos.reason.bench_questions import SETS, QuestionFileError, generated, load_jsonl
 from mythos.reason.config import NotConfigured, build_backend, load_config_file, resolve_settings
@@ -30,6 +32,16 @@ examples:
 A question file is JSONL: {"question": "...", "answer": "42"} per line (optional: id, kind number|exact|open,
 choices). Results go to --out DIR: results.jsonl (resumable), summary.md, summary.json, summary.png.
 """
+
+
+def _fail(args: argparse.Namespace, status: int, message: str) -> int:
+    """The message on stderr, and with --json the failure envelope on stdout; returns the exit status."""
+    print(message.rstrip() if message.startswith("mythos") else f"mythos bench: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(
+            envelope.dumps(envelope.failure(message.strip().splitlines()[0] if message.strip() else message))
+        )
+    return status
 
 
 def _csv(text: str) -> list[str]:
@@ -141,28 +153,19 @@ def bench_main(argv: list[str]) -> int:
             judge=judge,  # type: ignore[arg-type]
         ).validate()
     except (QuestionFileError, ValueError) as exc:
-        print(f"mythos bench: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, 2, str(exc))
     if judge and not any(q.kind == "open" for q in questions):
-        print(
-            "mythos bench: --judge grades open questions; add --set open (or open questions)", file=sys.stderr
-        )
-        return 2
+        return _fail(args, 2, "--judge grades open questions; add --set open (or open questions)")
     server = None
     if args.local_model:
         if args.base_url or args.provider:
-            print(
-                "mythos bench: --local-model starts its own server; drop --base-url/--provider",
-                file=sys.stderr,
-            )
-            return 2
+            return _fail(args, 2, "--local-model starts its own server; drop --base-url/--provider")
         from mythos.reason.local_model import LocalModelError, LocalModelServer
 
         try:
             server = LocalModelServer(threads=args.local_threads).start()
         except LocalModelError as exc:
-            print(f"mythos bench: {exc}", file=sys.stderr)
-            return 1
+            return _fail(args, 1, str(exc))
         args.base_url, args.provider, args.model = (
             server.base_url,
             "openai",
@@ -207,11 +210,9 @@ def _run(args, argv, cfg, questions, server) -> int:
             )
             judge_backend = build_backend(judge_settings)
     except NotConfigured as exc:
-        print(str(exc).rstrip(), file=sys.stderr)
-        return 2
+        return _fail(args, 2, str(exc))
     except ValueError as exc:
-        print(f"mythos bench: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, 2, str(exc))
     meta = {
         "title": f"mythos bench: {settings.model}",
         "command": "mythos bench " + shlex.join(argv),
@@ -258,16 +259,20 @@ def _run(args, argv, cfg, questions, server) -> int:
     try:
         outcome = asyncio.run(go())
     except BenchSettingsMismatch as exc:
-        print(f"mythos bench: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, 2, str(exc))
     except OSError as exc:
-        print(f"mythos bench: cannot write to {args.out}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, 1, f"cannot write to {args.out}: {exc}")
     out = Path(args.out)
-    if args.json:
-        print((out / "summary.json").read_text(encoding="utf-8"), end="")
-    else:
+    failed = bool(outcome.ran) and outcome.errors == outcome.ran
+    if not args.json:
         print((out / "summary.md").read_text(encoding="utf-8"), end="")
+    elif not failed:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        print(
+            envelope.dumps(
+                envelope.success(out=str(out), ran=outcome.ran, resumed=outcome.skipped, **summary)
+            )
+        )
     tail = "" if outcome.complete else f"; {outcome.pending} items left (time limit): rerun to resume"
     print(
         f"mythos bench: {outcome.ran} items run, {outcome.skipped} resumed from {out / 'results.jsonl'}{tail}",
@@ -275,7 +280,6 @@ def _run(args, argv, cfg, questions, server) -> int:
     )
     if not outcome.summary.get("png"):
         print("mythos bench: no PNG (pip install 'mythos[reason-local]' for matplotlib)", file=sys.stderr)
-    if outcome.ran and outcome.errors == outcome.ran:
-        print("mythos bench: every item failed (see 'error' in results.jsonl)", file=sys.stderr)
-        return 1
+    if failed:
+        return _fail(args, 1, "every item failed (see 'error' in results.jsonl)")
     return 0
