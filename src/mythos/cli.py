@@ -50,6 +50,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "mythos.reason.cli:calibrate_main",
         "run the calibration suite and score its structural checks",
     ),
+    "bench": (
+        "mythos.reason.bench_cli:bench_main",
+        "accuracy of mythos modes vs direct/step-by-step/self-consistency at one token budget",
+    ),
     "packet": ("mythos.packets.cli:packet_main", "packet compiler: init, ingest, compile, gate, ready"),
     "skill": (
         "mythos.skills.cli:skill_main",
