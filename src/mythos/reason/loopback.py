@@ -268,9 +268,6 @@ def _events(body: dict, text: str, finish: str) -> bytes:
     return "".join(lines).encode()
 
 
-_Server = LoopbackHTTPServer  # the old name, for code written against it
-
-
 class _NoLimit:
     def __enter__(self):
         return self
