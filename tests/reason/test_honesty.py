@@ -228,3 +228,17 @@ def test_a_few_copied_side_fields_are_dropped_not_used():
         assert exc.kind == "template"
     else:
         raise AssertionError("a reply copied field by field was accepted")
+
+
+def test_a_short_answer_reworded_from_a_placeholder_is_an_echo_and_a_real_one_is_not():
+    """Seen on SmolLM2 in agent mode: "This particular question hard to answer", built from the Prelude
+    placeholder "what makes this particular question hard"; a real short answer shares no such run of words."""
+    from mythos.reason.schemas import MergeReply, PreludeReply, SubagentReply, template_echoes
+
+    shown = "This particular question hard to answer"
+    for model in (MergeReply, SubagentReply):
+        assert model.CONTENT in template_echoes({model.CONTENT: shown}, model)
+        assert model.CONTENT not in template_echoes({model.CONTENT: "The total is 42 apples."}, model)
+    assert PreludeReply.CONTENT is None or PreludeReply.CONTENT not in template_echoes(
+        {PreludeReply.CONTENT: "Use SQLite because the data fits on one machine."}, PreludeReply
+    )

@@ -515,9 +515,46 @@ def template_echoes(data: dict[str, Any], model: type[_Reply]) -> list[str]:
     out = [name for name in model.model_fields if name in data and echoed(data[name])]
     content = model.CONTENT
     value = data.get(content)
-    if content and content not in out and isinstance(value, str) and _norm(value) in GENERIC_FILLERS:
+    if (
+        content
+        and content not in out
+        and isinstance(value, str)
+        and (_norm(value) in GENERIC_FILLERS or _paraphrases_a_placeholder(value))
+    ):
         out.append(content)
     return out
+
+
+ECHO_RUN = 4
+"""Words in a row that a short content value shares with a placeholder to count as a paraphrased echo."""
+ECHO_MAX_WORDS = 12
+"""Content longer than this is judged on its own: a real answer may quote a few words of an instruction."""
+
+
+@functools.cache
+def _every_placeholder() -> frozenset[str]:
+    """The placeholders of every reply shape: a prompt may show several (a subagent sees the Prelude's)."""
+    out: set[str] = set()
+    todo = list(_Reply.__subclasses__())
+    while todo:
+        model = todo.pop()
+        todo.extend(model.__subclasses__())
+        out |= placeholders(model)
+    return frozenset(out)
+
+
+def _paraphrases_a_placeholder(value: str) -> bool:
+    """A short content value built from a placeholder's words ("this particular question hard to answer" from
+    "what makes this particular question hard"): a small model rewording the template, not answering."""
+    words = re.findall(r"[a-z0-9]+", value.lower())
+    if not ECHO_RUN <= len(words) <= ECHO_MAX_WORDS:
+        return False
+    runs = {tuple(words[i : i + ECHO_RUN]) for i in range(len(words) - ECHO_RUN + 1)}
+    for text in _every_placeholder():
+        placeholder = re.findall(r"[a-z0-9]+", text)
+        if any(tuple(placeholder[i : i + ECHO_RUN]) in runs for i in range(len(placeholder) - ECHO_RUN + 1)):
+            return True
+    return False
 
 
 def template_echo(data: dict[str, Any], model: type[_Reply]) -> str | None:
