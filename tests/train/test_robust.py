@@ -31,54 +31,16 @@ from mythos.train.telemetry import read_telemetry
 from mythos.train.textio import ReadReport, safe_pieces, stream_text_file
 from mythos.train.trainer import train
 
+from .helpers import TINY as TINY_ARGS
+from .helpers import tiny_config
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 QUIET = {"log": lambda *_: None}
-TINY = [
-    "--model",
-    "tiny",
-    "--set",
-    "dim=32",
-    "--set",
-    "act=false",
-    "--task",
-    "binding",
-    "--task-option",
-    "n_statements=6",
-    "--task-option",
-    "n_names=12",
-    "--train-hops",
-    "3",
-    "--batch-size",
-    "4",
-    "--loops",
-    "1:3",
-    "--seed",
-    "3",
-    "--no-progress",
-    "--warmup",
-    "2",
-]
+TINY = [*TINY_ARGS, "--warmup", "2"]
 
 
 def tiny(out: Path, **changes) -> TrainConfig:
-    base = dict(
-        out=str(out),
-        model="tiny",
-        model_overrides={"dim": 32, "act": False},
-        task="binding",
-        task_options={"n_statements": 6, "n_names": 12},
-        train_hops=3,
-        batch_size=4,
-        loops="1:3",
-        steps=4,
-        warmup=2,
-        lr=3e-3,
-        ckpt_every=2,
-        seed=3,
-        progress=False,
-    )
-    base.update(changes)
-    return TrainConfig(**base)
+    return tiny_config(out, **{"steps": 4, "ckpt_every": 2, **changes})
 
 
 def mythos(*args, timeout=300):

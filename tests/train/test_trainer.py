@@ -16,50 +16,7 @@ from mythos.train.config import TrainConfig, TrainConfigError
 from mythos.train.telemetry import read_telemetry
 from mythos.train.trainer import NonFiniteLoss, loop_count, train
 
-TINY = [
-    "--model",
-    "tiny",
-    "--set",
-    "dim=32",
-    "--set",
-    "act=false",
-    "--task",
-    "binding",
-    "--task-option",
-    "n_statements=6",
-    "--task-option",
-    "n_names=12",
-    "--train-hops",
-    "3",
-    "--batch-size",
-    "4",
-    "--loops",
-    "1:3",
-    "--seed",
-    "3",
-    "--no-progress",
-]
-
-
-def tiny_config(out: Path, **changes) -> TrainConfig:
-    base = dict(
-        out=str(out),
-        model="tiny",
-        model_overrides={"dim": 32, "act": False},
-        task="binding",
-        task_options={"n_statements": 6, "n_names": 12},
-        train_hops=3,
-        batch_size=4,
-        loops="1:3",
-        steps=6,
-        warmup=2,
-        lr=3e-3,
-        ckpt_every=3,
-        seed=3,
-        progress=False,
-    )
-    base.update(changes)
-    return TrainConfig(**base)
+from .helpers import TINY, tiny_config
 
 
 def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
