@@ -84,6 +84,7 @@ COMMAND_EXTRA = {
     "serve": "serve",
     "think": "reason",
     "calibrate": "reason",
+    "bench": "reason",
     "export": "hf",
     "import": "hf",
 }

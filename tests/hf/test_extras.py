@@ -72,6 +72,7 @@ CASES = [
     ("think", REASON, ["hello", *OPENAI], "reason"),
     ("think", REASON, ["hello", "--provider", "anthropic", "--model", "m"], "reason"),
     ("calibrate", REASON, OPENAI, "reason"),
+    ("bench", REASON, [*OPENAI, "--out", "{tmp}/bench"], "reason"),
     ("export", MODEL, ["{tmp}/text", "--hf", "{tmp}/o1"], "hf"),
     ("export", ("tokenizers",), ["{tmp}/bytes", "--hf", "{tmp}/o2"], "hf"),
     ("import", MODEL, ["--hf", "{tmp}/o3"], "hf"),
