@@ -241,10 +241,12 @@ def think_main(argv: list[str]) -> int:
 
 MODE_GUIDANCE = """\
 which mode to use:
-  The protocol's value is measured, not assumed: see docs/reason.md (mythos bench). On small local models a
-  plain "think step by step" answer or self-consistency (several samples, majority vote) has been as good or
-  better than silent/trace/agent at a fraction of the tokens; the modes earn their cost on open, many-sided
-  questions with a capable model. Discrete answers (numbers, yes/no, names) go through a vote/verifier step.
+  The protocol's value is measured, not assumed: run `mythos bench` on your model (docs/reason.md). On
+  SmolLM2-135M, the only model measured so far, plain "think step by step" and self-consistency (several
+  samples, majority vote) beat silent, trace and agent, which gave no answer at 15-17x the tokens. Whether the
+  modes pay on larger models or open, many-sided questions has not been measured: until your bench says so,
+  prefer step-by-step or self-consistency for checkable questions. Discrete answers (numbers, yes/no, names)
+  go through a vote/verifier step.
 
 exit status: 0 answered; 3 no real answer (the output says why); 2 usage or bad input.
 """
