@@ -125,8 +125,8 @@ def test_calibrate_scripted_scores_structure_and_calls_content_not_applicable(cl
 
 
 def test_calibrate_over_http_scores_structure(clean_env, capsys):
-    # each call takes 50 ms, as a real model's would take longer: the "wall <= 0.6 x summed call time" check
-    # then measures the agent fan-out's parallelism rather than scheduler noise (an instant server made it flaky)
+    # the status reflects the structural checks only; the extended "wall <= 0.6 x summed call time" check is a
+    # timing report (calibrate's output), never asserted here
     with LoopbackServer(latency_s=0.05) as srv:
         status = calibrate_main(
             [

@@ -6,6 +6,8 @@ fault at once.
 
   ok (any other name)   a well-formed reply
   delay/S               reply after S seconds
+  gather/N/PREFIX       a request whose call tag starts with PREFIX waits until N such requests are in flight
+                        at once, then all reply (HTTP 504 if they never are): proves concurrency without timing
   hang                  never reply (until the server stops)
   empty                 HTTP 200, empty message content
   garbage               HTTP 200, an HTML body
@@ -133,6 +135,7 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
         self.log: list[dict] = []
         self.counts: dict[tuple[str, str], int] = {}
         self.rngs: dict[str, random.Random] = {}
+        self.barriers: dict[str, threading.Barrier] = {}
 
     def respond(
         self, model: str, messages: list[dict[str, str]], anthropic: bool, max_tokens: int, stream: bool
@@ -167,6 +170,13 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
             seen = self.counts[(model, tag)]
         if kind == "delay":
             time.sleep(float(model.split("/")[1]))
+        elif kind == "gather" and tag.startswith(model.split("/", 2)[2]):
+            with self.lock:
+                barrier = self.barriers.setdefault(model, threading.Barrier(int(model.split("/")[1])))
+            try:
+                barrier.wait(timeout=60)
+            except threading.BrokenBarrierError:
+                return 504, b'{"error": {"message": "never gathered"}}', "application/json", {}
         elif kind == "hang":
             self.stopping.wait(120)
             return 503, b'{"error": {"message": "server stopping"}}', "application/json", {}
