@@ -135,3 +135,15 @@ def test_default_destination_is_under_the_project(tmp_path: Path):
             assert (
                 tmp_path / ".codex" / template.relative_to(TEMPLATES / "codex")
             ).read_bytes() == template.read_bytes()
+
+
+def test_the_contract_sends_prime_to_a_digest_that_compile_writes(tmp_path: Path):
+    """The contract tells Prime to read the bounded digest first; a real compile writes it where it says."""
+    from mythos.packets import runs
+    from mythos.skills.contract import render_contract
+
+    text = render_contract("claude")
+    assert "$RUN/state/prime_digest.json" in text
+    run_dir = tmp_path / "run"
+    runs.init_run(run_dir)
+    assert (run_dir / "state" / "prime_digest.json").exists()

@@ -75,8 +75,10 @@ root-cause, code-change, test-change, proposal, risk, gap, plan. A lane that can
 mythos packet ingest --run-dir "$RUN" --lane "$LANE" --agent-id "$AGENT" --from "$RUN/raw/subagents/$LANE.md"
 ```
 
-2. Compile, then read `$RUN/state/next_pass_packet.json` — evidence, contradictions, candidate_actions,
-   open_questions, halt_signals. This is the only way subagent output reaches you.
+2. Compile, then read `$RUN/state/prime_digest.json` first: a bounded summary (counts, the strongest
+   contradictions grouped by span, rejected records, pointers into the packet) that stays small at any run size.
+   Open `$RUN/state/next_pass_packet.json` — evidence, contradictions, candidate_actions, open_questions,
+   halt_signals — for what the digest points to. This is the only way subagent output reaches you.
 
 ```bash
 mythos packet compile --run-dir "$RUN"
