@@ -637,24 +637,16 @@ def _commit(
                     value=session_id,
                     fix="check evidence.jsonl for hand-made session records",
                 )
-            taken = set(evidence_ids) | {session_id}
-            for record in evidence:
-                if record["id"] in taken:
-                    problems.append(
-                        {
-                            "kind": "evidence",
-                            **origins.get(id(record), {}),
-                            "problem": f"duplicate id {record['id']!r}",
-                            "field": "id",
-                            "fix": "give every record a run-unique id",
-                            "text": record["id"],
-                        }
-                    )
-                    continue
-                taken.add(record["id"])
-                if raw_id not in record["source_ids"]:
-                    record["source_ids"].insert(0, raw_id)
-                accepted_evidence.append(record)
+            accepted_evidence += _first_of_each_id(
+                evidence,
+                set(evidence_ids) | {session_id},
+                raw_id,
+                problems,
+                origins,
+                kind="evidence",
+                clash="",
+                fix="give every record a run-unique id",
+            )
             if blocked is not None:
                 blocker_id = f"ev-blocker-{number:04d}-{slug(lane, 40)}"
                 accepted_evidence.append(
@@ -668,27 +660,17 @@ def _commit(
                         "lane": lane,
                     }
                 )
-            accepted_findings: list[dict] = []
-            taken_findings: set[str] = (
-                set()
-            )  # an id reported in an earlier ingest is a status update, not a clash
-            for record in findings:
-                if record["id"] in taken_findings:
-                    problems.append(
-                        {
-                            "kind": "verifier",
-                            **origins.get(id(record), {}),
-                            "problem": f"duplicate id {record['id']!r} in one output",
-                            "field": "id",
-                            "fix": "report each finding once per output",
-                            "text": record["id"],
-                        }
-                    )
-                    continue
-                taken_findings.add(record["id"])
-                if raw_id not in record["source_ids"]:
-                    record["source_ids"].insert(0, raw_id)
-                accepted_findings.append(record)
+            # a finding id reported in an earlier ingest is a status update, not a clash: start from no ids
+            accepted_findings = _first_of_each_id(
+                findings,
+                set(),
+                raw_id,
+                problems,
+                origins,
+                kind="verifier",
+                clash=" in one output",
+                fix="report each finding once per output",
+            )
             finding_ids, _ = scan_ids(run / FINDINGS)
             accepted_evidence, accepted_findings = _drop_dangling_citations(
                 run, accepted_evidence, accepted_findings, evidence_ids, finding_ids, problems, origins
@@ -783,3 +765,37 @@ def _drop_dangling_citations(
         evidence, findings = kept
         if not dropped:
             return evidence, findings
+
+
+def _first_of_each_id(
+    records: list[dict],
+    taken: set[str],
+    raw_id: str,
+    problems: list[dict],
+    origins: dict[int, dict],
+    *,
+    kind: str,
+    clash: str,
+    fix: str,
+) -> list[dict]:
+    """Records whose id is not in ``taken`` (nor repeated), each citing the raw output first; the rest are
+    reported in ``problems`` as duplicate ids."""
+    accepted = []
+    for record in records:
+        if record["id"] in taken:
+            problems.append(
+                {
+                    "kind": kind,
+                    **origins.get(id(record), {}),
+                    "problem": f"duplicate id {record['id']!r}{clash}",
+                    "field": "id",
+                    "fix": fix,
+                    "text": record["id"],
+                }
+            )
+            continue
+        taken.add(record["id"])
+        if raw_id not in record["source_ids"]:
+            record["source_ids"].insert(0, raw_id)
+        accepted.append(record)
+    return accepted
