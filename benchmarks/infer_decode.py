@@ -21,31 +21,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import asdict, fields
 
 import torch
 
 import bench_report  # benchmarks/bench_report.py: the results file
+from mythos.model import get_preset
 
-SMALL = dict(
-    vocab_size=4096,
-    dim=256,
-    n_heads=8,
-    n_kv_heads=2,
-    max_loop_iters=4,
-    prelude_layers=1,
-    coda_layers=1,
-    attn_type="mla",
-    kv_lora_rank=64,
-    q_lora_rank=128,
-    qk_rope_head_dim=16,
-    qk_nope_head_dim=32,
-    v_head_dim=32,
-    n_experts=8,
-    n_shared_experts=1,
-    n_experts_per_tok=2,
-    expert_dim=128,
-    lora_rank=8,
-)
+SMALL = get_preset("small")  # the `small` preset; the reference is built from its fields (see build)
 LOOPS = 4
 CLOCK = time.thread_time  # CPU time of this thread: the machine is shared, wall time measures the queue
 PREFILL: dict[str, list[float]] = {}  # prefill seconds per engine, for the current prompt length
@@ -57,7 +40,9 @@ def build(max_seq_len: int, attn_type: str = "mla"):
     from mythos.model.reference import from_open_mythos
 
     torch.manual_seed(0)
-    ref = OpenMythos(MythosConfig(**{**SMALL, "attn_type": attn_type, "max_seq_len": max_seq_len})).eval()
+    shared = {f.name for f in fields(MythosConfig)} - {"max_output_tokens"}  # the reference's defaults there
+    args = {k: v for k, v in asdict(SMALL).items() if k in shared}
+    ref = OpenMythos(MythosConfig(**{**args, "attn_type": attn_type, "max_seq_len": max_seq_len})).eval()
     return ref, from_open_mythos(ref).eval()
 
 
@@ -168,7 +153,7 @@ def measure(
     rows = []
     ref_cache = None
     for P in lengths:
-        prompt = torch.randint(0, SMALL["vocab_size"], (1, P), generator=torch.Generator().manual_seed(P))
+        prompt = torch.randint(0, SMALL.vocab_size, (1, P), generator=torch.Generator().manual_seed(P))
         engine = Engine.from_model(model, max_len=P + new + 1)
         compiled = None
         if compile_too:
