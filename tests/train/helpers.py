@@ -1,5 +1,7 @@
 """The tiny training run the train tests share: one model, one task, as flags and as a TrainConfig."""
 
+import json
+import socket
 from pathlib import Path
 
 from mythos.train.config import TrainConfig
@@ -49,3 +51,20 @@ def tiny_config(out: Path, **changes) -> TrainConfig:
     )
     base.update(changes)
     return TrainConfig(**base)
+
+
+# The same run for torchrun tests: 4 steps, the batch size is the caller's (global batch = ranks x batch).
+_BATCH = TINY.index("--batch-size")
+DISTRIBUTED = [*TINY[:_BATCH], *TINY[_BATCH + 2 :], "--steps", "4", "--warmup", "1", "--lr", "3e-3"]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for torchrun's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def losses(run: Path) -> list[float]:
+    """The per-step losses a run logged."""
+    return [json.loads(line)["loss"] for line in (run / "telemetry.jsonl").read_text().splitlines()]

@@ -1,50 +1,12 @@
 """torchrun with 2 CPU processes (gloo): DDP and FSDP2 give the single-process losses at the same global batch."""
 
-import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-ARGS = [
-    "--model",
-    "tiny",
-    "--set",
-    "dim=32",
-    "--set",
-    "act=false",
-    "--task",
-    "binding",
-    "--task-option",
-    "n_statements=6",
-    "--task-option",
-    "n_names=12",
-    "--train-hops",
-    "3",
-    "--loops",
-    "1:3",
-    "--seed",
-    "3",
-    "--no-progress",
-    "--steps",
-    "4",
-    "--warmup",
-    "1",
-    "--lr",
-    "3e-3",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _losses(run) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run / "telemetry.jsonl").read_text().splitlines()]
+from .helpers import DISTRIBUTED, free_port, losses
 
 
 def _torchrun(out, mode, *extra):
@@ -57,13 +19,13 @@ def _torchrun(out, mode, *extra):
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "mythos",
         "train",
         "--out",
         str(out),
-        *ARGS,
+        *DISTRIBUTED,
         "--batch-size",
         "4",
         "--parallel",
@@ -81,20 +43,20 @@ def _torchrun(out, mode, *extra):
 def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(tmp_path):
     single = tmp_path / "single"
     subprocess.run(
-        [sys.executable, "-m", "mythos", "train", "--out", str(single), *ARGS, "--batch-size", "8"],
+        [sys.executable, "-m", "mythos", "train", "--out", str(single), *DISTRIBUTED, "--batch-size", "8"],
         check=True,
         capture_output=True,
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    expected = _losses(single)
+    expected = losses(single)
     _torchrun(tmp_path / "ddp", "ddp")
-    assert _losses(tmp_path / "ddp") == pytest.approx(expected, rel=1e-5)
+    assert losses(tmp_path / "ddp") == pytest.approx(expected, rel=1e-5)
     # FSDP2, interrupted after 2 steps and resumed from its checkpoint: still the same curve
     _torchrun(tmp_path / "fsdp", "fsdp", "--stop-after", "2")
     resumed = _torchrun(tmp_path / "fsdp", "fsdp")
     assert "resumed from" in resumed.stdout + resumed.stderr
-    assert _losses(tmp_path / "fsdp") == pytest.approx(expected, rel=1e-5)
+    assert losses(tmp_path / "fsdp") == pytest.approx(expected, rel=1e-5)
 
 
 def test_wrapping_for_several_ranks_turns_off_the_data_dependent_early_exit():
@@ -106,7 +68,7 @@ def test_wrapping_for_several_ranks_turns_off_the_data_dependent_early_exit():
 
     model = Mythos(get_preset("tiny", act=True, act_early_exit=True))
     assert wrap(model, "auto", DistInfo(world=1)) is model and model.cfg.act_early_exit  # one process: kept
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         wrapped = wrap(model, "ddp", DistInfo(world=2))  # a real DDP wrapper; the info says several ranks
         assert not model.recurrent.cfg.act_early_exit  # the loop runs every loop on every rank

@@ -1,5 +1,8 @@
 """FSDP2 per block, bf16 mixed precision and sharded (DCP) checkpoints, under torchrun with gloo on CPU.
 
+Its own port, loss and argument helpers stay here (not tests/train/helpers.py): torchrun also runs this file as a
+script, where the package import is unavailable.
+
 This file is also the worker torchrun starts (``python test_distributed_fsdp.py MODE OUT``): real processes,
 a real gloo process group, real files; the pytest side launches it and compares what the ranks wrote.
 """
