@@ -163,13 +163,20 @@ def test_study_depth_quick_writes_json_and_png_and_resumes(tmp_path, capsys):
     assert looped["train_flops"] > unique["train_flops"] > 0
     assert (out / "study.png").stat().st_size > 1000
     assert "dense-depth" in capsys.readouterr().out
-    mtime = (out / "looped" / "study_eval.json").stat().st_mtime
+    for m in (looped, unique, deep):  # each model trained at both rates, reported at its best one
+        assert set(m["lr_sweep"]) == {"0.001", "0.01"}
+        assert min(m["bits_per_byte"]) == pytest.approx(min(m["lr_sweep"].values()), abs=1e-5)
+        assert m["lr_sweep"][f"{m['lr']:g}"] == min(m["lr_sweep"].values())
+    mtime = (out / "looped-lr0.01" / "study_eval.json").stat().st_mtime
     assert (
         main(["study", "depth", "--quick", "--data", data, "--out", str(out)]) == 0
     )  # resumes: nothing redone
-    assert (out / "looped" / "study_eval.json").stat().st_mtime == mtime
+    assert (out / "looped-lr0.01" / "study_eval.json").stat().st_mtime == mtime
     assert main(["study", "depth", "--out", str(tmp_path / "bad"), "--eval-loops", "0,2"]) == 2
     assert "--eval-loops" in capsys.readouterr().err
+    assert main(["study", "depth", "--out", str(tmp_path / "bad"), "--lr", "4e-3,fast"]) == 2
+    assert "--lr '4e-3,fast'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_small_corpus_always_gets_a_held_out_document():

@@ -396,6 +396,17 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
+def parse_floats(flag: str, text: str) -> tuple[float, ...]:
+    """``"2e-3,4e-3"`` -> (0.002, 0.004): positive numbers, or a ValueError naming the flag."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise ValueError(f"{flag} {text!r}: positive numbers, comma-separated, e.g. 2e-3,4e-3,8e-3")
+    return values
+
+
 def study_main(argv: list[str]) -> int:
     """``mythos study depth``: looped vs dense baselines on real text (see mythos.train.study)."""
     from .study import MODELS, StudyConfig
@@ -421,7 +432,11 @@ def study_main(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument(
+        "--lr",
+        default=",".join(f"{v:g}" for v in d.lrs),
+        help="learning rates, comma-separated: every model trains at each and is reported at its best",
+    )
     p.add_argument("--dim", type=int, default=d.dim)
     p.add_argument("--vocab-size", type=int, default=d.vocab_size)
     p.add_argument(
@@ -448,6 +463,7 @@ def study_main(argv: list[str]) -> int:
             loops = [int(v) for v in args.eval_loops.split(",") if v]
             if not loops or min(loops) < 1:
                 raise ValueError(f"--eval-loops {args.eval_loops!r}: integers >= 1, e.g. 1,2,4,8,16")
+            lrs = parse_floats("--lr", args.lr)
             for name in ("steps", "batch_size", "seq_len", "dim", "eval_tokens"):
                 if getattr(args, name) < 1:
                     raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= 1")
@@ -460,7 +476,7 @@ def study_main(argv: list[str]) -> int:
                 seq_len=args.seq_len,
                 batch_size=args.batch_size,
                 steps=args.steps,
-                lr=args.lr,
+                lrs=lrs,
                 loops=args.loops,
                 depth_per=args.depth_per,
                 grad_loops=args.grad_loops or None,

@@ -5,6 +5,11 @@
 (c) ``dense-depth`` the same applied depth: as many distinct blocks as the looped model's training depth,
                     run once (more parameters, about the same FLOPs per token).
 
+Every model trains at each learning rate of ``lrs`` and is reported at its best one (the looped model and the
+dense ones do not share an optimum: on the default run the looped model's was twice the dense model's), so no
+model is compared at a rate tuned for another. The rate is chosen on the same held-out windows that are
+reported, for every model alike.
+
 Dense blocks (prelude/coda, and the extra blocks of (c)) get an FFN as wide as the MoE's active width
 (shared + top-k experts), so a dense block and a loop iteration cost about the same. Each model trains in its
 own run folder with ``mythos train``'s loop, so a killed study resumes where it stopped; each evaluation is
@@ -39,7 +44,7 @@ class StudyConfig:
     seq_len: int = 128
     batch_size: int = 8
     steps: int = 150
-    lr: float = 2e-3
+    lrs: tuple[float, ...] = (2e-3, 4e-3, 8e-3)  # every model trains at each; reported at its best
     warmup: int = 40
     loops: str = "1:6"  # the looped model's training depth (the recipe)
     depth_per: str = "step"  # per step beat per sequence in benchmarks/depth_recipe.py, at fewer FLOPs
@@ -67,6 +72,7 @@ class StudyConfig:
             seq_len=32,
             batch_size=4,
             steps=4,
+            lrs=(1e-3, 1e-2),
             warmup=1,
             loops="1:3",
             grad_loops=2,
@@ -115,11 +121,16 @@ def _model_overrides(cfg: StudyConfig, name: str) -> dict[str, Any]:
     return base
 
 
-def train_config(cfg: StudyConfig, name: str) -> TrainConfig:
+def run_name(name: str, lr: float) -> str:
+    """The run folder of one model at one learning rate, under OUT/."""
+    return f"{name}-lr{lr:g}"
+
+
+def train_config(cfg: StudyConfig, name: str, lr: float) -> TrainConfig:
     """The `mythos train` configuration of one of the study's models (same data, steps, batch, seed)."""
     shards = str(Path(cfg.out) / "shards")
     return TrainConfig(
-        out=str(Path(cfg.out) / name),
+        out=str(Path(cfg.out) / run_name(name, lr)),
         model="tiny",
         model_overrides=_model_overrides(cfg, name),
         data=cfg.data,
@@ -130,7 +141,7 @@ def train_config(cfg: StudyConfig, name: str) -> TrainConfig:
         seq_len=cfg.seq_len,
         batch_size=cfg.batch_size,
         steps=cfg.steps,
-        lr=cfg.lr,
+        lr=lr,
         warmup=cfg.warmup,
         loops=cfg.loops if name == "looped" else "1",
         depth_per=cfg.depth_per,
@@ -201,12 +212,13 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda _: None) -> 
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     curves: dict[str, TextEval] = {}
-    for i, name in enumerate(cfg.models, 1):
-        tcfg = train_config(cfg, name)
-        log(f"[{i}/{len(cfg.models)}] {name}: training {cfg.steps} steps ({tcfg.loops} loops)")
+    runs = [(name, lr) for name in cfg.models for lr in cfg.lrs]
+    for i, (name, lr) in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {name} lr {lr:g}"
+        tcfg = train_config(cfg, name, lr)
+        log(f"{tag}: training {cfg.steps} steps ({tcfg.loops} loops)")
         result = train(tcfg, log=log)
-        ckpt = resolve_checkpoint(tcfg.out)
-        model = load_checkpoint(ckpt)
+        model = load_checkpoint(resolve_checkpoint(tcfg.out))
         looped = name == "looped"
         loops = cfg.eval_loops if looped else [1]
         key = _eval_key(cfg, loops, [str(e) for e in exits] if looped else [])
@@ -215,7 +227,7 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda _: None) -> 
         if cached is not None and cached.get("key") == key:
             ev = TextEval(**cached["eval"])
         else:
-            log(f"[{i}/{len(cfg.models)}] {name}: evaluating held-out bits per byte at loops {loops}")
+            log(f"{tag}: evaluating held-out bits per byte at loops {loops}")
             shards = Path(tcfg.shards)
             nbytes = token_bytes(load_tokenizer(shards / "tokenizer.json"))
             ev = evaluate_model(
@@ -229,8 +241,15 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda _: None) -> 
                 tcfg.loops,
             )
             _atomic_json(cache, {"key": key, "eval": ev.__dict__})
+        best = min(ev.bits_per_byte)
+        sweep = results.get(name, {}).get("lr_sweep", {}) | {f"{lr:g}": round(best, 5)}
+        if name in results and min(results[name]["bits_per_byte"]) <= best:
+            results[name]["lr_sweep"] = sweep
+            continue
         active = active_parameters(model)
         results[name] = {
+            "lr": lr,
+            "lr_sweep": sweep,
             "parameters": model.num_parameters(),
             "active_parameters": active,
             "train_loops": tcfg.loops,
@@ -297,12 +316,19 @@ def targets(results: dict[str, dict], train_depth: int) -> dict[str, Any]:
 def format_table(study: dict) -> str:
     """The study as a fixed-width table (one row per model; bits per byte per test-time depth)."""
     depths = sorted({n for m in study["models"].values() for n in m["loops"]})
-    head = f"{'model':<13} {'params':>8} {'train GFLOPs':>12} " + " ".join(f"{f'L={n}':>7}" for n in depths)
+    head = f"{'model':<13} {'params':>8} {'train GFLOPs':>12} {'lr':>7} " + " ".join(
+        f"{f'L={n}':>7}" for n in depths
+    )
     lines = [head, "-" * len(head)]
     for name, m in study["models"].items():
         by = dict(zip(m["loops"], m["bits_per_byte"], strict=True))
         cells = " ".join(f"{by[n]:7.4f}" if n in by else f"{'-':>7}" for n in depths)
-        lines.append(f"{name:<13} {m['parameters']:>8,} {m['train_flops'] / 1e9:>12.1f} {cells}")
+        lines.append(
+            f"{name:<13} {m['parameters']:>8,} {m['train_flops'] / 1e9:>12.1f} {m['lr']:>7g} {cells}"
+        )
+    for name, m in study["models"].items():
+        sweep = ", ".join(f"{lr}: {bpb:.4f}" for lr, bpb in m["lr_sweep"].items())
+        lines.append(f"{name} best bits/byte per learning rate: {sweep}")
     for name, m in study["models"].items():
         for row in m.get("adaptive", []):
             lines.append(

@@ -103,6 +103,8 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, seq_len: int):
     base = get_preset(cfg.model)
     overrides.setdefault("max_seq_len", max(base.max_seq_len, seq_len))
     overrides.setdefault("max_loop_iters", cfg.loop_range[1])
+    if cfg.task is None:  # the text recipe: depth chosen at test time or by exit criteria, not by ACT
+        overrides.setdefault("act", False)
     return base.replace(**overrides)
 
 
