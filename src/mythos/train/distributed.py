@@ -69,10 +69,10 @@ def wrap(
             f"--mixed-precision {mixed_precision} needs --parallel fsdp under torchrun (got --parallel {mode}, "
             f"{info.world} process(es)); for one process use --precision"
         )
-    if expert_parallel > 1 and (mode != "fsdp" or expert_parallel != info.world):
+    if expert_parallel > 1 and (mode != "fsdp" or info.world % expert_parallel):
         raise ValueError(
-            f"--expert-parallel {expert_parallel} needs --parallel fsdp and must equal the number of ranks "
-            f"({info.world}): expert parallelism over part of the ranks is not built yet"
+            f"--expert-parallel {expert_parallel} needs --parallel fsdp and must divide the number of ranks "
+            f"({info.world}): the ranks form a (data-parallel, expert-parallel) grid"
         )
     if mode == "none" or not info.enabled:
         return model
@@ -93,7 +93,7 @@ def wrap(
     if mode == "fsdp":
         from .parallel import shard_model
 
-        shard_model(model, mixed_precision=mixed_precision, expert_parallel=expert_parallel > 1)
+        shard_model(model, mixed_precision=mixed_precision, expert_parallel=expert_parallel)
         return model
     raise ValueError(f"parallel must be none, ddp or fsdp, got {mode!r}")
 
