@@ -9,6 +9,7 @@ a real gloo process group, real files; the pytest side launches it and compares 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -252,6 +253,80 @@ def test_mythos_train_expert_parallel_matches_one_process_through_a_checkpoint(t
 
     experts = load_checkpoint(run / "checkpoints" / "step_00000004").recurrent.block.ffn.experts
     assert experts.w_gate_up.shape[0] == 8
+
+
+def _mythos_train(nproc: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`mythos train ARGS` under torchrun with ``nproc`` processes (0: a plain process, no torchrun)."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    launch += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    cmd = [*(launch if nproc else [sys.executable]), "-m", "mythos", "train", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_sharded_dp_x_ep_run_resumes_without_ep_and_refuses_another_model(tmp_path):
+    """`--expert-parallel 2` on 4 ranks (2 dp x 2 ep) with sharded checkpoints, stopped after 2 steps, resumed
+    on 2 ranks with plain FSDP2 (DCP reshards the experts): the one-process curve at the same global batch.
+    A resume that describes another model, an ep the ranks cannot form, or a sharded run resumed without
+    --sharded-checkpoints is refused with one line naming the field (exit 2)."""
+    args = [*TRAIN_ARGS, "--set", "n_experts=8"]
+    single = tmp_path / "single"
+    done = _mythos_train(0, *args, "--out", str(single), "--batch-size", "8")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "run"
+    sharded = [*args, "--out", str(run), "--parallel", "fsdp", "--sharded-checkpoints"]
+    done = _mythos_train(4, *sharded, "--batch-size", "2", "--expert-parallel", "2", "--stop-after", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((run / "sharded" / "step_00000002").glob("*.distcp"))) == 4
+    assert (run / "sharded" / "step_00000002" / "train_config.json").is_file()
+    one_rank = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    refusals = {
+        "model_overrides": (["--set", "dim=48", "--batch-size", "8"], one_rank),
+        "expert_parallel": (["--batch-size", "4", "--expert-parallel", "3"], {**one_rank, "WORLD_SIZE": "2"}),
+    }
+    for field, (extra, env) in refusals.items():
+        bad = _mythos_train(0, *sharded, *extra, env=env)
+        assert bad.returncode == 2, (field, bad.stderr[-2000:])
+        assert field in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    bad = _mythos_train(0, *args, "--out", str(run), "--batch-size", "8")
+    assert bad.returncode == 2 and "sharded_checkpoints" in bad.stderr, bad.stderr[-2000:]
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    done = _mythos_train(2, *sharded, "--batch-size", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stdout + done.stderr
+    assert _losses(run) == pytest.approx(_losses(single), rel=1e-5)
+    assert len(_losses(run)) == 4
+
+
+def test_a_sharded_resume_on_other_ranks_keeps_the_global_batch_not_the_per_rank_one(tmp_path):
+    """A sharded checkpoint written by 4 ranks x batch 2 resumes on 2 ranks x 4 (announced) but not on
+    2 ranks x 2 (another global batch: the schedule changed, refused naming batch_size)."""
+    from mythos.train.config import TrainConfig
+    from mythos.train.runfolder import RunMismatch, check_resume
+
+    ckpt = tmp_path / "sharded" / "step_00000002"
+    ckpt.mkdir(parents=True)
+    first = TrainConfig(out=str(tmp_path), task="binding", parallel="fsdp", batch_size=2)
+    (ckpt / "train_config.json").write_text(first.to_json())
+    (ckpt / "train_state.json").write_text(json.dumps({"world_size": 4, "step": 2}))
+    notes = check_resume(dataclasses.replace(first, batch_size=4, expert_parallel=2), ckpt, world=2)
+    assert notes == ["batch_size 2 x 4 ranks -> 4 x 2: the same global batch"]
+    with pytest.raises(RunMismatch, match="batch_size: 2 -> 4"):
+        check_resume(dataclasses.replace(first, batch_size=4), ckpt, world=4)
+    with pytest.raises(RunMismatch, match="model_overrides"):
+        check_resume(dataclasses.replace(first, model_overrides={"dim": 48}), ckpt, world=4)
+
+
+def test_a_sharded_checkpoint_that_does_not_fit_the_model_is_a_one_line_value_error(tmp_path):
+    from mythos.train.dcp import load_sharded, save_sharded
+
+    model = _tiny()
+    save_sharded(tmp_path / "ckpt", model, None, model.cfg.to_dict(), {"step": 1})
+    with pytest.raises(ValueError, match="does not fit this model") as caught:
+        load_sharded(tmp_path / "ckpt", _tiny(dim=48, n_heads=4))
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.slow

@@ -110,6 +110,31 @@ def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` for gradients that may be DTensors on different meshes (FSDP2's
+    world mesh and expert parallelism's (dp, ep) mesh): torch stacks per-tensor norms, which needs one mesh,
+    so each mesh's norm is reduced to a plain tensor first. Returns the global norm, as torch does."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in parameters if p.grad is not None]
+    by_mesh: dict = {}
+    for p in params:
+        by_mesh.setdefault(p.grad.device_mesh if isinstance(p.grad, DTensor) else None, []).append(p.grad)
+    if len(by_mesh) <= 1:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norms = []
+    for grads in by_mesh.values():
+        norm = torch.nn.utils.get_total_norm(grads)
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    coef = max_norm / (float(total) + 1e-6)
+    if coef < 1.0:  # (a non-finite norm is the caller's business: the trainer skips that step)
+        for grads in by_mesh.values():
+            for grad in grads:
+                grad.mul_(coef)
+    return total
+
+
 def any_rank(flag: bool, info: DistInfo) -> bool:
     """True if the flag is set on any rank: a NaN on one rank must make every rank skip the step together."""
     if not info.enabled:
