@@ -87,6 +87,12 @@ def test_plan_says_what_fits_and_expert_parallel_shrinks_the_gathered_loop():
     assert ep.state_bytes == plan.state_bytes
     more = make_plan(get_preset("10b"), label="10b", devices=16, device_memory_gb=80, seq_len=4096)
     assert more.state_bytes == plan.state_bytes // 2
+    # 16 devices as 2 dp x 8 ep: each dp row keeps its ep rank's experts' fp32 state whole (not sharded /16)
+    grid = make_plan(
+        get_preset("10b"), label="10b", devices=16, device_memory_gb=80, seq_len=4096, expert_parallel=8
+    )
+    experts = unit_params(build_meta_model(get_preset("10b")))["recurrent.block.ffn.experts"]
+    assert grid.state_bytes - more.state_bytes == 16 * (experts // 8 - experts // 16)
     assert plan.tokens_per_s_per_device > 0
     with pytest.raises(PlanError, match="--expert-parallel=3"):
         make_plan(get_preset("10b"), label="10b", devices=8, device_memory_gb=80, expert_parallel=3)

@@ -221,7 +221,9 @@ def make_plan(
     units = unit_params(model, expert_parallel)
     looped = sum(v for k, v in units.items() if k.startswith("recurrent"))
     others = [v for k, v in units.items() if not k.startswith("recurrent")]
-    state = STATE_BYTES_PER_PARAM * total // devices
+    # expert parallelism keeps each ep rank's experts whole on every dp replica (not sharded over dp)
+    experts = units["recurrent.block.ffn.experts"] * expert_parallel if expert_parallel > 1 else 0
+    state = STATE_BYTES_PER_PARAM * ((total - experts) // devices + experts // expert_parallel)
     looped_resident = 2 * 2 * looped  # bf16 params + bf16 unsharded grads, kept for the whole step
     gathered = 2 * 2 * max(others)  # the computing unit and the prefetched one, bf16
 
@@ -298,13 +300,16 @@ def _gb(n: float) -> str:
 
 def format_plan(plan: Plan) -> str:
     """The human-readable table `mythos model plan` prints."""
+    ep = plan.expert_parallel
+    experts_note = f", experts /{ep}" if 1 < ep < plan.devices else ""
     lines = [
         f"{plan.preset}: {plan.total_params / 1e9:.2f} B parameters on {plan.devices} x "
         f"{plan.device_memory_gb:g} GB (FSDP2 over {plan.devices}, expert-parallel {plan.expert_parallel}), "
         f"micro batch {plan.batch} x seq {plan.seq_len}, {plan.loops} loops",
         "",
         "per device:",
-        f"  {f'params + grads + AdamW (fp32, sharded /{plan.devices})':<52}{_gb(plan.state_bytes):>12}",
+        f"  {f'params + grads + AdamW (fp32, sharded /{plan.devices}{experts_note})':<52}"
+        f"{_gb(plan.state_bytes):>12}",
         f"  {'looped block kept gathered (bf16 params + grads)':<52}{_gb(plan.looped_resident_bytes):>12}",
         f"  {'two gathered dense units in flight (bf16)':<52}{_gb(plan.gathered_bytes):>12}",
         f"  {'activations outside the loop':<52}{_gb(plan.base_activations):>12}",

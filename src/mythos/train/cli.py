@@ -102,7 +102,8 @@ def train_parser() -> argparse.ArgumentParser:
         "--expert-parallel",
         type=int,
         default=d["expert_parallel"].default,
-        help="with --parallel fsdp: split the experts over N ranks (N = the torchrun world size)",
+        help="with --parallel fsdp: split the experts over groups of N ranks (N divides the world size; "
+        "the groups are data-parallel replicas)",
     )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)

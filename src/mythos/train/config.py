@@ -79,7 +79,7 @@ class TrainConfig:
     parallel: str = "auto"
     mixed_precision: str = "none"  # FSDP2 MixedPrecisionPolicy: "bf16" = bf16 params/compute, fp32 reduce
     sharded_checkpoints: bool = False  # FSDP2: each rank writes its shards (torch.distributed.checkpoint)
-    expert_parallel: int = 1  # >1: experts split over that many ranks (all-to-all dispatch); = world size
+    expert_parallel: int = 1  # >1: experts split over groups of that many ranks (all-to-all); divides world
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100

@@ -26,6 +26,7 @@ from torch import nn
 
 STATE_NAME = "train_state.json"
 CONFIG_NAME = "config.json"
+TRAIN_CONFIG_NAME = "train_config.json"
 
 
 def _barrier() -> None:
@@ -47,8 +48,12 @@ def save_sharded(
     optimizer: torch.optim.Optimizer | None,
     config: dict[str, Any],
     train_state: dict[str, Any] | None = None,
+    train_config_json: str | None = None,
 ) -> Path:
-    """Every rank calls this; each writes its own shards of the model (and optimizer) state."""
+    """Every rank calls this; each writes its own shards of the model (and optimizer) state.
+
+    ``train_config_json`` (the run's settings) is kept beside the shards so a resume can be checked against
+    what wrote them, as a gathered checkpoint's ``train_config.json`` is."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
@@ -68,6 +73,8 @@ def save_sharded(
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         meta = {"world_size": dist.get_world_size() if dist.is_initialized() else 1, **(train_state or {})}
         (tmp / STATE_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        if train_config_json is not None:
+            (tmp / TRAIN_CONFIG_NAME).write_text(train_config_json, encoding="utf-8")
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -85,7 +92,6 @@ def load_sharded(
 ) -> dict[str, Any]:
     """Load a sharded checkpoint into an (already sharded) model and optimizer, whatever the world size that
     wrote it; returns the saved train state."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -105,7 +111,7 @@ def load_sharded(
         state = {"model": model_state, "optim": optim_state}
         # partial: parameters that never got a gradient (the ACT head with ACT off) were saved without
         # optimizer state; they keep the fresh (empty) state they have here
-        dcp.load(state, checkpoint_id=str(source), planner=DefaultLoadPlanner(allow_partial_load=True))
+        _load_or_explain(state, source, DefaultLoadPlanner(allow_partial_load=True))
         # strict=False: parameters that never got a gradient have no optimizer state to restore
         set_state_dict(
             model,
@@ -116,9 +122,25 @@ def load_sharded(
         )
     else:
         state = {"model": get_model_state_dict(model)}
-        dcp.load(state, checkpoint_id=str(source))
+        _load_or_explain(state, source)
         set_model_state_dict(model, state["model"])
     return json.loads((source / STATE_NAME).read_text(encoding="utf-8"))
+
+
+def _load_or_explain(state: dict[str, Any], source: Path, planner: Any = None) -> None:
+    """``dcp.load``, with a checkpoint that does not fit the model (shapes, names) as a one-line ValueError:
+    DCP raises ``CheckpointException``, a BaseException that would escape every caller as a traceback."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        dcp.load(state, checkpoint_id=str(source), planner=planner)
+    except (CheckpointException, RuntimeError) as exc:
+        failures = getattr(exc, "failures", None)  # rank -> (exception, stack): the rank's own reason
+        cause = next(iter(failures.values()))[0] if failures else exc
+        text = str(cause) or type(cause).__name__
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(cause).__name__)
+        raise ValueError(f"sharded checkpoint {source} does not fit this model: {first[:300]}") from None
 
 
 def to_single_file(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
@@ -173,10 +195,16 @@ def save_step(
     config: dict[str, Any],
     train_state: dict[str, Any],
     keep: int,
+    train_config_json: str | None = None,
 ) -> Path:
     """Write ``RUN/sharded/step_N`` (every rank its shards) and keep only the newest ``keep`` of them."""
     path = save_sharded(
-        Path(run_dir) / SHARDED_DIR / step_name(step), model, optimizer, config, {"step": step, **train_state}
+        Path(run_dir) / SHARDED_DIR / step_name(step),
+        model,
+        optimizer,
+        config,
+        {"step": step, **train_state},
+        train_config_json,
     )
     if _rank() == 0:
         for old in list_sharded(run_dir)[:-keep]:

@@ -69,10 +69,10 @@ def wrap(
             f"--mixed-precision {mixed_precision} needs --parallel fsdp under torchrun (got --parallel {mode}, "
             f"{info.world} process(es)); for one process use --precision"
         )
-    if expert_parallel > 1 and (mode != "fsdp" or expert_parallel != info.world):
+    if expert_parallel > 1 and (mode != "fsdp" or info.world % expert_parallel):
         raise ValueError(
-            f"--expert-parallel {expert_parallel} needs --parallel fsdp and must equal the number of ranks "
-            f"({info.world}): expert parallelism over part of the ranks is not built yet"
+            f"--expert-parallel {expert_parallel} needs --parallel fsdp and must divide the number of ranks "
+            f"({info.world}): the ranks form a (data-parallel, expert-parallel) grid"
         )
     if mode == "none" or not info.enabled:
         return model
@@ -93,7 +93,7 @@ def wrap(
     if mode == "fsdp":
         from .parallel import shard_model
 
-        shard_model(model, mixed_precision=mixed_precision, expert_parallel=expert_parallel > 1)
+        shard_model(model, mixed_precision=mixed_precision, expert_parallel=expert_parallel)
         return model
     raise ValueError(f"parallel must be none, ddp or fsdp, got {mode!r}")
 
@@ -108,6 +108,31 @@ def all_reduce_mean(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor /= info.world
     return tensor
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` for gradients that may be DTensors on different meshes (FSDP2's
+    world mesh and expert parallelism's (dp, ep) mesh): torch stacks per-tensor norms, which needs one mesh,
+    so each mesh's norm is reduced to a plain tensor first. Returns the global norm, as torch does."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for p in parameters if p.grad is not None]
+    by_mesh: dict = {}
+    for p in params:
+        by_mesh.setdefault(p.grad.device_mesh if isinstance(p.grad, DTensor) else None, []).append(p.grad)
+    if len(by_mesh) <= 1:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norms = []
+    for grads in by_mesh.values():
+        norm = torch.nn.utils.get_total_norm(grads)
+        norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    coef = max_norm / (float(total) + 1e-6)
+    if coef < 1.0:  # (a non-finite norm is the caller's business: the trainer skips that step)
+        for grads in by_mesh.values():
+            for grad in grads:
+                grad.mul_(coef)
+    return total
 
 
 def any_rank(flag: bool, info: DistInfo) -> bool:

@@ -44,20 +44,25 @@ def shard_model(
     mixed_precision: str = "none",
     mesh: Any = None,
     reshard_looped: bool = False,
-    expert_parallel: bool = False,
+    expert_parallel: int = 1,
 ) -> nn.Module:
     """Shard ``model`` in place with FSDP2: one unit per prelude/coda block, one for the looped block, the root.
 
     ``reshard_looped=True`` is FSDP2's default for the looped block (free it after the forward, gather it
-    again for the backward); it exists to measure the all-gather that keeping it saves.
+    again for the backward); it exists to measure the all-gather that keeping it saves. ``expert_parallel``
+    > 1 splits the experts over groups of that many ranks (``parallel_ep``); FSDP2 shards the rest.
     """
     from torch.distributed.fsdp import fully_shard
 
     ignored = None
-    if expert_parallel:  # experts split across ranks by all-to-all dispatch; FSDP2 shards the rest
+    if expert_parallel > 1:
         from .parallel_ep import apply_expert_parallel
 
-        ignored = set(apply_expert_parallel(model))
+        device = next(model.parameters()).device.type
+        if device == "meta":  # built on meta, materialised later where FSDP2's default mesh lives
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        compute = torch.bfloat16 if mixed_precision == "bf16" else None
+        ignored = set(apply_expert_parallel(model, expert_parallel, compute, device))
     policy = mp_policy(mixed_precision, root=False)
     for block in [*model.prelude, *model.coda]:
         fully_shard(block, mesh=mesh, mp_policy=policy)

@@ -102,18 +102,42 @@ def previous_config(run_dir: Path, checkpoint: Path | None) -> dict[str, Any] | 
     return None
 
 
-def check_resume(cfg: TrainConfig, checkpoint: Path | None, allow_changes: bool = False) -> list[str]:
+def _saved_world(checkpoint: Path | None) -> int | None:
+    """The world size that wrote a sharded checkpoint (its ``train_state.json``); None for other checkpoints."""
+    try:
+        return int(json.loads((checkpoint / "train_state.json").read_text(encoding="utf-8"))["world_size"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+
+
+def check_resume(
+    cfg: TrainConfig, checkpoint: Path | None, allow_changes: bool = False, world: int = 1
+) -> list[str]:
     """Compare the command with the run already in ``cfg.out``; returns announcements, raises RunMismatch.
 
     With a checkpoint, every identity field must match and schedule fields may change only with
     ``allow_changes``. Without one, only data fields matter, and only when the run's own shard folder was
-    already built from the old data (otherwise nothing of the old run would be reused).
+    already built from the old data (otherwise nothing of the old run would be reused). A sharded checkpoint
+    records how many ranks wrote it: a per-rank ``batch_size`` that keeps the global batch on ``world`` ranks
+    is the same schedule.
     """
     run_dir = Path(cfg.out)
     old = previous_config(run_dir, checkpoint)
     if old is None:
         return []
     new = cfg.to_dict()
+    saved_world = _saved_world(checkpoint)
+    regrid = []
+    old_batch = old.get("batch_size")
+    if (
+        saved_world
+        and old_batch != cfg.batch_size
+        and (old_batch or 0) * saved_world == cfg.batch_size * world
+    ):
+        regrid = [
+            f"batch_size {old_batch} x {saved_world} ranks -> {cfg.batch_size} x {world}: the same global batch"
+        ]
+        old = {**old, "batch_size": cfg.batch_size}
     fix = f"start a new run folder (--out), or delete {run_dir} to start over"
     if checkpoint is None:
         shards = run_dir / "shards"
@@ -150,7 +174,7 @@ def check_resume(cfg: TrainConfig, checkpoint: Path | None, allow_changes: bool 
             f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {max_seq_len} in {checkpoint.name}: "
             f"the architecture of a run cannot change on resume; {fix}"
         )
-    notes = [f"changed on resume from {checkpoint.name}: {d}" for d in schedule]
+    notes = regrid + [f"changed on resume from {checkpoint.name}: {d}" for d in schedule]
     steps = _differences(old, new, ("steps",))
     notes += [
         f"steps changed on resume ({d}): the learning-rate schedule follows the new total" for d in steps
@@ -189,6 +213,13 @@ def check_environment(cfg: TrainConfig) -> None:
             cfg.parallel,
             f"{cfg.parallel} needs several processes: launch with `torchrun --nproc-per-node N -m mythos train "
             f"... --parallel {cfg.parallel}`, or use --parallel none for one process",
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.expert_parallel > 1 and world % cfg.expert_parallel:
+        raise TrainConfigError(
+            "expert_parallel",
+            cfg.expert_parallel,
+            f"must divide the number of ranks ({world}): the ranks form a (data-parallel, expert-parallel) grid",
         )
 
 

@@ -24,6 +24,7 @@ from . import distributed as D
 from .checkpoint import load_latest, rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
 from .runfolder import (
+    RunMismatch,
     StopRequest,
     TrainingInterrupted,
     check_environment,
@@ -167,7 +168,13 @@ def train(
             log(f"removed {stale.name}, left by a checkpoint write that was killed")
     # Refuse a command that describes another run *before* writing anything: train_config.json is what runs.
     resume_from, state = load_latest(run_dir, quiet)
-    for note in check_resume(cfg, resume_from, allow_changes):
+    sharded_from = DCP.latest_sharded(run_dir) if cfg.sharded_checkpoints else None
+    if resume_from is None and sharded_from is None and DCP.latest_sharded(run_dir) is not None:
+        raise RunMismatch(
+            f"{run_dir} holds sharded checkpoints only (sharded_checkpoints: True -> False): resume it with "
+            "--parallel fsdp --sharded-checkpoints, or start a new run folder (--out)"
+        )
+    for note in check_resume(cfg, sharded_from or resume_from, allow_changes, info.world):
         quiet(note)
     if info.is_main:
         write_run_config(run_dir, cfg)
@@ -178,7 +185,6 @@ def train(
     source = make_source(cfg, log if info.is_main else (lambda *_: None))
     if info.enabled and info.is_main:
         torch.distributed.barrier()
-    sharded_from = DCP.latest_sharded(run_dir) if cfg.sharded_checkpoints else None
     if sharded_from is not None:  # built fresh here, its weights loaded shard by shard once wrapped
         model_cfg = read_config(sharded_from)
         model = Mythos(model_cfg).to(info.device)
@@ -254,6 +260,7 @@ def train(
                 model_cfg.to_dict(),
                 {"scheduler": sched},
                 cfg.keep_checkpoints,
+                train_config_json=cfg.to_json(),
             )
         model_state, optim_state = D.full_state(model, optimizer, info)
         if not info.is_main:
@@ -334,9 +341,7 @@ def train(
 
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            )
+            grad_norm = float(D.clip_grad_norm(model.parameters(), cfg.grad_clip or float("inf")))
             # With fp16 an infinite gradient is the grad scaler's business (it skips and lowers the scale);
             # a non-finite loss, or any non-finite gradient without a scaler, is a real fault.
             bad_grad = not math.isfinite(grad_norm) and scaler is None
