@@ -1,8 +1,9 @@
 """Which depth recipe to train a looped model on text with? Side by side, one process, same data and tokens.
 
-Variants of the looped model of `mythos study depth` (smaller, so they fit beside it on a shared CPU):
-ACT off + random depth per sequence (the recipe), per step instead, ACT on (halting counted in the gradient
-window, halting bias at logit(1/N)), and a fixed depth. Writes benchmarks/results/depth_recipe.{json,md}.
+Variants of the looped model of `mythos study depth`, at its default size and budget and at the learning rate
+its sweep picked for the looped model (8e-3): the recipe (ACT off, random depth 1..6 drawn per step, full
+backprop), backprop through the last 3 loops only, depth drawn per sequence, ACT on (halting counted in the
+gradient window, halting bias at logit(1/N)), and a fixed depth. Writes benchmarks/results/depth_recipe.{json,md}.
 
     python benchmarks/depth_recipe.py [--quick] [--out runs/depth-recipe]
 """
@@ -18,21 +19,22 @@ from pathlib import Path
 from mythos.train.study import StudyConfig, run_study
 
 VARIANTS = {
-    "act-off, 1:6 per sequence (recipe)": dict(),
-    "act-on, 1:6 per sequence": dict(act=True),
-    "act-off, fixed 6": dict(loops="6"),
-    "act-off, 1:6 per step": dict(depth_per="step"),
+    "act-off, 1:6 per step, full backprop (recipe)": dict(),
+    "act-off, 1:6 per step, last 3 loops": dict(grad_loops=3),
+    "act-off, 1:6 per sequence, full backprop": dict(depth_per="sequence"),
+    "act-on, 1:6 per step, full backprop": dict(act=True),
+    "act-off, fixed 6, full backprop": dict(loops="6"),
 }
 
 
-def write(rows: dict, base: dict, quick: bool) -> str:
+def write(rows: dict, cfg: StudyConfig, quick: bool) -> str:
     """The table so far (written after every variant, so a cut-short run still leaves its measurements)."""
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
-    loops = base["eval_loops"]
+    loops = cfg.eval_loops
     lines = [
-        f"# Depth recipe on text ({base['steps']} steps x {base['batch_size']} x {base['seq_len']} tokens, "
-        f"dim {base['dim']}, stdlib sources, held-out bits per byte)",
+        f"# Depth recipe on text ({cfg.steps} steps x {cfg.batch_size} x {cfg.seq_len} tokens, dim {cfg.dim}, "
+        f"lr {cfg.lrs[0]:g}, stdlib sources, held-out bits per byte)",
         "",
         "| variant | " + " | ".join(f"L={n}" for n in loops) + " | train GFLOPs | adaptive (bpb @ loops) |",
         "|---|" + "---|" * (len(loops) + 2),
@@ -54,29 +56,21 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="runs/depth-recipe")
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=StudyConfig.steps)
     args = p.parse_args()
     root = Path(args.out)
     base = dict(
-        max_documents=200,
-        vocab_size=1024,
-        seq_len=64,
-        batch_size=8,
         steps=args.steps,
-        warmup=20,
-        loops="1:6",
-        grad_loops=3,
-        dim=48,
-        n_heads=4,
-        expert_dim=32,
+        lrs=(8e-3,),
         eval_loops=[1, 2, 3, 4, 6, 8, 12],
         exits=["kl:0.01", "delta:0.05"],
-        eval_tokens=8192,
         models=("looped",),
         progress=False,
     )
     if args.quick:
-        base.update(max_documents=30, vocab_size=300, steps=3, dim=32, eval_loops=[1, 2], eval_tokens=256)
+        base.update(
+            max_documents=30, vocab_size=300, seq_len=32, steps=3, dim=32, eval_loops=[1, 2], eval_tokens=256
+        )
     rows = {}
     shared = None
     for name, change in VARIANTS.items():
@@ -96,8 +90,8 @@ def main() -> int:
             "train_flops": m["train_flops"],
             "targets": study["targets"],
         }
-        write(rows, base, args.quick)
-    print(write(rows, base, args.quick))
+        write(rows, cfg, args.quick)
+    print(write(rows, cfg, args.quick))
     return 0
 
 

@@ -1,11 +1,12 @@
 """Does the looped model catch up with the dense one as training grows? `mythos study depth` at several budgets.
 
-Runs (or resumes: each study is a resumable run folder) `mythos study depth --steps N --models looped,dense-unique`
-for every N, then tabulates held-out bits per byte: the looped model at 1 loop, at its best test-time depth and at
+Runs (or resumes: each study is a resumable run folder) `mythos study depth --steps N --models looped,dense-unique
+--lr 4e-3,8e-3` for every N (the two rates the default study's sweep picked: 4e-3 for the dense model, 8e-3 for
+the looped one; each model is reported at its better one), then tabulates held-out bits per byte: the looped model at 1 loop, at its best test-time depth and at
 its training depth, against the dense model with the same unique parameters, plus the best adaptive exit.
 Writes benchmarks/results/study_budget.{md,json}. Everything else is the study's default (stdlib sources, dim 64).
 
-    python benchmarks/study_budget.py [--steps 150,600,1200,2400] [--out runs/study-budget]
+    python benchmarks/study_budget.py [--steps 150,600,1200,2400] [--lr 4e-3,8e-3] [--out runs/study-budget]
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from mythos.fsutil import atomic_write
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_study(steps: int, out: Path) -> dict:
+def run_study(steps: int, lr: str, out: Path) -> dict:
     folder = out / f"study-{steps}"
-    cmd = [sys.executable, "-m", "mythos", "study", "depth", "--steps", str(steps)]
+    cmd = [sys.executable, "-m", "mythos", "study", "depth", "--steps", str(steps), "--lr", lr]
     cmd += ["--models", "looped,dense-unique", "--out", str(folder), "--no-progress"]
     subprocess.run(cmd, check=True)
     return json.loads((folder / "study.json").read_text())
@@ -44,6 +45,8 @@ def row(steps: int, study: dict) -> dict:
         "looped_best_loops": best_loops,
         "looped_train_depth": bpb.get(train_depth),
         "dense_unique": dense_bpb,
+        "looped_lr": looped["lr"],
+        "dense_lr": dense["lr"],
         "best_vs_dense_pct": 100 * (bpb[best_loops] / dense_bpb - 1),
         "depth_gain_pct": 100 * (1 - bpb[best_loops] / bpb[1]),
         "flops_ratio": looped["train_flops"] / dense["train_flops"],
@@ -55,13 +58,14 @@ def markdown(rows: list[dict]) -> str:
     lines = [
         "# Looped vs dense (same unique parameters) as training grows (`benchmarks/study_budget.py`)",
         "",
-        "`mythos study depth --steps N --models looped,dense-unique` (stdlib sources, dim 64, 8 x 128 tokens per",
-        "step, 8192 held-out tokens; looped: ACT off, depth 1..6 per step, backprop through the last 3 loops).",
-        "Held-out bits per byte, lower is better; `vs dense` compares the looped model at its best test-time depth.",
+        "`mythos study depth --steps N --models looped,dense-unique --lr 4e-3,8e-3` (stdlib sources, dim 64,",
+        "8 x 128 tokens per step, 8192 held-out tokens; looped: ACT off, depth 1..6 per step, full backprop; each",
+        "model at its better learning rate). Held-out bits per byte, lower is better; `vs dense` compares the looped",
+        "model at its best test-time depth.",
         "",
         "| steps | train tokens | looped, 1 loop | looped, best (loops) | looped, train depth | dense, same params"
-        " | looped best vs dense | gain from depth | looped/dense train FLOPs | best exit (bpb, loops/token) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        " | lr looped / dense | looped best vs dense | gain from depth | looped/dense train FLOPs | best exit (bpb, loops/token) |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in rows:
         ex = r["best_exit"]
@@ -69,7 +73,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['steps']} | {r['train_tokens']:,} | {r['looped_1_loop']:.4f} | {r['looped_best']:.4f} "
             f"({r['looped_best_loops']}) | {r['looped_train_depth']:.4f} | {r['dense_unique']:.4f} | "
-            f"{r['best_vs_dense_pct']:+.2f} % | {r['depth_gain_pct']:.2f} % | {r['flops_ratio']:.2f}x | {exit_text} |"
+            f"{r['looped_lr']:g} / {r['dense_lr']:g} | {r['best_vs_dense_pct']:+.2f} % | {r['depth_gain_pct']:.2f} % | {r['flops_ratio']:.2f}x | {exit_text} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -77,10 +81,11 @@ def markdown(rows: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", default="150,600,1200,2400", help="comma-separated training steps")
+    p.add_argument("--lr", default="4e-3,8e-3", help="learning rates every model trains at (best reported)")
     p.add_argument("--out", default="runs/study-budget", help="folder for the study runs (resumable)")
     p.add_argument("--results", default=str(RESULTS / "study_budget"), help="results path without suffix")
     args = p.parse_args()
-    rows = [row(n, run_study(n, Path(args.out))) for n in (int(s) for s in args.steps.split(","))]
+    rows = [row(n, run_study(n, args.lr, Path(args.out))) for n in (int(s) for s in args.steps.split(","))]
     text = markdown(rows)
     print(text)
     atomic_write(args.results + ".md", text)

@@ -184,3 +184,16 @@ def test_a_small_corpus_always_gets_a_held_out_document():
     held = list(split_documents(docs, 0.001, heldout=True))
     train = list(split_documents(docs, 0.001, heldout=False))
     assert held == ["doc 4\n"] and train == docs[:4]
+
+
+def test_text_runs_default_to_the_depth_recipe_and_tasks_keep_a_fixed_depth():
+    from mythos.train.config import TASK_LOOPS, TEXT_LOOPS, TrainConfig
+    from mythos.train.trainer import build_model_config
+
+    text = TrainConfig(out="r", data="corpus/")
+    task = TrainConfig(out="r", task="carry")
+    assert (text.loops, task.loops) == (TEXT_LOOPS, TASK_LOOPS) == ("1:6", "4")
+    assert build_model_config(text, 512, 64).act is False  # the recipe: no ACT on text
+    assert build_model_config(task, 512, 64).act is True  # the preset's ACT on tasks
+    chosen = TrainConfig(out="r", data="corpus/", loops="8", model_overrides={"act": True})
+    assert chosen.loops == "8" and build_model_config(chosen, 512, 64).act is True

@@ -34,7 +34,7 @@ MODELS = ("looped", "dense-unique", "dense-depth")
 
 @dataclass
 class StudyConfig:
-    """One study. The defaults are the run of docs/train.md (41 min on 2 cores shared with other jobs)."""
+    """One study. The defaults are the run of docs/train.md (benchmarks/results/study_depth.md)."""
 
     out: str = "runs/study-depth"
     data: str = STDLIB
@@ -43,12 +43,12 @@ class StudyConfig:
     vocab_size: int = 2048
     seq_len: int = 128
     batch_size: int = 8
-    steps: int = 150
+    steps: int = 600
     lrs: tuple[float, ...] = (2e-3, 4e-3, 8e-3)  # every model trains at each; reported at its best
     warmup: int = 40
     loops: str = "1:6"  # the looped model's training depth (the recipe)
     depth_per: str = "step"  # per step beat per sequence in benchmarks/depth_recipe.py, at fewer FLOPs
-    grad_loops: int | None = 3
+    grad_loops: int | None = None  # full backprop: 2.6 % better than the last 3 loops (docs/train.md)
     act: bool = False
     dim: int = 64
     n_heads: int = 4
