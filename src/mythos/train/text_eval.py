@@ -243,7 +243,14 @@ def plot_text_eval(
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    span = [
+        min(n for ev in curves.values() for n in ev.loops),
+        max(n for ev in curves.values() for n in ev.loops),
+    ]
     for name, ev in curves.items():
+        if len(ev.loops) == 1 and span[0] < span[1]:  # one depth (a dense baseline): a level across the plot
+            ax.plot(span, ev.bits_per_byte * 2, linestyle="--", label=name)
+            continue
         (line,) = ax.plot(ev.loops, ev.bits_per_byte, marker="o", label=name)
         for row in ev.adaptive:
             ax.scatter([row["mean_loops"]], [row["bits_per_byte"]], marker="*", s=120, color=line.get_color())
