@@ -186,14 +186,14 @@ def test_a_small_corpus_always_gets_a_held_out_document():
     assert held == ["doc 4\n"] and train == docs[:4]
 
 
-def test_text_runs_default_to_the_depth_recipe_and_tasks_keep_a_fixed_depth():
-    from mythos.train.config import TASK_LOOPS, TEXT_LOOPS, TrainConfig
+def test_text_runs_default_to_the_depth_recipe_without_act_and_tasks_keep_the_presets_act():
+    from mythos.train.config import TrainConfig
     from mythos.train.trainer import build_model_config
 
     text = TrainConfig(out="r", data="corpus/")
     task = TrainConfig(out="r", task="carry")
-    assert (text.loops, task.loops) == (TEXT_LOOPS, TASK_LOOPS) == ("1:6", "4")
+    assert (text.loops, text.grad_loops) == ("4", None)  # fixed depth, full backprop
     assert build_model_config(text, 512, 64).act is False  # the recipe: no ACT on text
     assert build_model_config(task, 512, 64).act is True  # the preset's ACT on tasks
-    chosen = TrainConfig(out="r", data="corpus/", loops="8", model_overrides={"act": True})
-    assert chosen.loops == "8" and build_model_config(chosen, 512, 64).act is True
+    chosen = TrainConfig(out="r", data="corpus/", loops="1:8", model_overrides={"act": True})
+    assert build_model_config(chosen, 512, 64).act is True

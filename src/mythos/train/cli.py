@@ -73,8 +73,8 @@ def train_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--loops",
         default=d["loops"].default,
-        help="training depth: N, MIN:MAX (uniform) or plognormal:MEAN[:MAX] (heavy-tailed, Huginn's); "
-        "default 1:6 on text (the depth recipe, with ACT off unless --set act=true) and 4 on --task",
+        help="training depth: N, MIN:MAX (uniform) or plognormal:MEAN[:MAX] (heavy-tailed, Huginn's); on text "
+        "the default (4, ACT off unless --set act=true, full backprop) is the depth recipe of docs/train.md",
     )
     rec.add_argument(
         "--depth-per",

@@ -1,6 +1,6 @@
 """``mythos study depth``: does depth pay on real text? Three models, the same data, the same training tokens.
 
-(a) ``looped``      the recipe: one recurrent block trained with random depth (``--loops``, per sequence);
+(a) ``looped``      the recipe: one recurrent block trained at a fixed depth (``--loops``), full backprop;
 (b) ``dense-unique`` the same unique parameters: the very same architecture trained and run with 1 loop;
 (c) ``dense-depth`` the same applied depth: as many distinct blocks as the looped model's training depth,
                     run once (more parameters, about the same FLOPs per token).
@@ -46,7 +46,9 @@ class StudyConfig:
     steps: int = 600
     lrs: tuple[float, ...] = (2e-3, 4e-3, 8e-3)  # every model trains at each; reported at its best
     warmup: int = 40
-    loops: str = "1:6"  # the looped model's training depth (the recipe)
+    loops: str = (
+        "4"  # the looped model's training depth (the recipe: fixed beat random, benchmarks/depth_recipe.py)
+    )
     depth_per: str = "step"  # per step beat per sequence in benchmarks/depth_recipe.py, at fewer FLOPs
     grad_loops: int | None = None  # full backprop: 2.6 % better than the last 3 loops (docs/train.md)
     act: bool = False
