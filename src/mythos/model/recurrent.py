@@ -151,10 +151,17 @@ class RecurrentBlock(nn.Module):
         self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
     ) -> torch.Tensor:
         """One loop iteration: the new hidden state."""
+        return self.step_with_load(h, e, rope, t, cache, start)[0]
+
+    def step_with_load(
+        self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``step`` and the MoE's expert load of this iteration, returned (not read back from the module)."""
         combined = self.norm(self.loop_embedding(h, t) + e)
-        out = self.block(combined, rope, cache.loop_slot(t) if cache is not None else None, start)
+        slot = cache.loop_slot(t) if cache is not None else None
+        out, load = self.block.forward_with_load(combined, rope, slot, start)
         out = self.lora.add_to(out, t)
-        return self.injection(h, e, out)
+        return self.injection(h, e, out), load
 
     def forward(
         self,
@@ -193,7 +200,9 @@ class RecurrentBlock(nn.Module):
         first_grad = (depth - window).clamp(min=0)  # first loop inside each position's gradient window
         # loops before every row's window need no autograd graph at all
         no_grad_loops = n_loops - grad_loops if (grad_loops is not None and not per_row) else 0
-        if per_row and grad_loops is not None:
+        if per_row and grad_loops is not None and not torch.compiler.is_compiling():
+            # (compiled: a host sync would break the graph, so every loop keeps its autograd graph; each row
+            # is still detached where its window starts, so the gradients are the same, at more memory)
             no_grad_loops = int(first_grad.min())
         for t in range(n_loops):
             truncated = t < no_grad_loops
@@ -203,14 +212,14 @@ class RecurrentBlock(nn.Module):
                 if per_row and grad_loops is not None and t > no_grad_loops:
                     h = torch.where((first_grad == t).unsqueeze(-1), h.detach(), h)
                 if checkpoint_loops and torch.is_grad_enabled() and cache is None:
-                    h_new = checkpoint(self.step, h, e, rope, t, None, start, use_reentrant=False)
+                    h_new, moe_load = checkpoint(
+                        self.step_with_load, h, e, rope, t, None, start, use_reentrant=False
+                    )
                 else:
-                    h_new = self.step(h, e, rope, t, cache, start)
+                    h_new, moe_load = self.step_with_load(h, e, rope, t, cache, start)
                 active = t < depth
                 h = torch.where(active.unsqueeze(-1), h_new, h) if per_row else h_new
-                moe_load = self.block.ffn.last_load
-                if moe_load is not None:
-                    load = load + moe_load
+                load = load + moe_load
                 norms.append(h.detach().float().norm(dim=-1).mean())
                 if not cfg.act:
                     continue
