@@ -100,3 +100,20 @@ def test_grouped_mm_op_registration_and_gradients(k, n):
     torch.testing.assert_close(out, grouped_matmul(x, w, offsets))
     torch.testing.assert_close((x.grad, w.grad), expected)
     assert w.grad[0].abs().sum() == 0 and w.grad[2].abs().sum() == 0  # empty groups get no gradient
+
+
+def test_compiled_autocast_forward_has_no_graph_break_and_matches_eager():
+    """bf16 autocast: the experts take the native grouped matmul (bf16), still inside the one graph."""
+    torch._dynamo.reset()
+    model, ids = _tiny()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(model)(ids, n_loops=2)
+        assert explained.graph_break_count == 0 and explained.graph_count == 1
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=False)
+        logits, _, grads = _loss_and_grads(model, model, ids, n_loops=2)
+        c_logits, _, c_grads = _loss_and_grads(compiled, model, ids, n_loops=2)
+    assert c_logits.dtype == torch.bfloat16
+    torch.testing.assert_close(c_logits, logits, rtol=0.02, atol=0.02)
+    for name in ("recurrent.block.ffn.experts.w_gate_up", "recurrent.block.ffn.experts.w_down"):
+        assert c_grads[name].dtype == torch.float32
+        torch.testing.assert_close(c_grads[name], grads[name], rtol=0.05, atol=1e-4)

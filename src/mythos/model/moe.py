@@ -69,7 +69,7 @@ def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor)
     inductor lowers it (bf16), else :func:`grouped_mm_op`, opaque to the compiler — no graph break either way.
     """
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):  # not meta
         dtype = torch.get_autocast_dtype(device_type)
         x, weight = x.to(dtype), weight.to(dtype)
     if torch.compiler.is_compiling():
@@ -244,13 +244,19 @@ class MoE(nn.Module):
         """(expert ids, gate weights), each (N, top_k); selection uses the bias, weights do not."""
         return route(self.router(flat), self.router.bias, self.top_k, flat.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, self.last_load = self.forward_with_load(x)
+    def forward(
+        self, x: torch.Tensor, return_load: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The output; with ``return_load`` also this call's fraction of assignments per expert, returned
+        instead of stored in ``last_load``: the looped block asks for it so nothing inside a compiled or
+        checkpointed loop writes a module attribute."""
+        out, load = self._dispatch(x)
+        if return_load:
+            return out, load
+        self.last_load = load
         return out
 
-    def forward_with_load(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The output and this call's fraction of assignments per expert, returned rather than stored: the
-        looped block uses this so nothing inside a compiled or checkpointed loop writes module attributes."""
+    def _dispatch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         n = flat.shape[0]

@@ -148,20 +148,24 @@ class RecurrentBlock(nn.Module):
         return bool(halted.all())
 
     def step(
-        self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
-    ) -> torch.Tensor:
-        """One loop iteration: the new hidden state."""
-        return self.step_with_load(h, e, rope, t, cache, start)[0]
-
-    def step_with_load(
-        self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``step`` and the MoE's expert load of this iteration, returned (not read back from the module)."""
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        rope: Rope,
+        t: int,
+        cache: KVCache | None,
+        start: int,
+        return_load: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One loop iteration: the new hidden state; with ``return_load`` also the MoE's expert load of it,
+        returned rather than read back from the module (a compiled or checkpointed loop writes no attribute)."""
         combined = self.norm(self.loop_embedding(h, t) + e)
         slot = cache.loop_slot(t) if cache is not None else None
-        out, load = self.block.forward_with_load(combined, rope, slot, start)
+        out, load = self.block(combined, rope, slot, start, return_load=True)
         out = self.lora.add_to(out, t)
-        return self.injection(h, e, out), load
+        if return_load:
+            return self.injection(h, e, out), load
+        return self.injection(h, e, out)
 
     def forward(
         self,
@@ -213,10 +217,10 @@ class RecurrentBlock(nn.Module):
                     h = torch.where((first_grad == t).unsqueeze(-1), h.detach(), h)
                 if checkpoint_loops and torch.is_grad_enabled() and cache is None:
                     h_new, moe_load = checkpoint(
-                        self.step_with_load, h, e, rope, t, None, start, use_reentrant=False
+                        self.step, h, e, rope, t, None, start, return_load=True, use_reentrant=False
                     )
                 else:
-                    h_new, moe_load = self.step_with_load(h, e, rope, t, cache, start)
+                    h_new, moe_load = self.step(h, e, rope, t, cache, start, return_load=True)
                 active = t < depth
                 h = torch.where(active.unsqueeze(-1), h_new, h) if per_row else h_new
                 load = load + moe_load
