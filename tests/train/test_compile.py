@@ -12,6 +12,7 @@ from torch._dynamo.utils import counters
 
 from mythos.train import compile as compile_mod
 from mythos.train.cli import train_parser
+from mythos.train.config import TrainConfigError
 from mythos.train.trainer import train
 
 from .helpers import DISTRIBUTED, TINY, free_port, losses, tiny_config
@@ -39,6 +40,13 @@ def test_compiled_training_gives_the_eager_losses(tmp_path, monkeypatch):
 def test_compile_flag_is_in_the_help():
     text = train_parser().format_help()
     assert "--compile" in text and "torch.compile" in text
+
+
+def test_compile_with_expert_parallel_is_refused_up_front(tmp_path):
+    with pytest.raises(TrainConfigError, match="compile.*expert-parallel"):
+        tiny_config(tmp_path, compile=True, parallel="fsdp", expert_parallel=2)
+    with pytest.raises(TrainConfigError, match="compile"):
+        tiny_config(tmp_path, compile="yes")
 
 
 def test_graphs_needed_covers_every_depth_with_and_without_rows():

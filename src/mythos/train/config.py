@@ -138,6 +138,13 @@ class TrainConfig:
             )
         if not isinstance(self.compile, bool):
             raise TrainConfigError("compile", self.compile, "must be true or false")
+        if self.compile and self.expert_parallel > 1:
+            raise TrainConfigError(
+                "compile",
+                True,
+                "not with --expert-parallel: its all-to-all dispatch reads split sizes on the host, a graph "
+                "break inside every loop (untested compiled); use one or the other",
+            )
         if self.sharded_checkpoints and self.parallel != "fsdp":
             raise TrainConfigError(
                 "sharded_checkpoints",
