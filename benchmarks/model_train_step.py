@@ -7,6 +7,10 @@ units are pushed to p~0 so both models run every loop (the same work); ``--act``
 positions have halted, which at initialisation depends on its random halting unit, not on its speed.
 
     .venv/bin/python benchmarks/model_train_step.py [--quick] [--steps N] [--threads N] [--act] [--bf16] [--profile]
+
+``--compile`` measures something else: our eager step against the same step with the model forward through
+``torch.compile`` (inductor; the backward through AOTAutograd), as ``mythos train --compile`` runs it; the
+compile time is printed apart, and the results go to ``results/model_train_step_compile.md``.
 """
 
 from __future__ import annotations
@@ -119,6 +123,74 @@ def bench(
     return result
 
 
+def bench_compile(
+    attn_type: str, batch: int, seq: int, steps: int, warmup: int, autocast_bf16: bool = False
+) -> dict[str, float]:
+    """Eager vs compiled forward, the same initial weights and batches, steps alternating."""
+    import copy
+
+    from mythos.model import Mythos, MythosConfig
+
+    torch.manual_seed(0)
+    eager = Mythos(MythosConfig(**SMALL, attn_type=attn_type))
+    never_halt(eager)
+    twin = copy.deepcopy(eager)
+    vocab = SMALL["vocab_size"]
+    torch._inductor.config.force_disable_caches = True  # the first step's time is a cold compile's, every run
+    compiled = torch.compile(twin, dynamic=False)
+    runners = {
+        "eager": make_step(eager, vocab, autocast_bf16),
+        "compiled": make_step(compiled, vocab, autocast_bf16),
+    }
+    gen = torch.Generator().manual_seed(1)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    losses: dict[str, list[float]] = {name: [] for name in runners}
+    first_compiled = 0.0
+    for i in range(warmup + steps):
+        tokens = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
+        order = list(runners) if i % 2 == 0 else list(reversed(runners))
+        for name in order:
+            start = time.perf_counter()
+            losses[name].append(runners[name](tokens))
+            elapsed = time.perf_counter() - start
+            if i == 0 and name == "compiled":
+                first_compiled = elapsed
+            if i >= warmup:
+                times[name].append(elapsed)
+    result = {f"{name}_s": statistics.median(times[name]) for name in runners}
+    result["first_compiled_s"] = first_compiled
+    result["ratio"] = result["eager_s"] / result["compiled_s"]
+    result["max_loss_diff"] = max(
+        abs(a - b) for a, b in zip(losses["eager"], losses["compiled"], strict=True)
+    )
+    return result
+
+
+def main_compile(args: argparse.Namespace, steps: int, warmup: int) -> None:
+    print(
+        f"training step (fwd+bwd+AdamW), ours eager vs ours with the forward torch.compile'd (inductor), "
+        f"batch {args.batch} x {args.seq}, {steps} timed steps after {warmup} warm-up, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, every loop runs (4), "
+        + ("bf16 autocast" if args.bf16 else "fp32")
+    )
+    print(
+        f"{'attn':<5}{'eager s/step':>14}{'compiled s/step':>17}{'speed-up':>10}{'first compiled step s':>23}"
+        f"{'max |loss diff|':>17}"
+    )
+    for attn_type in args.attn:
+        r = bench_compile(attn_type, args.batch, args.seq, steps, warmup, autocast_bf16=args.bf16)
+        print(
+            f"{attn_type:<5}{r['eager_s']:>14.3f}{r['compiled_s']:>17.3f}{r['ratio']:>9.2f}x"
+            f"{r['first_compiled_s']:>23.1f}{r['max_loss_diff']:>17.2e}"
+        )
+    from torch._dynamo.utils import counters
+
+    graphs, breaks = counters["stats"]["unique_graphs"], sum(counters["graph_break"].values())
+    print(f"dynamo: {graphs} graph(s) compiled, {breaks} graph break(s)")
+    print("speed-up = eager s/step / compiled s/step (medians); the first compiled step includes compiling")
+    print("max |loss diff|: the two copies train in lockstep on the same batches from the same weights")
+
+
 def categorize(name: str, shapes: list, vocab: int) -> str:
     """Bucket a profiler op into the part of the step it belongs to."""
     dims = {d for shape in shapes if isinstance(shape, list | tuple) for d in shape if isinstance(d, int)}
@@ -198,8 +270,18 @@ def main() -> None:
     parser.add_argument(
         "--act", action="store_true", help="let ACT halting end the loop early (default: both run every loop)"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="ours eager vs ours with torch.compile (instead of ours vs the reference); "
+        "results in results/model_train_step_compile.md",
+    )
+    parser.add_argument("--attn", default=None, help="attention types, comma-separated (default mla,gqa)")
     bench_report.add_results_flag(parser, "model_train_step")
     args = parser.parse_args()
+    args.attn = (args.attn or ("mla" if args.compile else "mla,gqa")).split(",")
+    if args.compile and args.results is None and not args.quick:
+        args.results = str(bench_report.RESULTS / "model_train_step_compile.md")
     bench_report.start(args)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -207,6 +289,9 @@ def main() -> None:
     warmup = 1
     args.batch = args.batch or (4 if args.quick else 8)
     args.seq = args.seq or (128 if args.quick else 256)
+    if args.compile:
+        main_compile(args, steps, warmup)
+        return
     print(
         f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq}, {steps} timed steps after {warmup} warm-up, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
@@ -218,7 +303,7 @@ def main() -> None:
         f"{'ratio':>8}{'per loop':>10}"
     )
     print(header)
-    for attn_type in ("mla", "gqa"):
+    for attn_type in args.attn:
         r = bench(
             attn_type, args.batch, args.seq, steps, warmup, fixed_depth=not args.act, autocast_bf16=args.bf16
         )

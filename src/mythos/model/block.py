@@ -24,7 +24,16 @@ class TransformerBlock(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, cache: CacheSlot | None = None, start: int = 0
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        rope: Rope,
+        cache: CacheSlot | None = None,
+        start: int = 0,
+        return_load: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The block's output; with ``return_load`` (MoE blocks) also the MoE's expert load of this call."""
         x = x + self.dropout(self.attn(self.attn_norm(x), rope, cache, start))
+        if return_load:
+            out, load = self.ffn(self.ffn_norm(x), return_load=True)
+            return x + self.dropout(out), load
         return x + self.dropout(self.ffn(self.ffn_norm(x)))

@@ -108,15 +108,7 @@ class Mythos(nn.Module):
         else:
             if row_loops is not None:
                 row_loops = torch.as_tensor(row_loops, dtype=torch.long)
-                if row_loops.shape != (batch,) or int(row_loops.min()) < 1:
-                    raise ValueError(
-                        f"row_loops must be ({batch},) integers >= 1 (one depth per row), got "
-                        f"shape {tuple(row_loops.shape)}"
-                    )
-                deepest = int(row_loops.max())
-                n_loops = deepest if n_loops is None else n_loops
-                if deepest > n_loops:
-                    raise ValueError(f"row_loops has a depth {deepest} > n_loops={n_loops}")
+                n_loops = self._check_row_loops(row_loops, batch, n_loops)
             n_loops = n_loops if n_loops is not None else cfg.max_loop_iters
             start = 0
         if n_loops < 1:
@@ -154,6 +146,34 @@ class Mythos(nn.Module):
             return logits
         aux = LoopAux(stats.ponder_cost, stats.expert_load, stats.hidden_norms, stats.depth)
         return MythosOutput(logits, aux)
+
+    @staticmethod
+    def _check_row_loops(row_loops: torch.Tensor, batch: int, n_loops: int | None) -> int:
+        """Validate ``row_loops``; the loop count (its deepest row unless ``n_loops`` is given).
+
+        Compiled, the values are checked by an assertion inside the graph (reading them on the host would be
+        a graph break), so ``n_loops`` must be given.
+        """
+        if row_loops.shape != (batch,):
+            raise ValueError(
+                f"row_loops must be ({batch},) integers >= 1 (one depth per row), got "
+                f"shape {tuple(row_loops.shape)}"
+            )
+        if torch.compiler.is_compiling():
+            if n_loops is None:
+                raise ValueError("a compiled forward with row_loops needs n_loops (its deepest row)")
+            in_range = ((row_loops >= 1) & (row_loops <= n_loops)).all()
+            torch._assert_async(in_range, "row_loops must be integers in [1, n_loops] (one depth per row)")
+            return n_loops
+        if int(row_loops.min()) < 1:
+            raise ValueError(
+                f"row_loops must be ({batch},) integers >= 1 (one depth per row), got {row_loops}"
+            )
+        deepest = int(row_loops.max())
+        n_loops = deepest if n_loops is None else n_loops
+        if deepest > n_loops:
+            raise ValueError(f"row_loops has a depth {deepest} > n_loops={n_loops}")
+        return n_loops
 
     # ------------------------------------------------------------------ helpers
     def new_cache(

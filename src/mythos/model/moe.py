@@ -13,8 +13,9 @@ it toward uniform load from the per-call statistics in ``last_load``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -61,21 +62,39 @@ class Router(nn.Module):
 def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Rows ``offsets[e-1]:offsets[e]`` of x times ``weight[e]`` (E, K, N), for every expert e at once.
 
-    Falls back to a per-expert loop (which needs the offsets on the host) only where the fused kernel is
-    unavailable for this device/dtype.
+    Under ``torch.autocast`` it runs in the autocast dtype, as autocast runs ``mm`` (autocast does not cover
+    the grouped matmul itself); gradients reach fp32 weights in fp32 through the cast. Falls back to a
+    per-expert loop (which needs the offsets on the host) only where the fused kernel is unavailable for this
+    device/dtype. Under ``torch.compile`` it is one op the compiler sees through: the native one where
+    inductor lowers it (bf16), else :func:`grouped_mm_op`, opaque to the compiler — no graph break either way.
     """
-    if torch.compiler.is_compiling():  # the op's tracing rule only accepts bf16; others run eagerly
-        if x.dtype == torch.bfloat16:
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):  # not meta
+        dtype = torch.get_autocast_dtype(device_type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    if torch.compiler.is_compiling():
+        if x.dtype == torch.bfloat16 and _native_grouped_mm(device_type, x.dtype):
             return torch._grouped_mm(x, weight, offs=offsets)
-        return _grouped_matmul_eager(x, weight, offsets)
-    aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (
-        weight.shape[-1] * weight.element_size()
-    ) % 16 == 0
-    if aligned and grouped_mm_available(x.device, x.dtype):  # the kernel wants 16-byte-aligned row strides
+        return grouped_mm_op(x, weight, offsets)
+    if _fused(x, weight):
         if x.device.type == "cpu" and torch.get_num_threads() > 1:
             return _CpuGroupedMatmul.apply(x, weight, offsets)
         return torch._grouped_mm(x, weight, offs=offsets)
     return _per_expert_matmul(x, weight, offsets)
+
+
+@torch.compiler.assume_constant_result
+def _native_grouped_mm(device_type: str, dtype: torch.dtype) -> bool:
+    """``grouped_mm_available`` as a constant while tracing (the probe itself cannot be traced)."""
+    return grouped_mm_available(torch.device(device_type), dtype)
+
+
+def _fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` takes these operands: available here, 16-byte-aligned row strides."""
+    aligned = (x.shape[-1] * x.element_size()) % 16 == 0 and (
+        weight.shape[-1] * weight.element_size()
+    ) % 16 == 0
+    return aligned and grouped_mm_available(x.device, x.dtype)
 
 
 @contextmanager
@@ -86,6 +105,11 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _cpu_threads(device: torch.device):  # type: ignore[no-untyped-def]
+    """One intra-op thread for the CPU kernel (see ``_CpuGroupedMatmul``); nothing elsewhere."""
+    return _one_thread() if device.type == "cpu" and torch.get_num_threads() > 1 else nullcontext()
 
 
 class _CpuGroupedMatmul(torch.autograd.Function):
@@ -114,16 +138,67 @@ class _CpuGroupedMatmul(torch.autograd.Function):
         return grad_x, grad_w, None
 
 
-@torch.compiler.disable
-def _grouped_matmul_eager(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    return grouped_matmul(x, weight, offsets)
-
-
 def _per_expert_matmul(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Fallback for shapes/devices the fused kernel rejects; needs the offsets on the host."""
     ends = offsets.tolist()
     starts = [0, *ends[:-1]]
     return torch.cat([x[s:e] @ weight[i] for i, (s, e) in enumerate(zip(starts, ends, strict=True))], dim=0)
+
+
+# ------------------------------------------------------------------ the grouped matmul as one compiler op
+# torch.compile cannot trace the fp32 grouped matmul (the native op's tracing rule accepts bf16 only) nor the
+# fallback (host offsets): as custom ops with a shape rule and a backward, both stay inside one graph.
+# The namespace is this module's name, so an exported copy of this file (mythos export --hf) loaded next to
+# mythos registers its own ops instead of colliding with these.
+_OPS = re.sub(r"\W", "_", __name__)
+
+
+@torch.library.custom_op(f"{_OPS}::grouped_mm", mutates_args=())
+def grouped_mm_op(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """:func:`grouped_matmul`'s eager kernels as one op (x (M, K), weight (E, K, N) -> (M, N))."""
+    if _fused(x, weight):
+        with _cpu_threads(x.device):
+            return torch._grouped_mm(x, weight, offs=offsets)
+    return _per_expert_matmul(x, weight, offsets)
+
+
+@grouped_mm_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[-1])
+
+
+@torch.library.custom_op(f"{_OPS}::grouped_mm_weight_grad", mutates_args=())
+def grouped_mm_weight_grad(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Per-expert ``x_e^T @ grad_e`` (E, K, N): the gradient of :func:`grouped_mm_op` for its weight."""
+    if _fused(x, grad):
+        with _cpu_threads(x.device):
+            return torch._grouped_mm(x.t(), grad, offs=offsets)
+    out = x.new_zeros(offsets.shape[0], x.shape[1], grad.shape[1])
+    ends = offsets.tolist()
+    for i, (s, e) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+        out[i] = x[s:e].t() @ grad[s:e]
+    return out
+
+
+@grouped_mm_weight_grad.register_fake
+def _(x: torch.Tensor, grad: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
+
+
+def _grouped_mm_setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    x, weight, offsets = inputs
+    ctx.save_for_backward(x, weight, offsets)
+
+
+def _grouped_mm_backward(ctx, grad):  # type: ignore[no-untyped-def]
+    x, weight, offsets = ctx.saved_tensors
+    grad = grad.contiguous()
+    grad_x = grouped_mm_op(grad, weight.transpose(-2, -1), offsets) if ctx.needs_input_grad[0] else None
+    grad_w = grouped_mm_weight_grad(x, grad, offsets) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w, None
+
+
+grouped_mm_op.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
 
 
 class GroupedExperts(nn.Module):
@@ -146,8 +221,8 @@ class GroupedExperts(nn.Module):
         scaling the output (``w_down`` is linear) on a narrower tensor.
         """
         hidden = swiglu_hidden(grouped_matmul(x_sorted, self.w_gate_up, offsets))
-        if row_scale is not None:
-            hidden = hidden * row_scale
+        if row_scale is not None:  # in the experts' dtype (the autocast dtype under autocast), not promoted
+            hidden = hidden * row_scale.to(hidden.dtype)
         return grouped_matmul(hidden, self.w_down, offsets)
 
 
@@ -169,7 +244,19 @@ class MoE(nn.Module):
         """(expert ids, gate weights), each (N, top_k); selection uses the bias, weights do not."""
         return route(self.router(flat), self.router.bias, self.top_k, flat.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, return_load: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The output; with ``return_load`` also this call's fraction of assignments per expert, returned
+        instead of stored in ``last_load``: the looped block asks for it so nothing inside a compiled or
+        checkpointed loop writes a module attribute."""
+        out, load = self._dispatch(x)
+        if return_load:
+            return out, load
+        self.last_load = load
+        return out
+
+    def _dispatch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         n = flat.shape[0]
@@ -184,14 +271,10 @@ class MoE(nn.Module):
             flat.index_select(0, token_of), offsets, gates.reshape(-1, 1).index_select(0, order)
         )
         # routed outputs summed straight into the shared experts' output (no zeros, no extra add)
-        out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat)
-        if (
-            out.dtype != routed.dtype
-        ):  # CPU autocast: the shared experts ran in bf16, the grouped matmul did not
-            out = out.to(torch.promote_types(out.dtype, routed.dtype))
+        # (under autocast both are in the autocast dtype, like every other projection)
+        out = self.shared(flat) if self.shared is not None else torch.zeros_like(flat, dtype=routed.dtype)
         out = out.index_add_(0, token_of, routed.to(out.dtype))
-        self.last_load = (counts.float() / max(n * self.top_k, 1)).detach()
-        return out.view(shape)
+        return out.view(shape), (counts.float() / max(n * self.top_k, 1)).detach()
 
     @torch.no_grad()
     def update_router_bias(self, load: torch.Tensor, rate: float | None = None) -> torch.Tensor:

@@ -148,12 +148,23 @@ class RecurrentBlock(nn.Module):
         return bool(halted.all())
 
     def step(
-        self, h: torch.Tensor, e: torch.Tensor, rope: Rope, t: int, cache: KVCache | None, start: int
-    ) -> torch.Tensor:
-        """One loop iteration: the new hidden state."""
+        self,
+        h: torch.Tensor,
+        e: torch.Tensor,
+        rope: Rope,
+        t: int,
+        cache: KVCache | None,
+        start: int,
+        return_load: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One loop iteration: the new hidden state; with ``return_load`` also the MoE's expert load of it,
+        returned rather than read back from the module (a compiled or checkpointed loop writes no attribute)."""
         combined = self.norm(self.loop_embedding(h, t) + e)
-        out = self.block(combined, rope, cache.loop_slot(t) if cache is not None else None, start)
+        slot = cache.loop_slot(t) if cache is not None else None
+        out, load = self.block(combined, rope, slot, start, return_load=True)
         out = self.lora.add_to(out, t)
+        if return_load:
+            return self.injection(h, e, out), load
         return self.injection(h, e, out)
 
     def forward(
@@ -193,7 +204,9 @@ class RecurrentBlock(nn.Module):
         first_grad = (depth - window).clamp(min=0)  # first loop inside each position's gradient window
         # loops before every row's window need no autograd graph at all
         no_grad_loops = n_loops - grad_loops if (grad_loops is not None and not per_row) else 0
-        if per_row and grad_loops is not None:
+        if per_row and grad_loops is not None and not torch.compiler.is_compiling():
+            # (compiled: a host sync would break the graph, so every loop keeps its autograd graph; each row
+            # is still detached where its window starts, so the gradients are the same, at more memory)
             no_grad_loops = int(first_grad.min())
         for t in range(n_loops):
             truncated = t < no_grad_loops
@@ -203,14 +216,14 @@ class RecurrentBlock(nn.Module):
                 if per_row and grad_loops is not None and t > no_grad_loops:
                     h = torch.where((first_grad == t).unsqueeze(-1), h.detach(), h)
                 if checkpoint_loops and torch.is_grad_enabled() and cache is None:
-                    h_new = checkpoint(self.step, h, e, rope, t, None, start, use_reentrant=False)
+                    h_new, moe_load = checkpoint(
+                        self.step, h, e, rope, t, None, start, return_load=True, use_reentrant=False
+                    )
                 else:
-                    h_new = self.step(h, e, rope, t, cache, start)
+                    h_new, moe_load = self.step(h, e, rope, t, cache, start, return_load=True)
                 active = t < depth
                 h = torch.where(active.unsqueeze(-1), h_new, h) if per_row else h_new
-                moe_load = self.block.ffn.last_load
-                if moe_load is not None:
-                    load = load + moe_load
+                load = load + moe_load
                 norms.append(h.detach().float().norm(dim=-1).mean())
                 if not cfg.act:
                     continue

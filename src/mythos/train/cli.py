@@ -106,6 +106,12 @@ def train_parser() -> argparse.ArgumentParser:
         help="with --parallel fsdp: split the experts over groups of N ranks (N divides the world size; "
         "the groups are data-parallel replicas)",
     )
+    sysg.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training forward (its backward too): the first step at each loop count "
+        "compiles (seconds to minutes), later ones run the compiled graph",
+    )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)
     sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
@@ -160,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         mixed_precision=args.mixed_precision,
         sharded_checkpoints=args.sharded_checkpoints,
         expert_parallel=args.expert_parallel,
+        compile=args.compile,
         device=args.device,
         seed=args.seed,
         ckpt_every=args.ckpt_every,

@@ -76,6 +76,7 @@ class TrainConfig:
     mixed_precision: str = "none"  # FSDP2 MixedPrecisionPolicy: "bf16" = bf16 params/compute, fp32 reduce
     sharded_checkpoints: bool = False  # FSDP2: each rank writes its shards (torch.distributed.checkpoint)
     expert_parallel: int = 1  # >1: experts split over groups of that many ranks (all-to-all); divides world
+    compile: bool = False  # torch.compile the training forward (train/compile.py): one graph per loop count
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100
@@ -134,6 +135,15 @@ class TrainConfig:
         if self.expert_parallel < 1 or (self.expert_parallel > 1 and self.parallel != "fsdp"):
             raise TrainConfigError(
                 "expert_parallel", self.expert_parallel, "must be >= 1, and > 1 only with --parallel fsdp"
+            )
+        if not isinstance(self.compile, bool):
+            raise TrainConfigError("compile", self.compile, "must be true or false")
+        if self.compile and self.expert_parallel > 1:
+            raise TrainConfigError(
+                "compile",
+                True,
+                "not with --expert-parallel: its all-to-all dispatch reads split sizes on the host, a graph "
+                "break inside every loop (untested compiled); use one or the other",
             )
         if self.sharded_checkpoints and self.parallel != "fsdp":
             raise TrainConfigError(

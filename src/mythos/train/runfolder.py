@@ -55,7 +55,7 @@ SCHEDULE_FIELDS = (
     "seed",
     "precision",
 )
-# Everything else (out, steps, device, parallel, ckpt_every, keep_checkpoints, max_bad_steps, progress,
+# Everything else (out, steps, device, parallel, compile, ckpt_every, keep_checkpoints, max_bad_steps, progress,
 # tensorboard) may differ freely: extending --steps or checkpointing more often is an ordinary resume.
 
 

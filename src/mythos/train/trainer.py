@@ -199,6 +199,11 @@ def train(
     model = D.wrap(
         model, cfg.parallel, info, mixed_precision=cfg.mixed_precision, expert_parallel=cfg.expert_parallel
     )
+    forward = model
+    if cfg.compile:  # after wrapping; ``model`` stays the module that is optimised and checkpointed
+        from .compile import compile_forward
+
+        forward = compile_forward(model, cfg.loop_range[1])
 
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False
@@ -318,7 +323,7 @@ def train(
                 first = (micro * info.world + info.rank) * cfg.batch_size
                 rows = torch.from_numpy(depths[first : first + inputs.shape[0]]) if per_row else None
                 with sync, autocast:
-                    out = model(
+                    out = forward(
                         inputs,
                         n_loops=n_loops,
                         row_loops=rows,
