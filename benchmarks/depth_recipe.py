@@ -1,9 +1,10 @@
 """Which depth recipe to train a looped model on text with? Side by side, one process, same data and tokens.
 
 Variants of the looped model of `mythos study depth`, at its default size and budget and at the learning rate
-its sweep picked for a looped model (8e-3): the recipe (ACT off, a fixed depth of 4, full backprop), truncated
-backprop, a deeper fixed depth, random depth 1..6 drawn per step or per sequence, and ACT on (halting counted
-in the gradient window, halting bias at logit(1/N)). Writes benchmarks/results/depth_recipe.{json,md}.
+its sweep picked for the looped model (8e-3), one seed each (two for the recipe and fixed 4, to show the seed
+spread): the recipe (ACT off, random depth 1..6 drawn per step, full backprop), the previous recipe (backprop
+through the last 3 loops), depth drawn per sequence, fixed depths 4 and 6 (full or truncated backprop), and ACT
+on (halting counted in the gradient window, halting bias at logit(1/N)). Writes benchmarks/results/depth_recipe.{json,md}.
 
     python benchmarks/depth_recipe.py [--quick] [--out runs/depth-recipe]
 """
@@ -19,13 +20,15 @@ from pathlib import Path
 from mythos.train.study import StudyConfig, run_study
 
 VARIANTS = {
-    "act-off, fixed 4, full backprop (recipe)": dict(),
-    "act-off, fixed 4, last 2 loops": dict(grad_loops=2),
+    "act-off, 1:6 per step, full backprop (recipe)": dict(),
+    "act-off, 1:6 per step, full backprop, seed 1": dict(seeds=(1,)),
+    "act-off, 1:6 per step, last 3 loops (the previous recipe)": dict(grad_loops=3),
+    "act-off, 1:6 per sequence, full backprop": dict(depth_per="sequence"),
+    "act-off, fixed 4, full backprop": dict(loops="4"),
+    "act-off, fixed 4, full backprop, seed 1": dict(loops="4", seeds=(1,)),
+    "act-off, fixed 4, last 2 loops": dict(loops="4", grad_loops=2),
     "act-off, fixed 6, full backprop": dict(loops="6"),
-    "act-off, 1:6 per step, full backprop": dict(loops="1:6"),
-    "act-off, 1:6 per sequence, full backprop": dict(loops="1:6", depth_per="sequence"),
-    "act-off, 1:6 per step, last 3 loops (the previous recipe)": dict(loops="1:6", grad_loops=3),
-    "act-on, fixed 4, full backprop": dict(act=True),
+    "act-on, fixed 4, full backprop": dict(loops="4", act=True),
 }
 
 
@@ -64,6 +67,7 @@ def main() -> int:
     base = dict(
         steps=args.steps,
         lrs=(8e-3,),
+        seeds=(0,),
         eval_loops=[1, 2, 3, 4, 6, 8, 12],
         exits=["kl:0.01", "delta:0.05"],
         models=("looped",),

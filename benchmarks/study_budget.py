@@ -1,12 +1,12 @@
 """Does the looped model catch up with the dense one as training grows? `mythos study depth` at several budgets.
 
 Runs (or resumes: each study is a resumable run folder) `mythos study depth --steps N --models looped,dense-unique
---lr 4e-3,8e-3` for every N (the two rates the default study's sweep picked: 4e-3 for the dense model, 8e-3 for
+--lr 4e-3,8e-3 --seeds 0` for every N (one seed: a longer run costs minutes per model; the two rates the default study's sweep picked: 4e-3 for the dense model, 8e-3 for
 the looped one; each model is reported at its better one), then tabulates held-out bits per byte: the looped model at 1 loop, at its best test-time depth and at
 its training depth, against the dense model with the same unique parameters, plus the best adaptive exit.
 Writes benchmarks/results/study_budget.{md,json}. Everything else is the study's default (stdlib sources, dim 64).
 
-    python benchmarks/study_budget.py [--steps 150,600,1200,2400] [--lr 4e-3,8e-3] [--out runs/study-budget]
+    python benchmarks/study_budget.py [--steps 600,1200,2400] [--lr 4e-3,8e-3] [--seeds 0] [--out runs/study-budget]
 """
 
 from __future__ import annotations
@@ -22,9 +22,21 @@ from mythos.fsutil import atomic_write
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_study(steps: int, lr: str, out: Path) -> dict:
+def run_study(steps: int, lr: str, seeds: str, out: Path) -> dict:
     folder = out / f"study-{steps}"
-    cmd = [sys.executable, "-m", "mythos", "study", "depth", "--steps", str(steps), "--lr", lr]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mythos",
+        "study",
+        "depth",
+        "--steps",
+        str(steps),
+        "--lr",
+        lr,
+        "--seeds",
+        seeds,
+    ]
     cmd += ["--models", "looped,dense-unique", "--out", str(folder), "--no-progress"]
     subprocess.run(cmd, check=True)
     return json.loads((folder / "study.json").read_text())
@@ -58,7 +70,7 @@ def markdown(rows: list[dict]) -> str:
     lines = [
         "# Looped vs dense (same unique parameters) as training grows (`benchmarks/study_budget.py`)",
         "",
-        "`mythos study depth --steps N --models looped,dense-unique --lr 4e-3,8e-3` (stdlib sources, dim 64,",
+        "`mythos study depth --steps N --models looped,dense-unique --lr 4e-3,8e-3 --seeds 0` (stdlib, dim 64, one seed,",
         "8 x 128 tokens per step, 8192 held-out tokens; looped: ACT off, depth 1..6 per step, full backprop; each",
         "model at its better learning rate). Held-out bits per byte, lower is better; `vs dense` compares the looped",
         "model at its best test-time depth.",
@@ -80,12 +92,16 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", default="150,600,1200,2400", help="comma-separated training steps")
+    p.add_argument("--steps", default="600,1200,2400", help="comma-separated training steps")
     p.add_argument("--lr", default="4e-3,8e-3", help="learning rates every model trains at (best reported)")
+    p.add_argument("--seeds", default="0", help="seeds per model (the study's mean is tabulated)")
     p.add_argument("--out", default="runs/study-budget", help="folder for the study runs (resumable)")
     p.add_argument("--results", default=str(RESULTS / "study_budget"), help="results path without suffix")
     args = p.parse_args()
-    rows = [row(n, run_study(n, args.lr, Path(args.out))) for n in (int(s) for s in args.steps.split(","))]
+    rows = [
+        row(n, run_study(n, args.lr, args.seeds, Path(args.out)))
+        for n in (int(s) for s in args.steps.split(","))
+    ]
     text = markdown(rows)
     print(text)
     atomic_write(args.results + ".md", text)

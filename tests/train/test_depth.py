@@ -163,10 +163,16 @@ def test_study_depth_quick_writes_json_and_png_and_resumes(tmp_path, capsys):
     assert looped["train_flops"] > unique["train_flops"] > 0
     assert (out / "study.png").stat().st_size > 1000
     assert "dense-depth" in capsys.readouterr().out
-    for m in (looped, unique, deep):  # each model trained at both rates, reported at its best one
+    for name, m in study["models"].items():  # both rates with seed 0; the better one again with seed 1
         assert set(m["lr_sweep"]) == {"0.001", "0.01"}
-        assert min(m["bits_per_byte"]) == pytest.approx(min(m["lr_sweep"].values()), abs=1e-5)
         assert m["lr_sweep"][f"{m['lr']:g}"] == min(m["lr_sweep"].values())
+        per_seed = m["bits_per_byte_per_seed"]
+        assert m["seeds"] == [0, 1] and min(per_seed["0"]) == pytest.approx(
+            min(m["lr_sweep"].values()), abs=1e-5
+        )
+        assert (out / f"{name}-lr{m['lr']:g}-seed1" / "study_eval.json").exists()
+        mean = [(a + b) / 2 for a, b in zip(per_seed["0"], per_seed["1"], strict=True)]
+        assert m["bits_per_byte"] == pytest.approx(mean, abs=1e-5)
     mtime = (out / "looped-lr0.01" / "study_eval.json").stat().st_mtime
     assert (
         main(["study", "depth", "--quick", "--data", data, "--out", str(out)]) == 0
@@ -176,6 +182,8 @@ def test_study_depth_quick_writes_json_and_png_and_resumes(tmp_path, capsys):
     assert "--eval-loops" in capsys.readouterr().err
     assert main(["study", "depth", "--out", str(tmp_path / "bad"), "--lr", "4e-3,fast"]) == 2
     assert "--lr '4e-3,fast'" in capsys.readouterr().err
+    assert main(["study", "depth", "--out", str(tmp_path / "bad"), "--seeds", "1,1"]) == 2
+    assert "--seeds '1,1'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 
@@ -186,14 +194,15 @@ def test_a_small_corpus_always_gets_a_held_out_document():
     assert held == ["doc 4\n"] and train == docs[:4]
 
 
-def test_text_runs_default_to_the_depth_recipe_without_act_and_tasks_keep_the_presets_act():
-    from mythos.train.config import TrainConfig
+def test_text_runs_default_to_the_depth_recipe_without_act_and_tasks_keep_a_fixed_depth_and_act():
+    from mythos.train.config import TASK_LOOPS, TEXT_LOOPS, TrainConfig
     from mythos.train.trainer import build_model_config
 
     text = TrainConfig(out="r", data="corpus/")
     task = TrainConfig(out="r", task="carry")
-    assert (text.loops, text.grad_loops) == ("4", None)  # fixed depth, full backprop
+    assert (text.loops, task.loops) == (TEXT_LOOPS, TASK_LOOPS) == ("1:6", "4")
+    assert text.grad_loops is None  # full backprop
     assert build_model_config(text, 512, 64).act is False  # the recipe: no ACT on text
     assert build_model_config(task, 512, 64).act is True  # the preset's ACT on tasks
-    chosen = TrainConfig(out="r", data="corpus/", loops="1:8", model_overrides={"act": True})
-    assert build_model_config(chosen, 512, 64).act is True
+    chosen = TrainConfig(out="r", data="corpus/", loops="8", model_overrides={"act": True})
+    assert chosen.loops == "8" and build_model_config(chosen, 512, 64).act is True

@@ -73,8 +73,8 @@ def train_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--loops",
         default=d["loops"].default,
-        help="training depth: N, MIN:MAX (uniform) or plognormal:MEAN[:MAX] (heavy-tailed, Huginn's); on text "
-        "the default (4, ACT off unless --set act=true, full backprop) is the depth recipe of docs/train.md",
+        help="training depth: N, MIN:MAX (uniform) or plognormal:MEAN[:MAX] (heavy-tailed, Huginn's); "
+        "default 1:6 on text (the depth recipe of docs/train.md, with ACT off unless --set act=true) and 4 on --task",
     )
     rec.add_argument(
         "--depth-per",
@@ -416,6 +416,17 @@ def parse_floats(flag: str, text: str) -> tuple[float, ...]:
     return values
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> (0, 1, 2): distinct integers >= 0, or a ValueError naming --seeds."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise ValueError(f"--seeds {text!r}: distinct integers >= 0, comma-separated, e.g. 0,1,2")
+    return values
+
+
 def study_main(argv: list[str]) -> int:
     """``mythos study depth``: looped vs dense baselines on real text (see mythos.train.study)."""
     from .study import MODELS, StudyConfig
@@ -460,7 +471,12 @@ def study_main(argv: list[str]) -> int:
     p.add_argument("--exit", action="append", metavar="CRITERION:THRESHOLD", help="adaptive-exit rows")
     p.add_argument("--eval-tokens", type=int, default=d.eval_tokens)
     p.add_argument("--models", default=",".join(MODELS), help=f"subset of {','.join(MODELS)}")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "--seeds",
+        default=",".join(map(str, d.seeds)),
+        help="seeds, comma-separated: the rate sweep runs the first, the best rate reruns with the others, "
+        "and every model is reported as the seeds' mean",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from .study import format_table, run_study
@@ -495,7 +511,7 @@ def study_main(argv: list[str]) -> int:
                 exits=args.exit if args.exit is not None else d.exits,
                 eval_tokens=args.eval_tokens,
                 models=tuple(m for m in args.models.split(",") if m),
-                seed=args.seed,
+                seeds=parse_seeds(args.seeds),
                 progress=not args.no_progress,
             )
         study = run_study(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))

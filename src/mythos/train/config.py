@@ -10,6 +10,10 @@ from typing import Any
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PARALLEL = ("auto", "none", "ddp", "fsdp")
+# The depth recipe on text (docs/train.md, "Depth on text"): random depth drawn per step, ACT off, full
+# backprop: no overthinking past the training depth, unlike a fixed depth. Tasks keep a fixed depth.
+TEXT_LOOPS = "1:6"
+TASK_LOOPS = "4"
 
 
 class TrainConfigError(ValueError):
@@ -64,7 +68,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     # --- recurrence ---
-    loops: str = "4"  # N, MIN:MAX or plognormal:MEAN[:MAX]; a fixed depth is the text recipe (docs/train.md)
+    loops: str | None = None  # N, MIN:MAX or plognormal:MEAN[:MAX]; None: TEXT_LOOPS on text, else TASK_LOOPS
     depth_per: str | None = None  # "sequence" or "step"; None: per step (measured best, docs/train.md)
     grad_loops: int | None = None  # backprop through only the last k loops
     checkpoint_loops: bool = False
@@ -86,6 +90,8 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        if self.loops is None:
+            self.loops = TASK_LOOPS if self.task is not None else TEXT_LOOPS
         self.validate()
 
     def validate(self) -> None:

@@ -1,6 +1,6 @@
 """``mythos study depth``: does depth pay on real text? Three models, the same data, the same training tokens.
 
-(a) ``looped``      the recipe: one recurrent block trained at a fixed depth (``--loops``), full backprop;
+(a) ``looped``      the recipe: one recurrent block trained at random depth (``--loops``), full backprop;
 (b) ``dense-unique`` the same unique parameters: the very same architecture trained and run with 1 loop;
 (c) ``dense-depth`` the same applied depth: as many distinct blocks as the looped model's training depth,
                     run once (more parameters, about the same FLOPs per token).
@@ -46,11 +46,9 @@ class StudyConfig:
     steps: int = 600
     lrs: tuple[float, ...] = (2e-3, 4e-3, 8e-3)  # every model trains at each; reported at its best
     warmup: int = 40
-    loops: str = (
-        "4"  # the looped model's training depth (the recipe: fixed beat random, benchmarks/depth_recipe.py)
-    )
+    loops: str = "1:6"  # the looped model's training depth (the recipe, benchmarks/depth_recipe.py)
     depth_per: str = "step"  # per step beat per sequence in benchmarks/depth_recipe.py, at fewer FLOPs
-    grad_loops: int | None = None  # full backprop: 2.6 % better than the last 3 loops (docs/train.md)
+    grad_loops: int | None = None  # full backprop: better than the last 3 loops (benchmarks/depth_recipe.py)
     act: bool = False
     dim: int = 64
     n_heads: int = 4
@@ -59,7 +57,7 @@ class StudyConfig:
     exits: list[str] = field(default_factory=lambda: ["kl:0.01", "delta:0.05"])
     eval_tokens: int = 8192
     models: tuple[str, ...] = MODELS
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)  # the rate sweep runs the first; the best rate reruns with the rest
     progress: bool = True
 
     @classmethod
@@ -75,6 +73,7 @@ class StudyConfig:
             batch_size=4,
             steps=4,
             lrs=(1e-3, 1e-2),
+            seeds=(0, 1),
             warmup=1,
             loops="1:3",
             grad_loops=2,
@@ -123,16 +122,16 @@ def _model_overrides(cfg: StudyConfig, name: str) -> dict[str, Any]:
     return base
 
 
-def run_name(name: str, lr: float) -> str:
-    """The run folder of one model at one learning rate, under OUT/."""
-    return f"{name}-lr{lr:g}"
+def run_name(name: str, lr: float, seed: int) -> str:
+    """The run folder of one model at one learning rate and seed, under OUT/."""
+    return f"{name}-lr{lr:g}" + (f"-seed{seed}" if seed != 0 else "")
 
 
-def train_config(cfg: StudyConfig, name: str, lr: float) -> TrainConfig:
+def train_config(cfg: StudyConfig, name: str, lr: float, seed: int) -> TrainConfig:
     """The `mythos train` configuration of one of the study's models (same data, steps, batch, seed)."""
     shards = str(Path(cfg.out) / "shards")
     return TrainConfig(
-        out=str(Path(cfg.out) / run_name(name, lr)),
+        out=str(Path(cfg.out) / run_name(name, lr, seed)),
         model="tiny",
         model_overrides=_model_overrides(cfg, name),
         data=cfg.data,
@@ -150,7 +149,7 @@ def train_config(cfg: StudyConfig, name: str, lr: float) -> TrainConfig:
         grad_loops=cfg.grad_loops if name == "looped" else None,
         ckpt_every=max(1, min(100, cfg.steps // 4)),
         keep_checkpoints=1,
-        seed=cfg.seed,
+        seed=seed,
         progress=cfg.progress,
         precision="fp32",
     )
@@ -195,71 +194,117 @@ def _eval_key(cfg: StudyConfig, loops: list[int], exits: list[str]) -> dict:
     return {"loops": loops, "exits": exits, "eval_tokens": cfg.eval_tokens, "steps": cfg.steps}
 
 
-def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda _: None) -> dict:
-    """Train (or resume) and evaluate every model; write OUT/study.json and OUT/study.png; return the result."""
+def _train_and_evaluate(
+    cfg: StudyConfig, name: str, lr: float, seed: int, exits: list, tag: str, log
+) -> dict:
+    """Train (or resume) one run and evaluate it on the held-out windows (cached beside the run)."""
     from mythos.model.checkpoint import load_checkpoint
-    from mythos.model.exits import ExitCriterion
 
     from .checkpoint import resolve_checkpoint
     from .data import TokenShards, load_tokenizer
     from .sources import HELDOUT_DIR
-    from .text_eval import TextEval, evaluate_model, plot_text_eval, token_bytes
+    from .text_eval import TextEval, evaluate_model, token_bytes
     from .trainer import train
+
+    tcfg = train_config(cfg, name, lr, seed)
+    log(f"{tag}: training {cfg.steps} steps ({tcfg.loops} loops)")
+    result = train(tcfg, log=log)
+    model = load_checkpoint(resolve_checkpoint(tcfg.out))
+    looped = name == "looped"
+    loops = cfg.eval_loops if looped else [1]
+    key = _eval_key(cfg, loops, [str(e) for e in exits] if looped else [])
+    cache = Path(tcfg.out) / "study_eval.json"
+    cached = json.loads(cache.read_text()) if cache.exists() else None
+    if cached is not None and cached.get("key") == key:
+        ev = TextEval(**cached["eval"])
+    else:
+        log(f"{tag}: evaluating held-out bits per byte at loops {loops}")
+        shards = Path(tcfg.shards)
+        nbytes = token_bytes(load_tokenizer(shards / "tokenizer.json"))
+        ev = evaluate_model(
+            model,
+            TokenShards.open(shards / HELDOUT_DIR),
+            nbytes,
+            cfg.seq_len,
+            loops,
+            exits if looped else [],
+            cfg.eval_tokens,
+            tcfg.loops,
+        )
+        _atomic_json(cache, {"key": key, "eval": ev.__dict__})
+    active = active_parameters(model)
+    return {
+        "eval": ev,
+        "parameters": model.num_parameters(),
+        "active_parameters": active,
+        "train_loops": tcfg.loops,
+        "depth_per": tcfg.depth_mode if looped else "-",
+        "grad_loops": tcfg.grad_loops,
+        "train_tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "train_flops": training_flops(tcfg, active, cfg.steps),
+        "train_wall_s_this_call": round(result.wall_s, 1),
+    }
+
+
+def _mean_eval(evals: list):
+    """The seeds' mean curve and adaptive rows (the study compares means; the spread is reported beside)."""
+    from .text_eval import TextEval
+
+    first = evals[0]
+    mean = [sum(e.bits_per_byte[i] for e in evals) / len(evals) for i in range(len(first.loops))]
+    adaptive = []
+    for i, row in enumerate(first.adaptive):
+        rows = [e.adaptive[i] for e in evals]
+        avg = {k: round(sum(r[k] for r in rows) / len(rows), 5) for k in ("bits_per_byte", "mean_loops")}
+        adaptive.append({**row, **avg, "compute_saved": round(1 - avg["mean_loops"] / row["max_loops"], 4)})
+    return TextEval(first.loops, mean, first.tokens, first.bytes, first.train_loops, adaptive)
+
+
+def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Train (or resume) and evaluate every model; write OUT/study.json and OUT/study.png; return the result.
+
+    Every model trains at each rate of ``lrs`` with the first seed; its best rate then trains with the other
+    seeds, and the model is reported as the mean over seeds (per-seed curves and the spread alongside)."""
+    from mythos.model.exits import ExitCriterion
+
+    from .text_eval import plot_text_eval
 
     unknown = sorted(set(cfg.models) - set(MODELS))
     if unknown:
         raise ValueError(f"models={unknown} unknown; choose from {', '.join(MODELS)}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds={list(cfg.seeds)}: give one or more distinct seeds, e.g. 0,1,2")
     exits = [ExitCriterion.parse(text) for text in cfg.exits]
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    total = len(cfg.models) * (len(cfg.lrs) + len(cfg.seeds) - 1)
+    done = 0
     results: dict[str, dict] = {}
-    curves: dict[str, TextEval] = {}
-    runs = [(name, lr) for name in cfg.models for lr in cfg.lrs]
-    for i, (name, lr) in enumerate(runs, 1):
-        tag = f"[{i}/{len(runs)}] {name} lr {lr:g}"
-        tcfg = train_config(cfg, name, lr)
-        log(f"{tag}: training {cfg.steps} steps ({tcfg.loops} loops)")
-        result = train(tcfg, log=log)
-        model = load_checkpoint(resolve_checkpoint(tcfg.out))
-        looped = name == "looped"
-        loops = cfg.eval_loops if looped else [1]
-        key = _eval_key(cfg, loops, [str(e) for e in exits] if looped else [])
-        cache = Path(tcfg.out) / "study_eval.json"
-        cached = json.loads(cache.read_text()) if cache.exists() else None
-        if cached is not None and cached.get("key") == key:
-            ev = TextEval(**cached["eval"])
-        else:
-            log(f"{tag}: evaluating held-out bits per byte at loops {loops}")
-            shards = Path(tcfg.shards)
-            nbytes = token_bytes(load_tokenizer(shards / "tokenizer.json"))
-            ev = evaluate_model(
-                model,
-                TokenShards.open(shards / HELDOUT_DIR),
-                nbytes,
-                cfg.seq_len,
-                loops,
-                exits if looped else [],
-                cfg.eval_tokens,
-                tcfg.loops,
+    curves = {}
+    for name in cfg.models:
+        sweep, best = {}, None
+        for lr in cfg.lrs:
+            done += 1
+            run = _train_and_evaluate(
+                cfg, name, lr, cfg.seeds[0], exits, f"[{done}/{total}] {name} lr {lr:g}", log
             )
-            _atomic_json(cache, {"key": key, "eval": ev.__dict__})
-        best = min(ev.bits_per_byte)
-        sweep = results.get(name, {}).get("lr_sweep", {}) | {f"{lr:g}": round(best, 5)}
-        if name in results and min(results[name]["bits_per_byte"]) <= best:
-            results[name]["lr_sweep"] = sweep
-            continue
-        active = active_parameters(model)
+            sweep[f"{lr:g}"] = round(min(run["eval"].bits_per_byte), 5)
+            if best is None or min(run["eval"].bits_per_byte) < min(best[1]["eval"].bits_per_byte):
+                best = (lr, run)
+        lr, run = best
+        per_seed = {cfg.seeds[0]: run["eval"]}
+        for seed in cfg.seeds[1:]:
+            done += 1
+            tag = f"[{done}/{total}] {name} lr {lr:g} seed {seed}"
+            per_seed[seed] = _train_and_evaluate(cfg, name, lr, seed, exits, tag, log)["eval"]
+        ev = _mean_eval(list(per_seed.values()))
+        bests = [min(e.bits_per_byte) for e in per_seed.values()]
         results[name] = {
             "lr": lr,
             "lr_sweep": sweep,
-            "parameters": model.num_parameters(),
-            "active_parameters": active,
-            "train_loops": tcfg.loops,
-            "depth_per": tcfg.depth_mode if looped else "-",
-            "grad_loops": tcfg.grad_loops,
-            "train_tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
-            "train_flops": training_flops(tcfg, active, cfg.steps),
-            "train_wall_s_this_call": round(result.wall_s, 1),
+            "seeds": list(per_seed),
+            "bits_per_byte_per_seed": {str(k): e.bits_per_byte for k, e in per_seed.items()},
+            "best_per_seed_range": [round(min(bests), 5), round(max(bests), 5)],
+            **{k: v for k, v in run.items() if k != "eval"},
             **ev.to_dict(),
         }
         curves[name] = ev
@@ -269,9 +314,9 @@ def run_study(cfg: StudyConfig, log: Callable[[str], None] = lambda _: None) -> 
         "models": results,
         "targets": targets(results, cfg.train_depth),
     }
-    _atomic_json(out / "study.json", study)
-    plot_text_eval(curves, out / "study.png", title="held-out bits per byte vs test-time loops")
-    study["png"] = str(out / "study.png")
+    _atomic_json(Path(cfg.out) / "study.json", study)
+    plot_text_eval(curves, Path(cfg.out) / "study.png", title="held-out bits per byte vs test-time loops")
+    study["png"] = str(Path(cfg.out) / "study.png")
     return study
 
 
@@ -330,7 +375,11 @@ def format_table(study: dict) -> str:
         )
     for name, m in study["models"].items():
         sweep = ", ".join(f"{lr}: {bpb:.4f}" for lr, bpb in m["lr_sweep"].items())
-        lines.append(f"{name} best bits/byte per learning rate: {sweep}")
+        low, high = m["best_per_seed_range"]
+        lines.append(
+            f"{name}: best bits/byte per learning rate (seed {m['seeds'][0]}): {sweep}; at lr {m['lr']:g}, "
+            f"{len(m['seeds'])} seeds' best {low:.4f}-{high:.4f} (rows above: the seeds' mean)"
+        )
     for name, m in study["models"].items():
         for row in m.get("adaptive", []):
             lines.append(
