@@ -203,7 +203,7 @@ def train(
     model = D.wrap(
         model, cfg.parallel, info, mixed_precision=cfg.mixed_precision, expert_parallel=cfg.expert_parallel
     )
-    if cfg.meta_init:  # storage for this rank's shards only, the single-process initial values in them
+    if cfg.meta_init:  # storage for this rank's shards only, then the initial values (see meta_init.py)
         materialize(raw_model, info.device)
         if resume_from is not None and sharded_from is None:
             full = load_checkpoint(resume_from).state_dict() if info.is_main else {}
