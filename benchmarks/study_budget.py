@@ -54,6 +54,8 @@ def row(steps: int, study: dict) -> dict:
         "train_tokens": looped["train_tokens"],
         "looped_1_loop": bpb[1],
         "looped_best": bpb[best_loops],
+        "looped_seed_range": looped["best_per_seed_range"],
+        "dense_seed_range": dense["best_per_seed_range"],
         "looped_best_loops": best_loops,
         "looped_train_depth": bpb.get(train_depth),
         "dense_unique": dense_bpb,
@@ -66,26 +68,27 @@ def row(steps: int, study: dict) -> dict:
     }
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], lr: str, seeds: str) -> str:
     lines = [
         "# Looped vs dense (same unique parameters) as training grows (`benchmarks/study_budget.py`)",
         "",
-        "`mythos study depth --steps N --models looped,dense-unique --lr 4e-3,8e-3 --seeds 0` (stdlib, dim 64, one seed,",
+        f"`mythos study depth --steps N --models looped,dense-unique --lr {lr} --seeds {seeds}` (stdlib, dim 64,",
         "8 x 128 tokens per step, 8192 held-out tokens; looped: ACT off, depth 1..6 per step, full backprop; each",
-        "model at its better learning rate). Held-out bits per byte, lower is better; `vs dense` compares the looped",
-        "model at its best test-time depth.",
+        "model at its better learning rate; the mean over the seeds, with the seeds' best as a range). Held-out",
+        "bits per byte, lower is better; `vs dense` compares the looped model at its best test-time depth.",
         "",
         "| steps | train tokens | looped, 1 loop | looped, best (loops) | looped, train depth | dense, same params"
-        " | lr looped / dense | looped best vs dense | gain from depth | looped/dense train FLOPs | best exit (bpb, loops/token) |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        " | seeds' best: looped / dense | lr looped / dense | looped best vs dense | gain from depth | looped/dense train FLOPs | best exit (bpb, loops/token) |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---|",
     ]
     for r in rows:
+        (lo, hi), (dlo, dhi) = r["looped_seed_range"], r["dense_seed_range"]
         ex = r["best_exit"]
         exit_text = f"{ex['exit']}: {ex['bits_per_byte']:.4f}, {ex['mean_loops']:.2f}" if ex else "-"
         lines.append(
             f"| {r['steps']} | {r['train_tokens']:,} | {r['looped_1_loop']:.4f} | {r['looped_best']:.4f} "
             f"({r['looped_best_loops']}) | {r['looped_train_depth']:.4f} | {r['dense_unique']:.4f} | "
-            f"{r['looped_lr']:g} / {r['dense_lr']:g} | {r['best_vs_dense_pct']:+.2f} % | {r['depth_gain_pct']:.2f} % | {r['flops_ratio']:.2f}x | {exit_text} |"
+            f"{lo:.4f}-{hi:.4f} / {dlo:.4f}-{dhi:.4f} | {r['looped_lr']:g} / {r['dense_lr']:g} | {r['best_vs_dense_pct']:+.2f} % | {r['depth_gain_pct']:.2f} % | {r['flops_ratio']:.2f}x | {exit_text} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -102,7 +105,7 @@ def main() -> int:
         row(n, run_study(n, args.lr, args.seeds, Path(args.out)))
         for n in (int(s) for s in args.steps.split(","))
     ]
-    text = markdown(rows)
+    text = markdown(rows, args.lr, args.seeds)
     print(text)
     atomic_write(args.results + ".md", text)
     atomic_write(args.results + ".json", json.dumps(rows, indent=2) + "\n")
