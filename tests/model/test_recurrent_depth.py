@@ -34,18 +34,13 @@ def test_act_with_truncated_backprop_trains_prelude_and_loop(early_exit):
 
 
 def test_fresh_model_uses_the_depth_it_is_asked_for():
-    """Depth collapse: a fresh `small` model asked for 16 loops used 2.0 of them on average.
-
-    Averaged over three initialisations: one draw varies (11.2 to 16.0 loops over seeds 0-3 measured), the
-    collapse it guards against does not (2.0)."""
-    depths = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        model = Mythos(get_preset("small", max_loop_iters=16)).eval()
-        ids = torch.randint(0, model.cfg.vocab_size, (2, 32))
-        with torch.no_grad():
-            depths.append(model(ids, n_loops=16, return_aux=True).aux.mean_depth)
-    assert sum(depths) / len(depths) >= 12 and min(depths) >= 8, depths
+    """Depth collapse: a fresh `small` model asked for 16 loops used 2.0 of them on average."""
+    torch.manual_seed(0)
+    model = Mythos(get_preset("small", max_loop_iters=16)).eval()
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 32))
+    with torch.no_grad():
+        out = model(ids, n_loops=16, return_aux=True)
+    assert out.aux.mean_depth >= 12, out.aux.mean_depth
 
 
 @pytest.mark.parametrize("act", [False, True])

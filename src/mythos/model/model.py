@@ -53,45 +53,20 @@ class Mythos(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.checkpoint_dir: Path | None = None  # set by from_pretrained: where its tokenizer.json would be
-        device = torch.get_default_device()
-        # built without storage, then materialised and initialised by init_weights alone: the only random
-        # draws a new model makes are init_weights' (so a model built on meta, sharded, then given storage
-        # and init_weights() gets exactly these values), and no default init is computed only to be replaced
-        with torch.device("meta"):
-            self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
-            self.prelude = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.prelude_layers)])
-            self.recurrent = RecurrentBlock(cfg)
-            self.coda = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.coda_layers)])
-            self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-            self.head = Linear(cfg.dim, cfg.vocab_size, bias=False)
-        self.tie_weights()
-        if device.type != "meta":
-            self.to_empty(device=device)
-            self.tie_weights()  # to_empty gives every parameter new storage, the tied pair two
-            self.init_weights()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.prelude = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.prelude_layers)])
+        self.recurrent = RecurrentBlock(cfg)
+        self.coda = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.coda_layers)])
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.head = Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # weight tying
+        self._init_weights()
 
-    def tie_weights(self) -> None:
-        """The head shares the embedding's weight (again after ``to_empty``, which unties them)."""
-        self.head.weight = self.embed.weight
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """(Re)initialise every parameter and buffer in place, in module order: the one implementation of the
-        model's initial values, used by the constructor and by meta-device initialisation (build on meta, shard,
-        ``to_empty``, then this).
-
-        Every linear and embedding weight (the tied head once) ~ N(0, init_std), as the reference does; every
-        other module through its own ``reset_parameters`` (norms 1, LTI log_A = log_dt = 0 and B = 0.1, LoRA
-        B ~ N(0, 0.02), the router N(0, 0.02) with a zero bias, experts N(0, 0.02), the ACT halting bias).
-        """
-        done: set[int] = set()
+    def _init_weights(self) -> None:
+        """N(0, init_std) for every linear and embedding weight, as the reference does."""
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
-                if id(module.weight) not in done:
-                    done.add(id(module.weight))
-                    nn.init.normal_(module.weight, std=self.cfg.init_std)
-            elif callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
+                nn.init.normal_(module.weight, std=self.cfg.init_std)
 
     # ------------------------------------------------------------------ forward
     def forward(

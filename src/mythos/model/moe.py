@@ -45,13 +45,8 @@ class Router(nn.Module):
     def __init__(self, dim: int, n_experts: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_experts, dim))
-        self.register_buffer("bias", torch.empty(n_experts))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """N(0, 0.02) weights; a zero balancing bias (every expert equally likely before any load is seen)."""
+        self.register_buffer("bias", torch.zeros(n_experts))
         nn.init.normal_(self.weight, std=0.02)
-        nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
@@ -214,9 +209,6 @@ class GroupedExperts(nn.Module):
         self.n_experts, self.dim, self.hidden = n_experts, dim, hidden
         self.w_gate_up = nn.Parameter(torch.empty(n_experts, dim, 2 * hidden))
         self.w_down = nn.Parameter(torch.empty(n_experts, hidden, dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
         nn.init.normal_(self.w_gate_up, std=0.02)
         nn.init.normal_(self.w_down, std=0.02)
 

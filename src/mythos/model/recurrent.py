@@ -38,16 +38,9 @@ class LTIInjection(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.log_A = nn.Parameter(torch.empty(dim))
-        self.log_dt = nn.Parameter(torch.empty(1))
-        self.B = nn.Parameter(torch.empty(dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """log_A = log_dt = 0 (A = exp(-1) everywhere), B = 0.1."""
-        nn.init.zeros_(self.log_A)
-        nn.init.zeros_(self.log_dt)
-        nn.init.constant_(self.B, 0.1)
+        self.log_A = nn.Parameter(torch.zeros(dim))
+        self.log_dt = nn.Parameter(torch.zeros(1))
+        self.B = nn.Parameter(torch.full((dim,), 0.1))
 
     def get_A(self) -> torch.Tensor:
         """Diagonal of A in the parameters' dtype, computed in fp32; every entry in (0, A_MAX]."""
@@ -87,13 +80,8 @@ class DepthLoRA(nn.Module):
     def __init__(self, dim: int, rank: int, max_loops: int) -> None:
         super().__init__()
         self.down = nn.Linear(dim, rank, bias=False)
-        self.B = nn.Parameter(torch.empty(rank, dim))
+        self.B = nn.Parameter(torch.randn(rank, dim) * 0.02)
         self.scale = nn.Embedding(max_loops, rank)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """B ~ N(0, 0.02); ``down`` and ``scale`` are a Linear and an Embedding, initialised as such."""
-        nn.init.normal_(self.B, std=0.02)
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         return lora_delta(x, self.down.weight, self.B, lora_scale(self.scale.weight, t))
@@ -114,17 +102,9 @@ class ACTHalting(nn.Module):
     def __init__(self, dim: int, max_loops: int | None = None) -> None:
         super().__init__()
         self.halt = nn.Linear(dim, 1)
-        self.max_loops = max_loops
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """The bias: :func:`halting_bias` of ``max_loops``; without it (reference_compat) nn.Linear's default,
-        U(-1/sqrt(dim), 1/sqrt(dim)). The weight is a Linear's, initialised as such."""
-        if self.max_loops is not None:
-            nn.init.constant_(self.halt.bias, halting_bias(self.max_loops))
-        else:
-            bound = 1 / math.sqrt(self.halt.in_features)
-            nn.init.uniform_(self.halt.bias, -bound, bound)
+        if max_loops is not None:
+            with torch.no_grad():
+                self.halt.bias.fill_(halting_bias(max_loops))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return halt_prob(h, self.halt.weight, self.halt.bias)

@@ -112,13 +112,6 @@ def train_parser() -> argparse.ArgumentParser:
         help="torch.compile the training forward (its backward too): the first step at each loop count "
         "compiles (seconds to minutes), later ones run the compiled graph",
     )
-    sysg.add_argument(
-        "--meta-init",
-        action="store_true",
-        help="with --parallel fsdp: build the model on the meta device, shard it, then allocate and "
-        "initialise only each rank's shards (the same initial values as one process); no rank holds the "
-        "whole model",
-    )
     sysg.add_argument("--device", default=d["device"].default)
     sysg.add_argument("--seed", type=int, default=d["seed"].default)
     sysg.add_argument("--ckpt-every", type=int, default=d["ckpt_every"].default)
@@ -174,7 +167,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         sharded_checkpoints=args.sharded_checkpoints,
         expert_parallel=args.expert_parallel,
         compile=args.compile,
-        meta_init=args.meta_init,
         device=args.device,
         seed=args.seed,
         ckpt_every=args.ckpt_every,

@@ -81,7 +81,6 @@ class TrainConfig:
     sharded_checkpoints: bool = False  # FSDP2: each rank writes its shards (torch.distributed.checkpoint)
     expert_parallel: int = 1  # >1: experts split over groups of that many ranks (all-to-all); divides world
     compile: bool = False  # torch.compile the training forward (train/compile.py): one graph per loop count
-    meta_init: bool = False  # FSDP2: build on meta, shard, then allocate and init only the local shards
     device: str = "auto"
     seed: int = 0
     ckpt_every: int = 100
@@ -151,15 +150,6 @@ class TrainConfig:
                 True,
                 "not with --expert-parallel: its all-to-all dispatch reads split sizes on the host, a graph "
                 "break inside every loop (untested compiled); use one or the other",
-            )
-        if not isinstance(self.meta_init, bool):
-            raise TrainConfigError("meta_init", self.meta_init, "must be true or false")
-        if self.meta_init and self.parallel != "fsdp":
-            raise TrainConfigError(
-                "meta_init",
-                True,
-                f"needs --parallel fsdp (got --parallel {self.parallel}): only sharding spares a rank the whole "
-                "model; DDP and one process hold it all anyway",
             )
         if self.sharded_checkpoints and self.parallel != "fsdp":
             raise TrainConfigError(

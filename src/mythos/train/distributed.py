@@ -154,18 +154,6 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer, info: DistInf
     return get_state_dict(model, optimizer, options=opts)
 
 
-def load_model_state(model: nn.Module, model_state, info: DistInfo) -> None:
-    """Load full (unsharded) weights into a model sharded in place: rank 0 reads them (``model_state``, {} on
-    the other ranks) and broadcasts each tensor, every rank keeps its shard (a meta-initialised resume)."""
-    if not info.enabled:
-        model.load_state_dict(model_state)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(model, model_state, options=opts)
-
-
 def load_optimizer_state(
     model: nn.Module, optimizer: torch.optim.Optimizer, optim_state, info: DistInfo
 ) -> None:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from mythos.model.moe import GroupedExperts, grouped_matmul
+from mythos.model.moe import grouped_matmul
 
 
 def expert_mesh(ep: int, device_type: str = "cpu") -> Any:
@@ -70,11 +70,6 @@ class ExpertParallelExperts(nn.Module):
             local = getattr(experts, name).detach()[lo : lo + self.local].clone()
             param = DTensor.from_local(local, mesh, [Replicate(), Shard(0)], run_check=False)
             setattr(self, name, nn.Parameter(param))
-
-    def reset_parameters(self) -> None:
-        """The experts' initial values: ``GroupedExperts``' own (same parameter names), so meta-device
-        initialisation after the swap draws exactly what the unsharded model draws."""
-        GroupedExperts.reset_parameters(self)
 
     def forward(
         self, x_sorted: torch.Tensor, offsets: torch.Tensor, row_scale: torch.Tensor | None = None

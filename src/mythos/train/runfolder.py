@@ -55,8 +55,8 @@ SCHEDULE_FIELDS = (
     "seed",
     "precision",
 )
-# Everything else (out, steps, device, parallel, compile, meta_init, ckpt_every, keep_checkpoints, max_bad_steps,
-# progress, tensorboard) may differ freely: extending --steps or checkpointing more often is an ordinary resume.
+# Everything else (out, steps, device, parallel, compile, ckpt_every, keep_checkpoints, max_bad_steps, progress,
+# tensorboard) may differ freely: extending --steps or checkpointing more often is an ordinary resume.
 
 
 class RunMismatch(TrainConfigError):

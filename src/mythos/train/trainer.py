@@ -23,7 +23,6 @@ from . import dcp as DCP
 from . import distributed as D
 from .checkpoint import load_latest, rng_state, set_rng_state, write_checkpoint
 from .config import TrainConfig
-from .meta_init import build_on_meta, materialize
 from .runfolder import (
     RunMismatch,
     StopRequest,
@@ -188,27 +187,18 @@ def train(
         torch.distributed.barrier()
     if sharded_from is not None:  # built fresh here, its weights loaded shard by shard once wrapped
         model_cfg = read_config(sharded_from)
-        model = build_on_meta(model_cfg) if cfg.meta_init else Mythos(model_cfg).to(info.device)
-    elif resume_from is not None and cfg.meta_init:  # the weights are loaded once the shards exist
-        model_cfg = read_config(resume_from)
-        model = build_on_meta(model_cfg)
+        model = Mythos(model_cfg).to(info.device)
     elif resume_from is not None:  # the checkpoint's own architecture (check_resume made sure it is the same)
         model = load_checkpoint(resume_from).to(info.device)
         model_cfg = model.cfg
     else:
         model_cfg = build_model_config(cfg, source.vocab_size, source.seq_len)
-        model = build_on_meta(model_cfg) if cfg.meta_init else Mythos(model_cfg).to(info.device)
+        model = Mythos(model_cfg).to(info.device)
     raw_model = model
     ponder_weight = model_cfg.ponder_weight if cfg.ponder_weight is None else cfg.ponder_weight
     model = D.wrap(
         model, cfg.parallel, info, mixed_precision=cfg.mixed_precision, expert_parallel=cfg.expert_parallel
     )
-    if cfg.meta_init:  # storage for this rank's shards only, then the initial values (see meta_init.py)
-        materialize(raw_model, info.device)
-        if resume_from is not None and sharded_from is None:
-            full = load_checkpoint(resume_from).state_dict() if info.is_main else {}
-            D.load_model_state(model, full, info)
-            del full
     forward = model
     if cfg.compile:  # after wrapping; ``model`` stays the module that is optimised and checkpointed
         from .compile import compile_forward
