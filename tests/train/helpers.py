@@ -2,6 +2,7 @@
 
 import json
 import socket
+import sys
 from pathlib import Path
 
 from mythos.train.config import TrainConfig
@@ -63,6 +64,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def torchrun(module: str, *args: str, nproc: int = 2) -> list[str]:
+    """The command that runs ``python -m module args`` on ``nproc`` local ranks (a fresh rendezvous port)."""
+    head = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    return [*head, "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", module, *args]
 
 
 def losses(run: Path) -> list[float]:

@@ -15,7 +15,7 @@ from mythos.train.cli import train_parser
 from mythos.train.config import TrainConfigError
 from mythos.train.trainer import train
 
-from .helpers import DISTRIBUTED, TINY, free_port, losses, tiny_config
+from .helpers import DISTRIBUTED, TINY, losses, tiny_config, torchrun
 
 
 def test_compiled_training_gives_the_eager_losses(tmp_path, monkeypatch):
@@ -93,17 +93,8 @@ def test_compile_under_torchrun_gives_the_one_process_losses(tmp_path, mode):
         env=env,
     )
     out = tmp_path / mode
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-    ]
-    cmd += ["--master_port", str(free_port()), "-m", "tests.train.compile_worker", "--out", str(out)]
-    cmd += [*DISTRIBUTED, "--batch-size", "4", "--parallel", mode, "--compile"]
+    cmd = torchrun("tests.train.compile_worker", "--out", str(out), *DISTRIBUTED, "--batch-size", "4")
+    cmd += ["--parallel", mode, "--compile"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     assert losses(out) == pytest.approx(losses(single), rel=1e-5)

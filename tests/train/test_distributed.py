@@ -6,32 +6,13 @@ import sys
 
 import pytest
 
-from .helpers import DISTRIBUTED, free_port, losses
+from .helpers import DISTRIBUTED, free_port, losses, torchrun
 
 
 def _torchrun(out, mode, *extra):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "mythos",
-        "train",
-        "--out",
-        str(out),
-        *DISTRIBUTED,
-        "--batch-size",
-        "4",
-        "--parallel",
-        mode,
-        *extra,
-    ]
+    cmd = torchrun(
+        "mythos", "train", "--out", str(out), *DISTRIBUTED, "--batch-size", "4", "--parallel", mode, *extra
+    )
     result = subprocess.run(
         cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
