@@ -7,8 +7,9 @@
 
 Every model trains at each learning rate of ``lrs`` and is reported at its best one (the looped model and the
 dense ones do not share an optimum: on the default run the looped model's was twice the dense model's), so no
-model is compared at a rate tuned for another. The rate is chosen on the same held-out windows that are
-reported, for every model alike.
+model is compared at a rate tuned for another. The rate is chosen with the first of ``seeds`` on the same
+held-out windows that are reported, for every model alike; the best rate is then rerun with the other seeds and
+each model is reported as the seeds' mean (at this size one seed can move a run by several percent).
 
 Dense blocks (prelude/coda, and the extra blocks of (c)) get an FFN as wide as the MoE's active width
 (shared + top-k experts), so a dense block and a loop iteration cost about the same. Each model trains in its
