@@ -72,6 +72,17 @@ def torchrun(module: str, *args: str, nproc: int = 2) -> list[str]:
     return [*head, "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", module, *args]
 
 
+def one_process_losses(out: Path, env: dict | None = None) -> list[float]:
+    """The reference the distributed tests match: ``DISTRIBUTED`` in one process at the global batch (8)."""
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "mythos", "train", "--out", str(out), *DISTRIBUTED, "--batch-size", "8"]
+    env = env if env is not None else {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, env=env)
+    return losses(out)
+
+
 def losses(run: Path) -> list[float]:
     """The per-step losses a run logged."""
     return [json.loads(line)["loss"] for line in (run / "telemetry.jsonl").read_text().splitlines()]

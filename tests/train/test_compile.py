@@ -15,7 +15,7 @@ from mythos.train.cli import train_parser
 from mythos.train.config import TrainConfigError
 from mythos.train.trainer import train
 
-from .helpers import DISTRIBUTED, TINY, losses, tiny_config, torchrun
+from .helpers import DISTRIBUTED, TINY, losses, one_process_losses, tiny_config, torchrun
 
 
 def test_compiled_training_gives_the_eager_losses(tmp_path, monkeypatch):
@@ -84,19 +84,12 @@ def test_compile_under_torchrun_gives_the_one_process_losses(tmp_path, mode):
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")]),
     }
-    single = tmp_path / "single"
-    subprocess.run(
-        [sys.executable, "-m", "mythos", "train", "--out", str(single), *DISTRIBUTED, "--batch-size", "8"],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        env=env,
-    )
+    expected = one_process_losses(tmp_path / "single", env)
     out = tmp_path / mode
     cmd = torchrun("tests.train.compile_worker", "--out", str(out), *DISTRIBUTED, "--batch-size", "4")
     cmd += ["--parallel", mode, "--compile"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert losses(out) == pytest.approx(losses(single), rel=1e-5)
+    assert losses(out) == pytest.approx(expected, rel=1e-5)
     for rank in (0, 1):
         assert json.loads((out / f"compiled_graphs_rank{rank}.json").read_text()) >= 1

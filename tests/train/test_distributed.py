@@ -2,11 +2,10 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 
-from .helpers import DISTRIBUTED, free_port, losses, torchrun
+from .helpers import DISTRIBUTED, free_port, losses, one_process_losses, torchrun
 
 
 def _torchrun(out, mode, *extra):
@@ -22,15 +21,7 @@ def _torchrun(out, mode, *extra):
 
 @pytest.mark.slow
 def test_ddp_and_fsdp_match_one_process_at_the_same_global_batch(tmp_path):
-    single = tmp_path / "single"
-    subprocess.run(
-        [sys.executable, "-m", "mythos", "train", "--out", str(single), *DISTRIBUTED, "--batch-size", "8"],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    expected = losses(single)
+    expected = one_process_losses(tmp_path / "single")
     _torchrun(tmp_path / "ddp", "ddp")
     assert losses(tmp_path / "ddp") == pytest.approx(expected, rel=1e-5)
     # FSDP2, interrupted after 2 steps and resumed from its checkpoint: still the same curve
